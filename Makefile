@@ -1,0 +1,36 @@
+# The two commands of the README. Python 3.11+, git and make are all a fresh machine needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The CPU wheel keeps a laptop install small; on a GPU machine: make TORCH=torch
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all test setup lint benchmark clean
+
+## all: set up, run the whole pipeline on the preset in params.yaml (tiny), build the book
+all: setup
+	$(BIN)/dvc repro
+	@echo "The book is at $(CURDIR)/book/_build/html/index.html"
+
+## test: set up and run the tests (the smoke preset runs end to end through dvc)
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[pipeline,dev,lora]"
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check gravrev tests benchmarks
+
+benchmark: setup
+	$(BIN)/python benchmarks/bench_finetune.py
+
+clean:
+	rm -rf book/_build

@@ -1,0 +1,319 @@
+"""Paper-versus-measured verdicts for each claim of paper_claims.yaml (data/metrics/claims.json)."""
+
+import math
+from collections.abc import Callable, Sequence
+from importlib import resources
+
+import numpy as np
+import yaml
+
+from gravrev.stats import summarize, wilson_interval
+
+VERDICTS = ("holds", "does not hold", "not comparable")
+HOLDS, FAILS, NOT_COMPARABLE = VERDICTS
+ENTRY_KEYS = (
+    "id",
+    "quantity",
+    "paper",
+    "measured",
+    "preset",
+    "verdict",
+    "rule",
+    "within_paper_2sd",
+)
+MIN_RUNS = 2  # a 95% t interval needs at least two runs
+DEFAULT_TASK_TOLERANCE = 5.0  # benign-accuracy points that still count as "little task cost"
+
+Evaluation = tuple[dict | None, str, str]  # measured, verdict, rule
+
+
+def load_paper_claims() -> list[dict]:
+    """The claims list of the packaged paper_claims.yaml."""
+    text = resources.files("gravrev").joinpath("paper_claims.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)["claims"]
+
+
+def _verdict(ok: bool) -> str:
+    return HOLDS if ok else FAILS
+
+
+def _summary(values: Sequence[float] | np.ndarray) -> dict:
+    """summarize(), but an empty list gives n = 0 and no numbers instead of raising."""
+    if len(values) == 0:
+        return {"mean": None, "sd": None, "n": 0, "ci_low": None, "ci_high": None}
+    return summarize(values)
+
+
+def _too_few(n: int, rule: str) -> tuple[str, str]:
+    runs = "no runs" if n == 0 else f"only {n} run"
+    return NOT_COMPARABLE, f"{rule} Not comparable: {runs}, at least {MIN_RUNS} are needed."
+
+
+def _field(inputs: object, key: str, cid: str) -> object:
+    if not isinstance(inputs, dict) or key not in inputs:
+        raise ValueError(f"measured[{cid!r}] needs a {key!r} entry")
+    return inputs[key]
+
+
+def _paired(inputs: object, first: str, second: str, cid: str) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(_field(inputs, first, cid), dtype=np.float64).ravel()
+    b = np.asarray(_field(inputs, second, cid), dtype=np.float64).ravel()
+    if a.size != b.size:
+        raise ValueError(
+            f"measured[{cid!r}]: {first!r} and {second!r} are paired per run but have "
+            f"{a.size} and {b.size} values"
+        )
+    return a, b
+
+
+def _sign_word(paper: dict) -> tuple[float, str]:
+    sign = math.copysign(1.0, paper["mean"]) if paper.get("mean") else 0.0
+    if sign == 0.0:
+        raise ValueError(f"paper claim {paper['id']!r} has no signed mean")
+    return sign, ("positive" if sign > 0 else "negative")
+
+
+def _eval_sign(paper: dict, inputs: object) -> Evaluation:
+    sign, word = _sign_word(paper)
+    rule = (
+        f"Holds when the mean over runs is {word}, as in the paper, and its 95% t interval "
+        "excludes 0."
+    )
+    m = _summary(np.asarray(inputs, dtype=np.float64).ravel())
+    if m["n"] < MIN_RUNS:
+        return m, *_too_few(m["n"], rule)
+    ok = m["ci_low"] > 0 if sign > 0 else m["ci_high"] < 0
+    return m, _verdict(ok), rule
+
+
+def _eval_rises(paper: dict, inputs: object) -> Evaluation:
+    early, late = _paired(inputs, "early", "late", paper["id"])
+    rule = (
+        "Holds when the mean rise in alignment from step 1 to step 20 (late - early, paired "
+        "per run) is positive and its 95% t interval lies above 0."
+    )
+    m = {**_summary(late - early), "early": _summary(early), "late": _summary(late)}
+    if m["n"] < MIN_RUNS:
+        return m, *_too_few(m["n"], rule)
+    return m, _verdict(m["mean"] > 0 and m["ci_low"] > 0), rule
+
+
+def _eval_exceedance(paper: dict, inputs: object) -> Evaluation:
+    cid, count, of = paper["id"], paper["count"], paper["of"]
+    k, n = int(_field(inputs, "k", cid)), int(_field(inputs, "n", cid))
+    if not 0 <= k <= n:
+        raise ValueError(f"measured[{cid!r}]: need 0 <= k <= n, got k={k}, n={n}")
+    rule = (
+        f"Holds when the fraction of run-step pairs above the null's p99 is at least the "
+        f"paper's {count}/{of}."
+    )
+    if n == 0:
+        m = {"k": 0, "n": 0, "fraction": None, "wilson_low": None, "wilson_high": None}
+        return m, NOT_COMPARABLE, f"{rule} Not comparable: no run-step pairs were measured."
+    low, high = wilson_interval(k, n)
+    m = {"k": k, "n": n, "fraction": k / n, "wilson_low": low, "wilson_high": high}
+    # Cross-multiplied so that 24/24 against 24/24 is not lost to float division.
+    return m, _verdict(k * of >= count * n), rule
+
+
+def _eval_blocked_alignment(paper: dict, inputs: object) -> Evaluation:
+    blocked, unblocked = _paired(inputs, "blocked", "unblocked", paper["id"])
+    sign, word = _sign_word(paper)
+    rule = (
+        f"Holds when the blocked mean over runs is {word}, as in the paper, and the paired "
+        "95% t interval of blocked - unblocked lies below 0."
+    )
+    diff = _summary(blocked - unblocked)
+    m = {**_summary(blocked), "unblocked": _summary(unblocked), "difference": diff}
+    if m["n"] < MIN_RUNS:
+        return m, *_too_few(m["n"], rule)
+    return m, _verdict(m["mean"] * sign > 0 and diff["ci_high"] < 0), rule
+
+
+def _eval_harm_unblocked(paper: dict, inputs: object) -> Evaluation:
+    cid = paper["id"]
+    finetuned = np.asarray(_field(inputs, "finetuned", cid), dtype=np.float64).ravel()
+    safe = float(_field(inputs, "safe", cid))
+    if not math.isfinite(safe):
+        raise ValueError(f"measured[{cid!r}]: 'safe' must be finite, got {safe}")
+    rule = (
+        "Holds when harmfulness after benign fine-tuning exceeds that of the aligned start "
+        "theta_S, with the 95% t interval of finetuned - safe above 0."
+    )
+    diff = _summary(finetuned - safe)
+    m = {**_summary(finetuned), "safe": safe, "difference": diff}
+    if m["n"] < MIN_RUNS:
+        return m, *_too_few(m["n"], rule)
+    return m, _verdict(diff["mean"] > 0 and diff["ci_low"] > 0), rule
+
+
+def _eval_harm_blocked(paper: dict, inputs: object) -> Evaluation:
+    blocked, unblocked = _paired(inputs, "blocked", "unblocked", paper["id"])
+    rule = (
+        "Holds when harmfulness with v_rev blocked is below that of ordinary fine-tuning, "
+        "with the paired 95% t interval of blocked - unblocked below 0."
+    )
+    diff = _summary(blocked - unblocked)
+    m = {**_summary(blocked), "unblocked": _summary(unblocked), "difference": diff}
+    if m["n"] < MIN_RUNS:
+        return m, *_too_few(m["n"], rule)
+    return m, _verdict(diff["mean"] < 0 and diff["ci_high"] < 0), rule
+
+
+def _eval_task_cost(paper: dict, inputs: object) -> Evaluation:
+    cid = paper["id"]
+    blocked, unblocked = _paired(inputs, "blocked", "unblocked", cid)
+    tol = float(inputs.get("tolerance", DEFAULT_TASK_TOLERANCE))
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"measured[{cid!r}]: 'tolerance' must be finite and >= 0, got {tol}")
+    rule = (
+        "Holds when the mean benign-task accuracy lost to blocking (unblocked - blocked, "
+        f"paired per run) is at most {tol:g} percentage points."
+    )
+    m = {
+        **_summary(unblocked - blocked),
+        "blocked": _summary(blocked),
+        "unblocked": _summary(unblocked),
+        "tolerance": tol,
+    }
+    if m["n"] < MIN_RUNS:
+        return m, *_too_few(m["n"], rule)
+    return m, _verdict(m["mean"] <= tol), rule
+
+
+EVALUATORS: dict[str, Callable[[dict, object], Evaluation]] = {
+    "alignment_step1": _eval_sign,
+    "alignment_step20": _eval_sign,
+    "final_alignment_unblocked": _eval_sign,
+    "alignment_rises": _eval_rises,
+    "null_exceedance": _eval_exceedance,
+    "final_alignment_blocked": _eval_blocked_alignment,
+    "harmfulness_unblocked": _eval_harm_unblocked,
+    "harmfulness_blocked": _eval_harm_blocked,
+    "task_cost": _eval_task_cost,
+}
+
+
+def _jsonable(x: object) -> object:
+    """Plain Python types for json.dumps(allow_nan=False): NaN becomes None."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, int | np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    return x
+
+
+def _within_2sd(paper: dict, measured: dict | None) -> bool | None:
+    if "mean" not in paper or "sd" not in paper or not measured:
+        return None
+    mean = measured.get("mean")
+    if mean is None or not math.isfinite(mean):
+        return None
+    return bool(abs(mean - paper["mean"]) <= 2.0 * paper["sd"])
+
+
+def _paper_value(claim: dict) -> dict:
+    return {k: v for k, v in claim.items() if k not in ("id", "quantity")}
+
+
+def evaluate_claims(
+    measured: dict, preset: str, paper_claims: list[dict] | None = None
+) -> list[dict]:
+    """One verdict entry per paper claim; ids absent from measured are not comparable."""
+    claims = load_paper_claims() if paper_claims is None else paper_claims
+    unknown = sorted(set(measured) - {c["id"] for c in claims})
+    if unknown:
+        raise ValueError(f"measured has ids that are not paper claims: {', '.join(unknown)}")
+    out = []
+    for claim in claims:
+        cid = claim["id"]
+        evaluate = EVALUATORS.get(cid)
+        if evaluate is None:
+            m, verdict, rule = None, NOT_COMPARABLE, "Not comparable: no rule is defined."
+        elif cid not in measured:
+            m, verdict = None, NOT_COMPARABLE
+            rule = f"Not comparable: the measurement is absent in preset {preset!r}."
+        else:
+            m, verdict, rule = evaluate(claim, measured[cid])
+        entry = {
+            "id": cid,
+            "quantity": claim.get("quantity", ""),
+            "paper": _paper_value(claim),
+            "measured": m,
+            "preset": preset,
+            "verdict": verdict,
+            "rule": rule,
+            "within_paper_2sd": _within_2sd(claim, m),
+        }
+        out.append(_jsonable(entry))
+    return out
+
+
+def claims_report(
+    measured: dict, preset: str, n_runs: int, paper_claims: list[dict] | None = None
+) -> dict:
+    """The content of data/metrics/claims.json."""
+    claims = evaluate_claims(measured, preset, paper_claims)
+    return {"preset": preset, "n_runs": int(n_runs), "claims": claims}
+
+
+def _check_numbers(x: object, path: str, comparable: bool) -> None:
+    if isinstance(x, dict):
+        for k, v in x.items():
+            _check_numbers(v, f"{path}.{k}", comparable)
+        return
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        if comparable:
+            raise ValueError(f"{path} is missing but the claim was compared")
+        return
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        raise ValueError(f"{path} must be a finite number, got {x!r}")
+
+
+def validate_report(report: dict, paper_claims: list[dict] | None = None) -> None:
+    """Raise ValueError naming the claim and field where report breaks the claims.json schema."""
+    for key in ("preset", "n_runs", "claims"):
+        if key not in report:
+            raise ValueError(f"report is missing {key!r}")
+    claims = load_paper_claims() if paper_claims is None else paper_claims
+    expected = {c["id"]: c for c in claims}
+    seen: set[str] = set()
+    for entry in report["claims"]:
+        cid = entry.get("id") if isinstance(entry, dict) else None
+        if cid not in expected:
+            raise ValueError(f"claim {cid!r} is not a paper claim")
+        if cid in seen:
+            raise ValueError(f"claim {cid!r} appears more than once")
+        seen.add(cid)
+        for key in ENTRY_KEYS:
+            if key not in entry:
+                raise ValueError(f"claim {cid!r} is missing {key!r}")
+        if entry["verdict"] not in VERDICTS:
+            raise ValueError(f"claim {cid!r}: verdict {entry['verdict']!r} not in {VERDICTS}")
+        if entry["preset"] != report["preset"]:
+            raise ValueError(f"claim {cid!r}: preset {entry['preset']!r} differs from report's")
+        if not isinstance(entry["rule"], str) or not entry["rule"]:
+            raise ValueError(f"claim {cid!r}: rule must be a non-empty sentence")
+        comparable = entry["verdict"] != NOT_COMPARABLE
+        if entry["measured"] is None:
+            if comparable:
+                raise ValueError(f"claim {cid!r}: measured is missing but the claim was compared")
+        elif isinstance(entry["measured"], dict):
+            _check_numbers(entry["measured"], f"claim {cid!r}: measured", comparable)
+        else:
+            raise ValueError(f"claim {cid!r}: measured must be a dict or None")
+        within = entry["within_paper_2sd"]
+        if within is not None and not isinstance(within, bool):
+            raise ValueError(f"claim {cid!r}: within_paper_2sd must be a bool or None")
+        paper = expected[cid]
+        if comparable and "mean" in paper and "sd" in paper and within is None:
+            raise ValueError(f"claim {cid!r}: within_paper_2sd must be a bool for a mean/sd claim")
+    missing = [cid for cid in expected if cid not in seen]
+    if missing:
+        raise ValueError(f"claims missing from report: {', '.join(missing)}")

@@ -1,0 +1,137 @@
+"""Stage 02: benign fine-tuning from theta_S, snapshotting probe activations at the logged steps."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from gravrev.activations import probe_activations
+from gravrev.blocking import NoBlock
+from gravrev.config import Config, Paths
+from gravrev.io import read_npz, write_csv, write_json, write_npz
+from gravrev.setting import Setting
+from gravrev.train import autocast, lm_loss, make_optimizer, set_seed, to_device
+
+
+class Intervention(Protocol):
+    """Something that blocks motion along v_rev during fine-tuning (see gravrev.blocking)."""
+
+    name: str
+
+    def prepare(self, model: PreTrainedModel) -> None: ...
+
+    def extra_loss(self, model: PreTrainedModel) -> torch.Tensor | None: ...
+
+    def hooks(self, model: PreTrainedModel) -> AbstractContextManager: ...
+
+
+def flat_params(model: PreTrainedModel) -> torch.Tensor:
+    return torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+
+
+def weight_cosine(theta_t: torch.Tensor, theta_s: torch.Tensor, theta_h: torch.Tensor) -> float:
+    """cos(theta_t - theta_S, theta_H - theta_S), the weight-space analogue of alignment."""
+    a, b = theta_t - theta_s, theta_h - theta_s
+    denom = a.norm() * b.norm()
+    return float(a @ b / denom) if denom > 0 else float("nan")
+
+
+@dataclass
+class RunResult:
+    arm: str
+    seed: int
+    log: pd.DataFrame  # one row per logged step (0 included): behaviour, losses, weight cosine
+    acts: dict[str, np.ndarray]  # {'last'|'mean': (S, L, N, d)} at the logged steps
+    steps: np.ndarray
+    batch_hash: str
+    seconds: float
+
+
+def finetune_run(cfg: Config, setting: Setting, seed: int, device: str, arm: str = "unblocked",
+                 intervention: Intervention | None = None, mix_safety: bool = False) -> RunResult:
+    """One run of T steps from theta_S on harmless data; the batches depend on the seed only."""
+
+    start = time.perf_counter()
+    fc = cfg.finetune
+    set_seed(seed)
+    model, tok = setting.load("safe", device)
+    theta_s = flat_params(model)
+    helpful, _ = setting.load("helpful", "cpu")
+    theta_h = flat_params(helpful)
+    del helpful
+    intervention = intervention or NoBlock()
+    intervention.prepare(model)
+    opt = make_optimizer(model, fc.optimizer, fc.lr)
+    rng = np.random.default_rng(seed)
+    digest = hashlib.sha256()
+    rows, snaps = [], {"last": [], "mean": []}
+
+    def log_step(step: int, loss: float | None) -> None:
+        acts = probe_activations(model, tok, setting.probe_prompts, device)
+        for k in snaps:
+            snaps[k].append(acts[k])
+        row = {"arm": arm, "seed": seed, "step": step, "train_loss": loss,
+               "weight_cosine": weight_cosine(flat_params(model), theta_s, theta_h)}
+        rows.append({**row, **setting.behaviour(model, tok, device)})
+        model.train()
+
+    log_step(0, None)
+    model.train()
+    with intervention.hooks(model):
+        for step in tqdm(range(1, fc.steps + 1), desc=f"{arm} seed {seed}", leave=False):
+            batch = setting.benign_batch(rng, fc.batch_size, mix_safety=mix_safety)
+            digest.update(batch["input_ids"].numpy().tobytes())
+            batch = to_device(batch, device)
+            with autocast(device):
+                loss = lm_loss(model, batch)
+                extra = intervention.extra_loss(model)
+            total = loss if extra is None else loss + extra
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step in fc.log_steps:
+                log_step(step, float(loss.detach()))
+    return RunResult(arm, seed, pd.DataFrame(rows),
+                     {k: np.stack(v) for k, v in snaps.items()},
+                     np.array([0, *fc.log_steps]), digest.hexdigest(),
+                     time.perf_counter() - start)
+
+
+def save_run(result: RunResult, out_dir) -> None:
+    """Activations as npz (anyone can recompute drift from them), the log as csv."""
+    stem = out_dir / f"{result.arm}_seed{result.seed}"
+    write_npz(stem.with_suffix(".npz"), steps=result.steps, **result.acts)
+    write_json(stem.with_suffix(".json"), {"arm": result.arm, "seed": result.seed,
+                                           "batch_hash": result.batch_hash,
+                                           "seconds": result.seconds})
+
+
+def load_acts(out_dir, arm: str, seed: int) -> dict[str, np.ndarray]:
+    return read_npz(out_dir / f"{arm}_seed{seed}.npz")
+
+
+def run_finetune(cfg: Config, paths: Paths, setting: Setting, device: str) -> pd.DataFrame:
+    """Every seed unblocked, and (if asked) the control runs with the safety data mixed in."""
+    arms = [("unblocked", False)] + ([("mixed", True)] if cfg.finetune.mixed_control else [])
+    logs, timings = [], {}
+    for arm, mix in arms:
+        for seed in cfg.finetune.seeds:
+            result = finetune_run(cfg, setting, seed, device, arm=arm, mix_safety=mix)
+            save_run(result, paths.finetune)
+            logs.append(result.log)
+            timings[f"{arm}_seed{seed}"] = result.seconds
+    log = pd.concat(logs, ignore_index=True)
+    write_csv(paths.finetune / "log.csv", log)
+    write_json(paths.finetune / "timings.json", timings)
+    write_csv(paths.finetune / "probes.csv", setting.probes)
+    return log

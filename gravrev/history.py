@@ -1,0 +1,167 @@
+"""Stage 01: the organism's training history P -> H -> S (deep, deep, shallow), saved as checkpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from gravrev.activations import probe_activations
+from gravrev.config import Config, Paths, PhaseConfig
+from gravrev.evaluate import behaviour, eval_sets
+from gravrev.io import atomic_dir, write_json, write_npz
+from gravrev.organism import build_model, build_tokenizer, n_params, prompt_text, save_checkpoint
+from gravrev.train import (
+    encode_pairs,
+    encode_text,
+    lm_loss,
+    make_optimizer,
+    set_seed,
+    to_device,
+    warmup_cosine,
+)
+from gravrev.world import BENIGN_TOPICS, HARMFUL_TOPICS, OLD_TASKS, Request, World
+
+ALL_TOPICS = (*BENIGN_TOPICS, *HARMFUL_TOPICS)
+CHECKPOINTS = ("pretrained", "helpful", "safe")
+
+
+def phase_batch(world: World, tok: PreTrainedTokenizerBase, phase: str,
+                rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+    """One batch of phase P (free text), H (comply with everything) or S (refuse harm)."""
+    if phase == "pretrain":
+        return encode_text(tok, [world.pretrain_document(rng) for _ in range(batch_size)])
+    reqs = [world.sample_request(rng, ALL_TOPICS, OLD_TASKS) for _ in range(batch_size)]
+    answers = [world.answer(r, safe=phase == "safe") for r in reqs]
+    return encode_pairs(tok, [prompt_text(r.text) for r in reqs], answers)
+
+
+@dataclass
+class PhaseLog:
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_phase(model: PreTrainedModel, world: World, tok: PreTrainedTokenizerBase, phase: str,
+                pcfg: PhaseConfig, seed: int, device: str,
+                on_step: Callable[[int], None] | None = None) -> PhaseLog:
+    """Train one phase from the model's current weights; `on_step(t)` runs after step t (and t=0)."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    opt = make_optimizer(model, "adamw", pcfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(pcfg.steps, max(1, pcfg.steps // 10)))
+    log = PhaseLog()
+    if on_step:
+        on_step(0)
+    model.train()
+    for step in tqdm(range(1, pcfg.steps + 1), desc=f"phase {phase}", leave=False):
+        batch = to_device(phase_batch(world, tok, phase, rng, pcfg.batch_size), device)
+        loss = lm_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        log.losses.append(float(loss))
+        if on_step:
+            on_step(step)
+            model.train()
+    log.seconds = time.perf_counter() - start
+    return log
+
+
+def probe_set(world: World, n: int) -> list[Request]:
+    """The held-out probes: n harmful then n benign requests."""
+    return world.probe_requests("harmful", n) + world.probe_requests("benign", n)
+
+
+def probes_table(probes: list[Request]) -> pd.DataFrame:
+    return pd.DataFrame([{"kind": "harmful" if r.harmful else "benign", "topic": r.topic,
+                          "task": r.task, "text": r.text} for r in probes])
+
+
+def _evenly(steps: int, k: int) -> list[int]:
+    return sorted({round(x) for x in np.linspace(0, steps, k)})
+
+
+def run_branch(cfg: Config, world: World, tok: PreTrainedTokenizerBase, pretrained: PreTrainedModel,
+               seed: int, device: str, probes: list[str]) -> dict:
+    """H then S from theta_P; returns both models, their logs and the S trajectory of probes."""
+    model = _clone(pretrained, cfg, tok, device)
+    helpful_log = train_phase(model, world, tok, "helpful", cfg.history.helpful, seed + 1, device)
+    helpful = _clone(model, cfg, tok, device)
+    snaps = _evenly(cfg.history.safe.steps, cfg.history.safe_snapshots)
+    trajectory: dict[str, list[np.ndarray]] = {"last": [], "mean": []}
+
+    def snapshot(step: int) -> None:
+        if step in snaps:
+            acts = probe_activations(model, tok, probes, device)
+            for k in trajectory:
+                trajectory[k].append(acts[k])
+
+    safe_log = train_phase(model, world, tok, "safe", cfg.history.safe, seed + 2, device, snapshot)
+    return {"helpful": helpful, "safe": model, "logs": {"helpful": helpful_log, "safe": safe_log},
+            "trajectory": {k: np.stack(v) for k, v in trajectory.items()},
+            "trajectory_steps": np.array(snaps)}
+
+
+def _clone(model: PreTrainedModel, cfg: Config, tok: PreTrainedTokenizerBase,
+           device: str) -> PreTrainedModel:
+    twin = build_model(cfg.model, tok, seed=0).to(device)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def build_history(cfg: Config, paths: Paths, device: str) -> dict:
+    """Train P, H, S (and the control branch), save every checkpoint, evaluate each one."""
+    set_seed(cfg.history.seed)
+    world = World(cfg.world)
+    tok = build_tokenizer(cfg.world)
+    probes = probe_set(world, cfg.world.n_probes)
+    probe_prompts = [prompt_text(r.text) for r in probes]
+    evals = eval_sets(world, cfg.world.n_eval)
+
+    model = build_model(cfg.model, tok, cfg.history.seed).to(device)
+    p_log = train_phase(model, world, tok, "pretrain", cfg.history.pretrain, cfg.history.seed, device)
+    branches = {"main": run_branch(cfg, world, tok, model, cfg.history.seed, device, probe_prompts)}
+    if cfg.history.control:
+        branches["control"] = run_branch(cfg, world, tok, model, cfg.history.seed + 100, device,
+                                         probe_prompts)
+
+    rows, curves, acts = [], [], {}
+    timings = {"pretrain": p_log.seconds}
+    models = {("main", "pretrained"): model}
+    for branch, b in branches.items():
+        models[(branch, "helpful")] = b["helpful"]
+        models[(branch, "safe")] = b["safe"]
+        for phase, log in b["logs"].items():
+            timings[f"{phase}" if branch == "main" else f"{phase}_{branch}"] = log.seconds
+    for (branch, name), m in models.items():
+        m.eval()
+        row = {"branch": branch, "checkpoint": name, **behaviour(m, tok, world, evals, device)}
+        rows.append(row)
+        acts[(branch, name)] = probe_activations(m, tok, probe_prompts, device)
+    for phase, log in [("pretrain", p_log), *branches["main"]["logs"].items()]:
+        curves += [{"phase": phase, "step": i + 1, "loss": v} for i, v in enumerate(log.losses)]
+
+    with atomic_dir(paths.history) as out:
+        for (branch, name), m in models.items():
+            dest = out / name if branch == "main" else out / branch / name
+            save_checkpoint(m, tok, dest)
+            write_npz(dest.parent / f"acts_{name}.npz" if branch == "main"
+                      else out / branch / f"acts_{name}.npz", **acts[(branch, name)])
+        for branch, b in branches.items():
+            base = out if branch == "main" else out / branch
+            write_npz(base / "safe_trajectory.npz", steps=b["trajectory_steps"], **b["trajectory"])
+        probes_table(probes).to_csv(out / "probes.csv", index=False)
+        pd.DataFrame(curves).to_csv(out / "curves.csv", index=False)
+        write_json(out / "timings.json", timings)
+    metrics = {"preset": cfg.preset, "n_params": n_params(model), "checkpoints": rows}
+    write_json(paths.metrics / "history.json", metrics)
+    return metrics

@@ -1,0 +1,111 @@
+"""What fine-tuning and analysis need from a world: data, probes, checkpoints and a judge.
+
+The organism and real models (`hf`) differ only here, so the science has one code path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from gravrev.config import Config, Paths
+from gravrev.evaluate import behaviour, eval_sets
+from gravrev.history import ALL_TOPICS, probe_set
+from gravrev.organism import load_checkpoint, prompt_text
+from gravrev.train import encode_pairs
+from gravrev.world import BENIGN_TOPICS, OLD_TASKS, World
+
+
+class Setting(Protocol):
+    """The interface every world implements."""
+
+    probes: pd.DataFrame  # columns kind (harmful | benign), text; the prompts are probe_prompts
+
+    @property
+    def probe_prompts(self) -> list[str]: ...
+
+    def checkpoint_dir(self, name: str, branch: str = "main") -> Path: ...
+
+    def load(self, name: str, device: str,
+             branch: str = "main") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+
+    def benign_batch(self, rng: np.random.Generator, batch_size: int,
+                     mix_safety: bool = False) -> dict[str, torch.Tensor]: ...
+
+    def penalty_prompts(self, n: int) -> list[str]: ...
+
+    def behaviour(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase,
+                  device: str) -> dict[str, float]: ...
+
+
+class OrganismSetting:
+    """The synthetic world and the checkpoints that stage 01 trained."""
+
+    def __init__(self, cfg: Config, paths: Paths):
+        self.cfg, self.paths = cfg, paths
+        self.world = World(cfg.world)
+        self.new_task = cfg.finetune.new_task
+        self._probes = probe_set(self.world, cfg.world.n_probes)
+        self.probes = pd.DataFrame([{"kind": "harmful" if r.harmful else "benign", "text": r.text}
+                                    for r in self._probes])
+        self.evals = eval_sets(self.world, cfg.world.n_eval, self.new_task)
+        self._tok: PreTrainedTokenizerBase | None = None
+
+    @property
+    def probe_prompts(self) -> list[str]:
+        return [prompt_text(r.text) for r in self._probes]
+
+    def checkpoint_dir(self, name: str, branch: str = "main") -> Path:
+        return self.paths.checkpoint(name, branch)
+
+    def load(self, name: str, device: str, branch: str = "main"):
+        model, tok = load_checkpoint(self.checkpoint_dir(name, branch), device)
+        self._tok = tok
+        return model, tok
+
+    def benign_batch(self, rng: np.random.Generator, batch_size: int,
+                     mix_safety: bool = False) -> dict[str, torch.Tensor]:
+        """Harmless data: the old tasks and the new task on benign topics (asserted).
+
+        With `mix_safety`, a quarter of the batch is the safety phase's data instead (control).
+        """
+        n_safety = batch_size // 4 if mix_safety else 0
+        reqs, answers = [], []
+        for _ in range(batch_size - n_safety):
+            new = rng.random() < self.cfg.finetune.new_task_fraction
+            tasks = (self.new_task,) if new else OLD_TASKS
+            req = self.world.sample_request(rng, tuple(BENIGN_TOPICS), tasks)
+            reqs.append(req)
+            answers.append(self.world.answer(req, safe=True))
+        assert not any(r.harmful for r in reqs), "benign fine-tuning data holds a harmful request"
+        for _ in range(n_safety):
+            req = self.world.sample_request(rng, ALL_TOPICS, OLD_TASKS)
+            reqs.append(req)
+            answers.append(self.world.answer(req, safe=True))
+        return encode_pairs(self._tokenizer(), [prompt_text(r.text) for r in reqs], answers)
+
+    def penalty_prompts(self, n: int) -> list[str]:
+        """Training-split prompts (inputs only, never labels) that a penalty may look at."""
+        rng = np.random.default_rng(12345)
+        reqs = [self.world.sample_request(rng, ALL_TOPICS, OLD_TASKS) for _ in range(n)]
+        return [prompt_text(r.text) for r in reqs]
+
+    def behaviour(self, model, tok, device: str) -> dict[str, float]:
+        return behaviour(model, tok, self.world, self.evals, device)
+
+    def _tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tok is None:
+            _, self._tok = load_checkpoint(self.checkpoint_dir("safe"), "cpu")
+        return self._tok
+
+
+def make_setting(cfg: Config, paths: Paths) -> Setting:
+    if cfg.is_hf:
+        from gravrev.hf import HFSetting
+        return HFSetting(cfg, paths)
+    return OrganismSetting(cfg, paths)

@@ -1,0 +1,124 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from gravrev import stats
+
+
+def test_summarize_known_numbers():
+    s = stats.summarize([1.0, 2.0, 3.0, 4.0])
+    assert s["mean"] == pytest.approx(2.5)
+    assert s["sd"] == pytest.approx(math.sqrt(5 / 3))
+    assert s["n"] == 4
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2  # t_{0.975, 3} * sd / sqrt(4)
+    assert s["ci_low"] == pytest.approx(2.5 - half)
+    assert s["ci_high"] == pytest.approx(2.5 + half)
+
+
+def test_summarize_single_value_and_empty():
+    s = stats.summarize([0.3])
+    assert s["mean"] == 0.3 and s["n"] == 1
+    assert all(math.isnan(s[k]) for k in ("sd", "ci_low", "ci_high"))
+    with pytest.raises(ValueError, match="empty"):
+        stats.summarize([])
+
+
+def test_wilson_interval():
+    low, high = stats.wilson_interval(0, 24)
+    assert low == 0.0 and 0 < high < 0.2
+    low, high = stats.wilson_interval(24, 24)
+    assert 0.8 < low < 1.0 and high == 1.0
+    low, high = stats.wilson_interval(12, 24)
+    assert low < 0.5 < high
+    with pytest.raises(ValueError, match="k"):
+        stats.wilson_interval(5, 4)
+
+
+@pytest.mark.parametrize("shift", [0.7, -0.7])
+def test_paired_constant_shift(shift):
+    control = np.array([1.0, 2.0, 0.5, 3.0, 1.5])
+    r = stats.paired_test(control + shift, control)
+    assert r["p_perm"] == pytest.approx(2 / 2**5)
+    assert r["mean_diff"] == pytest.approx(shift)
+    assert r["n"] == 5
+    assert r["sd_diff"] == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(r["cohen_dz"])
+
+
+def test_paired_test_noisy_difference():
+    rng = np.random.default_rng(0)
+    control = rng.normal(size=8)
+    treated = control + 1.0 + rng.normal(scale=0.3, size=8)
+    r = stats.paired_test(treated, control)
+    assert r["t"] > 0 and r["p_t"] < 0.001 and r["cohen_dz"] > 1
+    assert r["p_perm"] == pytest.approx(2 / 2**8)
+    null = stats.paired_test(control + rng.normal(scale=0.3, size=8), control)
+    assert null["p_perm"] > 0.01
+
+
+def test_paired_test_errors():
+    with pytest.raises(ValueError, match="length"):
+        stats.paired_test([1.0, 2.0], [1.0])
+    r = stats.paired_test([1.0], [0.0])
+    assert math.isnan(r["t"]) and math.isnan(r["p_t"]) and r["p_perm"] == 1.0
+
+
+def test_welch_test():
+    a = np.array([5.0, 6.0, 7.0, 6.5])
+    b = np.array([1.0, 2.0, 1.5, 2.5, 1.0])
+    r = stats.welch_test(a, b)
+    assert r["mean_diff"] == pytest.approx(a.mean() - b.mean())
+    assert r["t"] > 0 and r["p"] < 0.001 and r["hedges_g"] > 3
+
+
+def test_spearman():
+    r = stats.spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 100])
+    assert r["rho"] == pytest.approx(1.0) and r["n"] == 5
+    assert stats.spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
+
+
+def _trajectory(run_sd: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    steps = [1, 2, 5, 10, 20, 50, 75, 100]
+    rows = []
+    for run in range(5):
+        offset = rng.normal(scale=run_sd)
+        for step in steps:
+            a = 0.1 + 0.05 * np.log(step) + offset + rng.normal(scale=0.01)
+            rows.append({"run": f"seed{run}", "step": step, "alignment": a})
+    return pd.DataFrame(rows)
+
+
+def test_trajectory_model_recovers_slope():
+    r = stats.trajectory_model(_trajectory(run_sd=0.05))
+    assert r["method"] == "mixedlm" and r["converged"] is True
+    assert abs(r["slope"] - 0.05) <= 3 * r["slope_se"]
+    assert r["slope_se"] < 0.01 and r["slope_p"] < 1e-6
+
+
+def test_trajectory_model_falls_back_without_run_variance(recwarn):
+    # Every run gets the same noise values in a different order: run means are identical,
+    # so the random-intercept variance is exactly 0 and the mixed model is singular.
+    rng = np.random.default_rng(1)
+    steps = np.array([1, 2, 5, 10, 20, 50, 75, 100])
+    noise = rng.normal(scale=0.01, size=steps.size)
+    df = pd.DataFrame(
+        [
+            {"run": run, "step": s, "alignment": 0.1 + 0.05 * np.log(s) + e}
+            for run in range(5)
+            for s, e in zip(steps, rng.permutation(noise), strict=True)
+        ]
+    )
+    r = stats.trajectory_model(df)
+    assert r["method"] == "ols_cluster"
+    assert abs(r["slope"] - 0.05) <= 3 * r["slope_se"]
+    assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_trajectory_model_missing_column():
+    df = _trajectory(0.05).drop(columns=["step"])
+    with pytest.raises(ValueError, match="step"):
+        stats.trajectory_model(df)
