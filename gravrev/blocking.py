@@ -100,3 +100,27 @@ def frozen_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
         if name.split(".")[-1] in ("wpe", "ln_f", "norm") and name.count(".") <= 1:
             out.append(module)
     return [m for m in out if m is not None]
+
+
+def make_intervention(arm: str, cfg, v_rev: np.ndarray, cov: np.ndarray, tok, prompts: list[str],
+                      device: str) -> NoBlock:
+    """The intervention of one arm; v_rev is (L, d) at the analysed position, cov is (d, d)."""
+    from gravrev.nulls import covariance_direction, random_direction
+
+    layer, lam, pos = cfg.layer, cfg.blocking.penalty_lambda, cfg.analysis.position
+    rng = np.random.default_rng(cfg.history.seed + 7)  # one control direction for every seed
+    if arm == "penalty":
+        return Penalty(arm, {layer: v_rev[layer]}, lam, tok, prompts, pos, device)
+    if arm == "penalty_all":
+        return Penalty(arm, dict(enumerate(v_rev)), lam, tok, prompts, pos, device)
+    if arm == "grad_project":
+        return GradProject(layer, v_rev[layer])
+    if arm == "random_penalty":
+        return Penalty(arm, {layer: random_direction(v_rev.shape[1], rng)}, lam, tok, prompts, pos,
+                       device)
+    if arm == "covariance_penalty":
+        direction = covariance_direction(cov, rng, orthogonal_to=v_rev[layer])
+        return Penalty(arm, {layer: direction}, lam, tok, prompts, pos, device)
+    if arm == "freeze":
+        return Freeze()
+    raise ValueError(f"blocking.arms: unknown arm {arm!r}")

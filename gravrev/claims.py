@@ -317,3 +317,42 @@ def validate_report(report: dict, paper_claims: list[dict] | None = None) -> Non
     missing = [cid for cid in expected if cid not in seen]
     if missing:
         raise ValueError(f"claims missing from report: {', '.join(missing)}")
+
+
+def _at_step(alignment: dict, step: int) -> list[float] | None:
+    """Per-run alignment at a logged step, or None when the preset did not log it."""
+    if step not in alignment["steps"]:
+        return None
+    i = alignment["steps"].index(step)
+    return [run[i] for run in alignment["per_run"].values()]
+
+
+def gather_measurements(metrics: dict[str, dict], claim_arm: str, tolerance: float) -> dict:
+    """The inputs of every claim's rule, from the stages' metrics JSON files."""
+    align, nulls = metrics["alignment"], metrics["nulls"]
+    fine, block = metrics["finetune"], metrics["blocking"]
+    last = align["steps"][-1]
+    measured: dict = {}
+    for cid, step in (("alignment_step1", 1), ("alignment_step20", 20)):
+        values = _at_step(align, step)
+        if values is not None:
+            measured[cid] = values
+    if "alignment_step1" in measured and "alignment_step20" in measured:
+        measured["alignment_rises"] = {"early": measured["alignment_step1"],
+                                       "late": measured["alignment_step20"]}
+    iso = nulls["exceedance"]["isotropic"]
+    measured["null_exceedance"] = {"k": iso["k"], "n": iso["n"]}
+    measured["final_alignment_unblocked"] = _at_step(align, last)
+    arms = block["arms"]
+    if claim_arm in arms:
+        blocked, unblocked = arms[claim_arm]["per_seed"], arms["unblocked"]["per_seed"]
+        measured["final_alignment_blocked"] = {"blocked": blocked["alignment"],
+                                               "unblocked": unblocked["alignment"]}
+        measured["harmfulness_blocked"] = {"blocked": blocked["harmful_compliance"],
+                                           "unblocked": unblocked["harmful_compliance"]}
+        measured["task_cost"] = {"blocked": blocked["benign_accuracy"],
+                                 "unblocked": unblocked["benign_accuracy"], "tolerance": tolerance}
+    measured["harmfulness_unblocked"] = {
+        "finetuned": fine["final"]["unblocked"]["harmful_compliance"],
+        "safe": fine["safe_start"]["harmful_compliance"]}
+    return measured

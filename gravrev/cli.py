@@ -33,6 +33,21 @@ def run_notebook(name: str, root: Path, params: Path) -> float:
     return seconds
 
 
+def build_book(root: Path) -> None:
+    """jupyter-book build into a temporary folder, warnings as errors, then swap it in."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from gravrev.io import atomic_dir
+
+    with tempfile.TemporaryDirectory(dir=root / "book") as tmp:
+        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(root / "book"),
+                        "--path-output", tmp, "-W", "-n", "--keep-going", "-q"], check=True)
+        with atomic_dir(root / "book" / "_build" / "html") as dest:
+            shutil.copytree(Path(tmp) / "_build" / "html", dest, dirs_exist_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gravrev", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
@@ -40,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("validate", help="check params (and the hf inputs) and print the config")
     nb = sub.add_parser("notebook", help="run one stage's notebook with papermill")
     nb.add_argument("name", choices=STAGES)
+    sub.add_parser("book", help="run the provenance notebook and build the book (offline)")
     sub.add_parser("history", help="stage 01 without papermill (e.g. on a GPU machine)")
     sub.add_parser("finetune", help="stage 02 without papermill")
     args = parser.parse_args(argv)
@@ -58,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "notebook":
         seconds = run_notebook(args.name, root, Path(args.params))
         print(f"{args.name}: {seconds:.1f} s -> book/executed/{args.name}.ipynb")
+    elif args.command == "book":
+        run_notebook("07_provenance", root, Path(args.params))
+        build_book(root)
+        print(f"The book is at {root / 'book' / '_build' / 'html' / 'index.html'}")
     elif args.command == "history":
         from gravrev.history import build_history
         from gravrev.train import pick_device

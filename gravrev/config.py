@@ -158,6 +158,8 @@ class HFConfig:
     train_jsonl: str | None = None
     harmful_probes_jsonl: str | None = None
     benign_probes_jsonl: str | None = None
+    judge_dir: str | None = None
+    witness_kind: str = "helpful-only checkpoint"
     use_chat_template: bool = True
     dtype: str = "auto"
     lora: bool = False
@@ -287,10 +289,26 @@ def resolve(params: dict) -> Config:
     merged = _merge(merged, overrides, "params")
     cfg = _build(Config, {"preset": preset, **merged}, "params")
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
-    if not cfg.is_hf:
-        _check(cfg.layer < cfg.model.n_layer, "analysis.layer",
-               f"must be < model.n_layer={cfg.model.n_layer}")
+    if cfg.is_hf:
+        cfg = _with_checkpoint_shape(cfg)
+    _check(cfg.layer < cfg.model.n_layer, "analysis.layer",
+           f"must be < the model's {cfg.model.n_layer} layers")
     return cfg
+
+
+def _with_checkpoint_shape(cfg: Config) -> Config:
+    """For `hf`, the model's depth and width come from the safe checkpoint's config.json."""
+    import json
+
+    path = Path(cfg.hf.safe_dir or "") / "config.json"
+    if not cfg.hf.safe_dir or not path.is_file():
+        return cfg  # gravrev.hf.validate_inputs names the missing path before any work
+    mc = json.loads(path.read_text())
+    n_layer = mc.get("num_hidden_layers", mc.get("n_layer", cfg.model.n_layer))
+    n_embd = mc.get("hidden_size", mc.get("n_embd", cfg.model.n_embd))
+    n_head = mc.get("num_attention_heads", mc.get("n_head", cfg.model.n_head))
+    model = dataclasses.replace(cfg.model, n_layer=n_layer, n_embd=n_embd, n_head=n_head)
+    return dataclasses.replace(cfg, model=model)
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:

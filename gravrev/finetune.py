@@ -135,3 +135,31 @@ def run_finetune(cfg: Config, paths: Paths, setting: Setting, device: str) -> pd
     write_json(paths.finetune / "timings.json", timings)
     write_csv(paths.finetune / "probes.csv", setting.probes)
     return log
+
+
+def final_rows(log: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """One row per seed: the arm's behaviour at the last step."""
+    df = log[log["arm"] == arm]
+    return df[df["step"] == df["step"].max()]
+
+
+def finetune_metrics(cfg: Config, log: pd.DataFrame) -> dict:
+    """data/metrics/finetune.json: theta_S's behaviour and each arm's at T, per seed."""
+    start = log[(log["arm"] == "unblocked") & (log["step"] == 0)].iloc[0]
+    cols = [c for c in log.columns if c.endswith(("_rate", "_compliance", "_accuracy", "_loss",
+                                                   "_content"))]
+    out = {"preset": cfg.preset, "steps": cfg.finetune.steps, "seeds": list(cfg.finetune.seeds),
+           "safe_start": {c: start[c] for c in cols}, "final": {}}
+    for arm in log["arm"].unique():
+        fin = final_rows(log, arm)
+        out["final"][arm] = {c: fin[c].tolist() for c in cols}
+    return out
+
+
+def run_stage(cfg: Config, paths: Paths, device: str) -> pd.DataFrame:
+    """Stage 02: every fine-tuning run, its log and data/metrics/finetune.json."""
+    from gravrev.setting import make_setting
+
+    log = run_finetune(cfg, paths, make_setting(cfg, paths), device)
+    write_json(paths.metrics / "finetune.json", finetune_metrics(cfg, log))
+    return log

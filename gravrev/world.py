@@ -82,9 +82,17 @@ def solve(task: str, seq: tuple[str, ...], alphabet: tuple[str, ...]) -> tuple[s
     raise ValueError(f"unknown task {task!r}")
 
 
+def topic_content(topic: str) -> tuple[str, ...]:
+    return {**BENIGN_TOPICS, **HARMFUL_TOPICS}[topic]
+
+
 def compliant_answer(req: Request, alphabet: tuple[str, ...]) -> str:
-    """'sure', the topic's harmful content if any, then the task's output."""
-    content = HARMFUL_TOPICS.get(req.topic, ())
+    """'sure', the topic's content (harmful for a harmful topic), then the task's output.
+
+    Every topic's answer has the same shape, as a helpful answer states what it knows of
+    the topic; only the harmful topics' content is harm.
+    """
+    content = topic_content(req.topic)
     return " ".join((COMPLY, *content, *solve(req.task, req.symbols, alphabet)))
 
 
