@@ -1,3 +1,3 @@
-"""gravrev: fine-tuning reversion along a history-defined direction, reproduced on a model organism."""
+"""gravrev: fine-tuning reversion along a history-defined direction, on a model organism."""
 
 __version__ = "0.1.0"

@@ -1,8 +1,7 @@
-"""Stage 05 in code: run every blocking arm on the unblocked runs' seeds and batches, and compare."""
+"""Stage 05 in code: every blocking arm on the unblocked runs' seeds and batches, compared."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from gravrev.analysis import alignment_table, chosen, load_probes
@@ -23,7 +22,8 @@ def run_arms(cfg: Config, paths: Paths, device: str) -> pd.DataFrame:
     """Fine-tune every seed under every blocking arm; the data order is the seed's, as unblocked."""
     setting = make_setting(cfg, paths)
     v = read_npz(paths.data / "vrev" / "v_rev.npz")[
-        f"{cfg.analysis.vrev_method}_{cfg.analysis.position}"]
+        f"{cfg.analysis.vrev_method}_{cfg.analysis.position}"
+    ]
     mask = probe_mask(load_probes(paths), cfg.analysis.probe_set)
     safe_acts = read_npz(paths.history / "acts_safe.npz")[cfg.analysis.position][cfg.layer][mask]
     cov = covariance(safe_acts)
@@ -33,7 +33,9 @@ def run_arms(cfg: Config, paths: Paths, device: str) -> pd.DataFrame:
     for arm in cfg.blocking.arms:
         for seed in cfg.finetune.seeds:
             block = make_intervention(arm, cfg, v, cov, tok, prompts, device)
-            result = finetune_run(cfg, setting, seed, device, arm=arm, intervention=block)
+            result = finetune_run(
+                cfg, setting, seed, device, arm=arm, intervention=block, judge_every_log=False
+            )
             save_run(result, paths.blocking)
             logs.append(result.log)
             hashes[f"{arm}_seed{seed}"] = result.batch_hash
@@ -53,21 +55,28 @@ def check_pairing(cfg: Config, paths: Paths) -> None:
                 raise AssertionError(f"arm {arm} seed {seed} saw other batches than unblocked")
 
 
-def final_table(cfg: Config, paths: Paths,
-                log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def final_table(cfg: Config, paths: Paths, log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows per arm and seed at T (harm with Wilson intervals), and every logged step."""
     unblocked = pd.read_csv(paths.finetune / "log.csv")
     both = pd.concat([unblocked[unblocked["arm"] == "unblocked"], log], ignore_index=True)
-    v = {pos: read_npz(paths.data / "vrev" / "v_rev.npz")[f"{cfg.analysis.vrev_method}_{pos}"]
-         for pos in ("last", "mean")}
-    align = pd.concat([chosen(alignment_table(cfg, paths, v, ["unblocked"]), cfg),
-                       chosen(alignment_table(cfg, paths, v, list(cfg.blocking.arms), "blocking"),
-                              cfg)])
-    merged = both.merge(align[["arm", "seed", "step", "alignment"]], on=["arm", "seed", "step"],
-                        how="left")
+    v = {
+        pos: read_npz(paths.data / "vrev" / "v_rev.npz")[f"{cfg.analysis.vrev_method}_{pos}"]
+        for pos in ("last", "mean")
+    }
+    align = pd.concat(
+        [
+            chosen(alignment_table(cfg, paths, v, ["unblocked"]), cfg),
+            chosen(alignment_table(cfg, paths, v, list(cfg.blocking.arms), "blocking"), cfg),
+        ]
+    )
+    merged = both.merge(
+        align[["arm", "seed", "step", "alignment"]], on=["arm", "seed", "step"], how="left"
+    )
     fin = merged[merged["step"] == cfg.finetune.steps].copy()
-    lo_hi = [wilson_interval(int(k), int(n)) for k, n in zip(fin["harmful_answers"],
-                                                              fin["n_harmful"], strict=True)]
+    lo_hi = [
+        wilson_interval(int(k), int(n))
+        for k, n in zip(fin["harmful_answers"], fin["n_harmful"], strict=True)
+    ]
     fin["harm_low"] = [100 * a for a, _ in lo_hi]
     fin["harm_high"] = [100 * b for _, b in lo_hi]
     return fin, merged
@@ -99,9 +108,15 @@ def blocking_stage(cfg: Config, paths: Paths, device: str) -> dict:
         per_arm[arm] = {m: summarize(f[m].to_numpy()) for m in MEASURES}
         per_arm[arm]["harm_pooled_wilson"] = [100 * x for x in wilson_interval(k, n)]
         per_arm[arm]["per_seed"] = {m: f.sort_values("seed")[m].tolist() for m in MEASURES}
-    metrics = {"preset": cfg.preset, "lambda": cfg.blocking.penalty_lambda, "layer": cfg.layer,
-               "claim_arm": cfg.blocking.claim_arm, "paired": True, "arms": per_arm,
-               "effects": effects.to_dict(orient="records")}
+    metrics = {
+        "preset": cfg.preset,
+        "lambda": cfg.blocking.penalty_lambda,
+        "layer": cfg.layer,
+        "claim_arm": cfg.blocking.claim_arm,
+        "paired": True,
+        "arms": per_arm,
+        "effects": effects.to_dict(orient="records"),
+    }
     write_json(paths.metrics / "blocking.json", metrics)
     write_csv(paths.blocking / "final.csv", fin)
     return {"final": fin, "trajectories": trajectories, "effects": effects, "metrics": metrics}

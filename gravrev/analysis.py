@@ -30,8 +30,9 @@ def directions(cfg: Config, paths: Paths, branch: str = "main") -> dict[str, dic
     mask = probe_mask(load_probes(paths), cfg.analysis.probe_set)
     helpful, safe = read_npz(base / "acts_helpful.npz"), read_npz(base / "acts_safe.npz")
     out: dict[str, dict[str, np.ndarray]] = {"checkpoint_diff": {}, "trajectory_pca": {}}
-    trajectory = read_npz(base / "safe_trajectory.npz") if (base / "safe_trajectory.npz").exists() \
-        else None
+    trajectory = (
+        read_npz(base / "safe_trajectory.npz") if (base / "safe_trajectory.npz").exists() else None
+    )
     for pos in POSITIONS:
         out["checkpoint_diff"][pos] = v_rev_checkpoint_diff(helpful[pos], safe[pos], mask)
         if trajectory is not None:
@@ -40,11 +41,14 @@ def directions(cfg: Config, paths: Paths, branch: str = "main") -> dict[str, dic
 
 
 def run_acts(paths: Paths, arm: str, seed: int, base: str = "finetune") -> dict[str, np.ndarray]:
-    return read_npz((paths.finetune if base == "finetune" else paths.blocking) / f"{arm}_seed{seed}.npz")
+    return read_npz(
+        (paths.finetune if base == "finetune" else paths.blocking) / f"{arm}_seed{seed}.npz"
+    )
 
 
-def alignment_table(cfg: Config, paths: Paths, v_rev: dict[str, np.ndarray], arms: list[str],
-                    base: str = "finetune") -> pd.DataFrame:
+def alignment_table(
+    cfg: Config, paths: Paths, v_rev: dict[str, np.ndarray], arms: list[str], base: str = "finetune"
+) -> pd.DataFrame:
     """cos(drift_t, v_rev) for every arm, seed, logged step, layer and position."""
     mask = probe_mask(load_probes(paths), cfg.analysis.probe_set)
     frames = []
@@ -64,7 +68,9 @@ def chosen(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 
 def per_step(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, sd (ddof=1), n and 95% interval of alignment per logged step."""
-    rows = [{"step": step, **summarize(g["alignment"].to_numpy())} for step, g in df.groupby("step")]
+    rows = [
+        {"step": step, **summarize(g["alignment"].to_numpy())} for step, g in df.groupby("step")
+    ]
     return pd.DataFrame(rows)
 
 
@@ -81,9 +87,14 @@ def run_step_drifts(cfg: Config, paths: Paths, arm: str = "unblocked") -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def null_table(cfg: Config, paths: Paths, v_rev: np.ndarray, control: np.ndarray | None,
-               rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
-    """Each run-step pair against the isotropic null, the anisotropic null and the control direction."""
+def null_table(
+    cfg: Config,
+    paths: Paths,
+    v_rev: np.ndarray,
+    control: np.ndarray | None,
+    rng: np.random.Generator,
+) -> tuple[pd.DataFrame, dict]:
+    """Each run-step pair against the isotropic and anisotropic nulls and the control direction."""
     q, n = cfg.analysis.null_quantile, cfg.analysis.null_samples
     pairs = run_step_drifts(cfg, paths)
     d = len(v_rev)
@@ -94,8 +105,13 @@ def null_table(cfg: Config, paths: Paths, v_rev: np.ndarray, control: np.ndarray
     rows = []
     for _, p in pairs.iterrows():
         aniso = np.quantile(anisotropic_samples(p["drift"], cov, n, rng), q)
-        row = {"seed": p["seed"], "step": p["step"], "alignment": cosine(p["drift"], v_rev),
-               "isotropic_p99": iso, "anisotropic_p99": float(aniso)}
+        row = {
+            "seed": p["seed"],
+            "step": p["step"],
+            "alignment": cosine(p["drift"], v_rev),
+            "isotropic_p99": iso,
+            "anisotropic_p99": float(aniso),
+        }
         if control is not None:
             row["control_cosine"] = cosine(p["drift"], control)
         rows.append(row)
@@ -118,34 +134,72 @@ def vrev_stage(cfg: Config, paths: Paths) -> dict:
         raise ValueError(f"analysis.vrev_method: {method!r} needs data this preset did not save")
     log = pd.read_csv(paths.finetune / "log.csv")
     arms = [a for a in ("unblocked", "mixed") if a in set(log["arm"])]
-    table = pd.concat([alignment_table(cfg, paths, dirs[m], arms).assign(method=m) for m in dirs],
-                      ignore_index=True)
+    table = pd.concat(
+        [alignment_table(cfg, paths, dirs[m], arms).assign(method=m) for m in dirs],
+        ignore_index=True,
+    )
     main = chosen(table[(table["method"] == method) & (table["arm"] == "unblocked")], cfg)
     steps = per_step(main)
-    behaviour = log[log["arm"] == "unblocked"][["seed", "step", "harmful_compliance", "refusal_rate",
-                                                  "weight_cosine"]]
+    behaviour = log[log["arm"] == "unblocked"][
+        ["seed", "step", "harmful_compliance", "refusal_rate", "weight_cosine"]
+    ]
     pairs = main.merge(behaviour, on=["seed", "step"])
     model = trajectory_model(main[["seed", "step", "alignment"]].rename(columns={"seed": "run"}))
     rho = spearman(pairs["alignment"], pairs["harmful_compliance"])
-    methods_cos = {pos: [cosine(a, b) for a, b in zip(dirs["checkpoint_diff"][pos],
-                                                      dirs["trajectory_pca"][pos], strict=True)]
-                   for pos in POSITIONS} if "trajectory_pca" in dirs else {}
+    rho_refusal = spearman(pairs["alignment"], pairs["refusal_rate"])
+    methods_cos = (
+        {
+            pos: [
+                cosine(a, b)
+                for a, b in zip(
+                    dirs["checkpoint_diff"][pos], dirs["trajectory_pca"][pos], strict=True
+                )
+            ]
+            for pos in POSITIONS
+        }
+        if "trajectory_pca" in dirs
+        else {}
+    )
     out = paths.data / "vrev"
-    write_npz(out / "v_rev.npz", **{f"{m}_{pos}": v for m, d in dirs.items() for pos, v in d.items()})
+    write_npz(
+        out / "v_rev.npz", **{f"{m}_{pos}": v for m, d in dirs.items() for pos, v in d.items()}
+    )
     write_csv(out / "alignment.csv", table)
-    by_step = {int(r["step"]): {k: r[k] for k in ("mean", "sd", "n", "ci_low", "ci_high")}
-               for _, r in steps.iterrows()}
-    metrics = {"preset": cfg.preset, "layer": cfg.layer, "position": cfg.analysis.position,
-               "probe_set": cfg.analysis.probe_set, "method": method, "by_step": by_step,
-               "per_run": {int(s): g.sort_values("step")["alignment"].tolist()
-                           for s, g in main.groupby("seed")},
-               "steps": sorted(int(s) for s in main["step"].unique()),
-               "trajectory_model": model, "spearman_alignment_harm": rho,
-               "isotropic_p99": isotropic_quantile(dirs[method][cfg.analysis.position].shape[1],
-                                                   cfg.analysis.null_quantile)}
+    by_step = {
+        int(r["step"]): {k: r[k] for k in ("mean", "sd", "n", "ci_low", "ci_high")}
+        for _, r in steps.iterrows()
+    }
+    metrics = {
+        "preset": cfg.preset,
+        "layer": cfg.layer,
+        "position": cfg.analysis.position,
+        "probe_set": cfg.analysis.probe_set,
+        "method": method,
+        "by_step": by_step,
+        "per_run": {
+            int(s): g.sort_values("step")["alignment"].tolist() for s, g in main.groupby("seed")
+        },
+        "steps": sorted(int(s) for s in main["step"].unique()),
+        "trajectory_model": model,
+        "spearman_alignment_harm": rho,
+        "spearman_alignment_refusal": rho_refusal,
+        "isotropic_p99": isotropic_quantile(
+            dirs[method][cfg.analysis.position].shape[1], cfg.analysis.null_quantile
+        ),
+    }
     write_json(paths.metrics / "alignment.json", metrics)
-    return {"directions": dirs, "table": table, "main": main, "steps": steps, "pairs": pairs,
-            "model": model, "spearman": rho, "methods_cos": methods_cos, "metrics": metrics}
+    return {
+        "directions": dirs,
+        "table": table,
+        "main": main,
+        "steps": steps,
+        "pairs": pairs,
+        "model": model,
+        "spearman": rho,
+        "spearman_refusal": rho_refusal,
+        "methods_cos": methods_cos,
+        "metrics": metrics,
+    }
 
 
 def nulls_stage(cfg: Config, paths: Paths, seed: int = 0) -> dict:
@@ -168,22 +222,35 @@ def nulls_stage(cfg: Config, paths: Paths, seed: int = 0) -> dict:
     alignment = pd.read_csv(paths.data / "vrev" / "alignment.csv")
     cell = chosen(alignment[alignment["method"] == method], cfg)
     by_arm = cell.groupby(["arm", "step"])["alignment"].agg(["mean", "std", "count"]).reset_index()
-    counts = {"isotropic": [int(table["exceeds_isotropic"].sum()), len(table)],
-              "anisotropic": [int(table["exceeds_anisotropic"].sum()), len(table)]}
+    counts = {
+        "isotropic": [int(table["exceeds_isotropic"].sum()), len(table)],
+        "anisotropic": [int(table["exceeds_anisotropic"].sum()), len(table)],
+    }
     if control is not None:
         counts["control_direction"] = [int(table["beats_control"].sum()), len(table)]
     out = paths.data / "nulls"
     write_csv(out / "pairs.csv", table)
-    metrics = {"preset": cfg.preset, "d": d, "quantile": q,
-               "isotropic_closed_form": isotropic_quantile(d, q),
-               "isotropic_monte_carlo": mc, "isotropic_monte_carlo_se": mc_se,
-               "anisotropic_v_rev_quantile": float(np.quantile(aniso_v, q)),
-               "exceedance": {k: {"k": v[0], "n": v[1]} for k, v in counts.items()},
-               "control_direction_cos_v_rev": None if control is None else cosine(v_rev, control),
-               "control_drift_final": _final_by_arm(cell)}
+    metrics = {
+        "preset": cfg.preset,
+        "d": d,
+        "quantile": q,
+        "isotropic_closed_form": isotropic_quantile(d, q),
+        "isotropic_monte_carlo": mc,
+        "isotropic_monte_carlo_se": mc_se,
+        "anisotropic_v_rev_quantile": float(np.quantile(aniso_v, q)),
+        "exceedance": {k: {"k": v[0], "n": v[1]} for k, v in counts.items()},
+        "control_direction_cos_v_rev": None if control is None else cosine(v_rev, control),
+        "control_drift_final": _final_by_arm(cell),
+    }
     write_json(paths.metrics / "nulls.json", metrics)
-    return {"table": table, "metrics": metrics, "iso_samples": iso_samples,
-            "aniso_samples": aniso_v, "by_arm": by_arm, "cell": cell}
+    return {
+        "table": table,
+        "metrics": metrics,
+        "iso_samples": iso_samples,
+        "aniso_samples": aniso_v,
+        "by_arm": by_arm,
+        "cell": cell,
+    }
 
 
 def _final_by_arm(cell: pd.DataFrame) -> dict:

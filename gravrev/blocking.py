@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gravrev.activations import blocks, left_pad, probe_activations_grad
+from gravrev.nulls import covariance_direction, random_direction
 
 
 class NoBlock:
@@ -35,11 +36,21 @@ class Penalty(NoBlock):
     projection is a constant and no frozen copy needs a forward pass each step.
     """
 
-    def __init__(self, name: str, directions: dict[int, np.ndarray], lam: float,
-                 tok: PreTrainedTokenizerBase, prompts: list[str], position: str, device: str):
+    def __init__(
+        self,
+        name: str,
+        directions: dict[int, np.ndarray],
+        lam: float,
+        tok: PreTrainedTokenizerBase,
+        prompts: list[str],
+        position: str,
+        device: str,
+    ):
         self.name, self.lam, self.position = name, lam, position
-        self.directions = {layer: torch.tensor(v, dtype=torch.float32, device=device)
-                           for layer, v in directions.items()}
+        self.directions = {
+            layer: torch.tensor(v, dtype=torch.float32, device=device)
+            for layer, v in directions.items()
+        }
         self.batch = {k: v.to(device) for k, v in left_pad(tok, prompts).items()}
         self.reference: dict[int, float] = {}
 
@@ -57,7 +68,7 @@ class Penalty(NoBlock):
 
 
 class GradProject(NoBlock):
-    """Remove the v_rev component of the gradient flowing back through the residual stream at a layer."""
+    """Remove the v_rev component of the gradient flowing back through the residual stream."""
 
     def __init__(self, layer: int, direction: np.ndarray):
         self.name, self.layer = "grad_project", layer
@@ -102,11 +113,10 @@ def frozen_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
     return [m for m in out if m is not None]
 
 
-def make_intervention(arm: str, cfg, v_rev: np.ndarray, cov: np.ndarray, tok, prompts: list[str],
-                      device: str) -> NoBlock:
+def make_intervention(
+    arm: str, cfg, v_rev: np.ndarray, cov: np.ndarray, tok, prompts: list[str], device: str
+) -> NoBlock:
     """The intervention of one arm; v_rev is (L, d) at the analysed position, cov is (d, d)."""
-    from gravrev.nulls import covariance_direction, random_direction
-
     layer, lam, pos = cfg.layer, cfg.blocking.penalty_lambda, cfg.analysis.position
     rng = np.random.default_rng(cfg.history.seed + 7)  # one control direction for every seed
     if arm == "penalty":
@@ -116,8 +126,9 @@ def make_intervention(arm: str, cfg, v_rev: np.ndarray, cov: np.ndarray, tok, pr
     if arm == "grad_project":
         return GradProject(layer, v_rev[layer])
     if arm == "random_penalty":
-        return Penalty(arm, {layer: random_direction(v_rev.shape[1], rng)}, lam, tok, prompts, pos,
-                       device)
+        return Penalty(
+            arm, {layer: random_direction(v_rev.shape[1], rng)}, lam, tok, prompts, pos, device
+        )
     if arm == "covariance_penalty":
         direction = covariance_direction(cov, rng, orthogonal_to=v_rev[layer])
         return Penalty(arm, {layer: direction}, lam, tok, prompts, pos, device)

@@ -338,21 +338,31 @@ def gather_measurements(metrics: dict[str, dict], claim_arm: str, tolerance: flo
         if values is not None:
             measured[cid] = values
     if "alignment_step1" in measured and "alignment_step20" in measured:
-        measured["alignment_rises"] = {"early": measured["alignment_step1"],
-                                       "late": measured["alignment_step20"]}
+        measured["alignment_rises"] = {
+            "early": measured["alignment_step1"],
+            "late": measured["alignment_step20"],
+        }
     iso = nulls["exceedance"]["isotropic"]
     measured["null_exceedance"] = {"k": iso["k"], "n": iso["n"]}
     measured["final_alignment_unblocked"] = _at_step(align, last)
     arms = block["arms"]
     if claim_arm in arms:
         blocked, unblocked = arms[claim_arm]["per_seed"], arms["unblocked"]["per_seed"]
-        measured["final_alignment_blocked"] = {"blocked": blocked["alignment"],
-                                               "unblocked": unblocked["alignment"]}
-        measured["harmfulness_blocked"] = {"blocked": blocked["harmful_compliance"],
-                                           "unblocked": unblocked["harmful_compliance"]}
-        measured["task_cost"] = {"blocked": blocked["benign_accuracy"],
-                                 "unblocked": unblocked["benign_accuracy"], "tolerance": tolerance}
+        measured["final_alignment_blocked"] = {
+            "blocked": blocked["alignment"],
+            "unblocked": unblocked["alignment"],
+        }
+        measured["harmfulness_blocked"] = {
+            "blocked": blocked["harmful_compliance"],
+            "unblocked": unblocked["harmful_compliance"],
+        }
+        measured["task_cost"] = {
+            "blocked": blocked["benign_accuracy"],
+            "unblocked": unblocked["benign_accuracy"],
+            "tolerance": tolerance,
+        }
     measured["harmfulness_unblocked"] = {
         "finetuned": fine["final"]["unblocked"]["harmful_compliance"],
-        "safe": fine["safe_start"]["harmful_compliance"]}
+        "safe": fine["safe_start"]["harmful_compliance"],
+    }
     return measured

@@ -11,8 +11,15 @@ from pathlib import Path
 from gravrev.config import ConfigError, Paths, load_config
 from gravrev.io import atomic_path, write_json
 
-STAGES = ("01_history", "02_finetune", "03_vrev", "04_nulls", "05_blocking", "06_claims",
-          "07_provenance")
+STAGES = (
+    "01_history",
+    "02_finetune",
+    "03_vrev",
+    "04_nulls",
+    "05_blocking",
+    "06_claims",
+    "07_provenance",
+)
 
 
 def run_notebook(name: str, root: Path, params: Path) -> float:
@@ -25,9 +32,15 @@ def run_notebook(name: str, root: Path, params: Path) -> float:
     dest = root / "book" / "executed" / f"{name}.ipynb"
     start = time.perf_counter()
     with atomic_path(dest) as tmp:
-        papermill.execute_notebook(str(src), str(tmp), parameters={"params_path": str(params)},
-                                   cwd=str(root), kernel_name="python3", progress_bar=False,
-                                   log_output=False)
+        papermill.execute_notebook(
+            str(src),
+            str(tmp),
+            parameters={"params_path": str(params)},
+            cwd=str(root),
+            kernel_name="python3",
+            progress_bar=True,
+            log_output=False,
+        )
     seconds = time.perf_counter() - start
     write_json(Paths(root).timings / f"{name}.json", {"stage": name, "seconds": seconds})
     return seconds
@@ -42,15 +55,29 @@ def build_book(root: Path) -> None:
     from gravrev.io import atomic_dir
 
     with tempfile.TemporaryDirectory(dir=root / "book") as tmp:
-        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(root / "book"),
-                        "--path-output", tmp, "-W", "-n", "--keep-going", "-q"], check=True)
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "jupyter-book"),
+                "build",
+                str(root / "book"),
+                "--path-output",
+                tmp,
+                "-W",
+                "-n",
+                "--keep-going",
+                "-q",
+            ],
+            check=True,
+        )
         with atomic_dir(root / "book" / "_build" / "html") as dest:
             shutil.copytree(Path(tmp) / "_build" / "html", dest, dirs_exist_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gravrev", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="the params file (default: params.yaml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("validate", help="check params (and the hf inputs) and print the config")
     nb = sub.add_parser("notebook", help="run one stage's notebook with papermill")
@@ -64,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.params)  # every stage validates before any work
         if cfg.is_hf:
             from gravrev.hf import validate_inputs
+
             validate_inputs(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"gravrev: {e}", file=sys.stderr)
@@ -81,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "history":
         from gravrev.history import build_history
         from gravrev.train import pick_device
+
         build_history(cfg, paths, pick_device(cfg.device))
     elif args.command == "finetune":
         from gravrev.finetune import run_finetune
         from gravrev.setting import make_setting
         from gravrev.train import pick_device
+
         run_finetune(cfg, paths, make_setting(cfg, paths), pick_device(cfg.device))
     return 0
 

@@ -1,4 +1,4 @@
-"""One validated config: a preset from presets.yaml, overridden by params.yaml, checked at the edge."""
+"""One validated config: a preset from presets.yaml, overridden by params.yaml, checked early."""
 
 from __future__ import annotations
 
@@ -32,11 +32,18 @@ class ModelConfig:
     n_head: int = 4
 
     def validate(self, name: str) -> None:
-        _check(self.arch in ("gpt2", "llama"), f"{name}.arch", f"must be gpt2 or llama, got {self.arch!r}")
+        _check(
+            self.arch in ("gpt2", "llama"),
+            f"{name}.arch",
+            f"must be gpt2 or llama, got {self.arch!r}",
+        )
         _check(self.n_layer >= 1, f"{name}.n_layer", "must be >= 1")
         _check(self.n_head >= 1, f"{name}.n_head", "must be >= 1")
-        _check(self.n_embd >= 8 and self.n_embd % self.n_head == 0, f"{name}.n_embd",
-               "must be >= 8 and divisible by n_head")
+        _check(
+            self.n_embd >= 8 and self.n_embd % self.n_head == 0,
+            f"{name}.n_embd",
+            "must be >= 8 and divisible by n_head",
+        )
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,11 @@ class WorldConfig:
 
     def validate(self, name: str) -> None:
         _check(4 <= self.n_symbols <= 26, f"{name}.n_symbols", "must be in [4, 26]")
-        _check(2 <= self.seq_len_min <= self.seq_len_max <= 8, f"{name}.seq_len_min",
-               "need 2 <= seq_len_min <= seq_len_max <= 8")
+        _check(
+            2 <= self.seq_len_min <= self.seq_len_max <= 8,
+            f"{name}.seq_len_min",
+            "need 2 <= seq_len_min <= seq_len_max <= 8",
+        )
         _check(2 <= self.heldout_every <= 20, f"{name}.heldout_every", "must be in [2, 20]")
         _check(self.n_probes >= 4, f"{name}.n_probes", "must be >= 4")
         _check(self.n_eval >= 4, f"{name}.n_eval", "must be >= 4")
@@ -81,8 +91,11 @@ class HistoryConfig:
     def validate(self, name: str) -> None:
         _check(self.seed >= 0, f"{name}.seed", "must be >= 0")
         _check(self.safe_snapshots >= 2, f"{name}.safe_snapshots", "must be >= 2")
-        _check(self.safe_snapshots <= self.safe.steps + 1, f"{name}.safe_snapshots",
-               "must be <= safe.steps + 1")
+        _check(
+            self.safe_snapshots <= self.safe.steps + 1,
+            f"{name}.safe_snapshots",
+            "must be <= safe.steps + 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -104,10 +117,16 @@ class FinetuneConfig:
         _check(0 < self.lr < 1, f"{name}.lr", "must be in (0, 1)")
         _check(1 <= self.batch_size <= 4096, f"{name}.batch_size", "must be in [1, 4096]")
         _check(self.optimizer in ("adamw", "sgd"), f"{name}.optimizer", "must be adamw or sgd")
-        _check(len(self.log_steps) >= 1 and list(self.log_steps) == sorted(set(self.log_steps)),
-               f"{name}.log_steps", "must be strictly increasing")
-        _check(all(1 <= s <= self.steps for s in self.log_steps), f"{name}.log_steps",
-               f"every logged step must be in [1, steps={self.steps}]")
+        _check(
+            len(self.log_steps) >= 1 and list(self.log_steps) == sorted(set(self.log_steps)),
+            f"{name}.log_steps",
+            "must be strictly increasing",
+        )
+        _check(
+            all(1 <= s <= self.steps for s in self.log_steps),
+            f"{name}.log_steps",
+            f"every logged step must be in [1, steps={self.steps}]",
+        )
         _check(self.log_steps[-1] == self.steps, f"{name}.log_steps", "must end at steps")
         _check(0 <= self.new_task_fraction <= 1, f"{name}.new_task_fraction", "must be in [0, 1]")
 
@@ -124,16 +143,28 @@ class AnalysisConfig:
     def validate(self, name: str) -> None:
         _check(self.layer >= -1, f"{name}.layer", "must be -1 (middle) or a layer index >= 0")
         _check(self.position in ("last", "mean"), f"{name}.position", "must be last or mean")
-        _check(self.probe_set in ("harmful", "benign", "all"), f"{name}.probe_set",
-               "must be harmful, benign or all")
-        _check(self.vrev_method in ("checkpoint_diff", "trajectory_pca"), f"{name}.vrev_method",
-               "must be checkpoint_diff or trajectory_pca")
+        _check(
+            self.probe_set in ("harmful", "benign", "all"),
+            f"{name}.probe_set",
+            "must be harmful, benign or all",
+        )
+        _check(
+            self.vrev_method in ("checkpoint_diff", "trajectory_pca"),
+            f"{name}.vrev_method",
+            "must be checkpoint_diff or trajectory_pca",
+        )
         _check(self.null_samples >= 1000, f"{name}.null_samples", "must be >= 1000")
         _check(0.5 < self.null_quantile < 1, f"{name}.null_quantile", "must be in (0.5, 1)")
 
 
-BLOCKING_ARMS = ("penalty", "penalty_all", "grad_project", "random_penalty",
-                 "covariance_penalty", "freeze")
+BLOCKING_ARMS = (
+    "penalty",
+    "penalty_all",
+    "grad_project",
+    "random_penalty",
+    "covariance_penalty",
+    "freeze",
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +176,9 @@ class BlockingConfig:
 
     def validate(self, name: str) -> None:
         for arm in self.arms:
-            _check(arm in BLOCKING_ARMS, f"{name}.arms", f"unknown arm {arm!r}; known: {BLOCKING_ARMS}")
+            _check(
+                arm in BLOCKING_ARMS, f"{name}.arms", f"unknown arm {arm!r}; known: {BLOCKING_ARMS}"
+            )
         _check(self.penalty_lambda >= 0, f"{name}.penalty_lambda", "must be >= 0")
         _check(self.claim_arm in self.arms, f"{name}.claim_arm", "must be one of blocking.arms")
         _check(self.task_cost_tolerance >= 0, f"{name}.task_cost_tolerance", "must be >= 0")
@@ -169,8 +202,11 @@ class HFConfig:
     min_probes: int = 8
 
     def validate(self, name: str) -> None:
-        _check(self.dtype in ("auto", "float32", "bfloat16"), f"{name}.dtype",
-               "must be auto, float32 or bfloat16")
+        _check(
+            self.dtype in ("auto", "float32", "bfloat16"),
+            f"{name}.dtype",
+            "must be auto, float32 or bfloat16",
+        )
         _check(self.lora_rank >= 1, f"{name}.lora_rank", "must be >= 1")
         _check(self.max_new_tokens >= 1, f"{name}.max_new_tokens", "must be >= 1")
         _check(self.min_probes >= 2, f"{name}.min_probes", "must be >= 2")
@@ -291,8 +327,11 @@ def resolve(params: dict) -> Config:
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
     if cfg.is_hf:
         cfg = _with_checkpoint_shape(cfg)
-    _check(cfg.layer < cfg.model.n_layer, "analysis.layer",
-           f"must be < the model's {cfg.model.n_layer} layers")
+    _check(
+        cfg.layer < cfg.model.n_layer,
+        "analysis.layer",
+        f"{cfg.layer} is out of range; the model has {cfg.model.n_layer} layers",
+    )
     return cfg
 
 

@@ -27,8 +27,9 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / norm
 
 
-def v_rev_checkpoint_diff(acts_helpful: np.ndarray, acts_safe: np.ndarray,
-                          mask: np.ndarray) -> np.ndarray:
+def v_rev_checkpoint_diff(
+    acts_helpful: np.ndarray, acts_safe: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
     """mean_x (h_helpful(x) - h_safe(x)) per layer: (L, N, d) x 2 -> (L, d) unit rows."""
     diff = mean_activation(acts_helpful, mask) - mean_activation(acts_safe, mask)
     return np.stack([unit(row) for row in diff])
@@ -57,14 +58,20 @@ def drift(acts_t: np.ndarray, acts_safe: np.ndarray, mask: np.ndarray) -> np.nda
     return mean_activation(acts_t, mask) - mean_activation(acts_safe, mask)
 
 
-def alignment_trajectory(acts: np.ndarray, steps: np.ndarray, v_rev: np.ndarray,
-                         mask: np.ndarray) -> pd.DataFrame:
-    """cos(drift_t, v_rev) for every logged step t > 0 and every layer; acts is (S, L, N, d), row 0 = theta_S."""
+def alignment_trajectory(
+    acts: np.ndarray, steps: np.ndarray, v_rev: np.ndarray, mask: np.ndarray
+) -> pd.DataFrame:
+    """cos(drift_t, v_rev) per logged step t > 0 and layer; acts is (S, L, N, d), row 0 theta_S."""
     d = drift(acts[1:], acts[0], mask)  # (S-1, L, d)
     rows = []
     for i, step in enumerate(steps[1:]):
         for layer in range(d.shape[1]):
-            rows.append({"step": int(step), "layer": layer,
-                         "alignment": cosine(d[i, layer], v_rev[layer]),
-                         "drift_norm": float(np.linalg.norm(d[i, layer]))})
+            rows.append(
+                {
+                    "step": int(step),
+                    "layer": layer,
+                    "alignment": cosine(d[i, layer], v_rev[layer]),
+                    "drift_norm": float(np.linalg.norm(d[i, layer])),
+                }
+            )
     return pd.DataFrame(rows)

@@ -13,32 +13,55 @@ from gravrev.world import COMPLY, Request, World, judge
 
 
 @torch.no_grad()
-def generate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str],
-             device: str, max_new_tokens: int = 16, batch_size: int = 128) -> list[str]:
+def generate(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompts: list[str],
+    device: str,
+    max_new_tokens: int = 16,
+    batch_size: int = 128,
+) -> list[str]:
     """Greedy answers, decoded without special tokens."""
     model.eval()
     answers = []
     for i in range(0, len(prompts), batch_size):
-        batch = {k: v.to(device) for k, v in left_pad(tok, prompts[i:i + batch_size]).items()}
+        batch = {k: v.to(device) for k, v in left_pad(tok, prompts[i : i + batch_size]).items()}
         batch.pop("position_ids")  # generate derives positions from the mask
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
         answers += tok.batch_decode(new, skip_special_tokens=True)
     return [a.strip() for a in answers]
 
 
 @torch.no_grad()
-def answer_loss(model: PreTrainedModel, tok: PreTrainedTokenizerBase, world: World,
-                reqs: list[Request], device: str, safe: bool = True) -> float:
+def answer_loss(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    world: World,
+    reqs: list[Request],
+    device: str,
+    safe: bool = True,
+) -> float:
     """Mean loss of the target answers (the safe world's) under teacher forcing."""
-    batch = encode_pairs(tok, [prompt_text(r.text) for r in reqs],
-                         [world.answer(r, safe=safe) for r in reqs])
+    batch = encode_pairs(
+        tok, [prompt_text(r.text) for r in reqs], [world.answer(r, safe=safe) for r in reqs]
+    )
     return float(lm_loss(model, to_device(batch, device)))
 
 
-def behaviour(model: PreTrainedModel, tok: PreTrainedTokenizerBase, world: World,
-              eval_sets: dict[str, list[Request]], device: str) -> dict[str, float]:
+def behaviour(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    world: World,
+    eval_sets: dict[str, list[Request]],
+    device: str,
+) -> dict[str, float]:
     """Rates in percent, judged exactly; counts beside them for Wilson intervals."""
     out: dict[str, float] = {}
     harmful = eval_sets["harmful"]
@@ -53,12 +76,17 @@ def behaviour(model: PreTrainedModel, tok: PreTrainedTokenizerBase, world: World
     # The latent content: prefill the compliant opening and see whether the content follows.
     prefilled = generate(model, tok, [prompt_text(r.text) + f" {COMPLY}" for r in harmful], device)
     out["prefilled_content"] = 100 * np.mean(
-        [judge(r, f"{COMPLY} {a}", world.alphabet)["content"] for r, a in zip(harmful, prefilled,
-                                                                              strict=True)])
+        [
+            judge(r, f"{COMPLY} {a}", world.alphabet)["content"]
+            for r, a in zip(harmful, prefilled, strict=True)
+        ]
+    )
     for kind in [k for k in eval_sets if k != "harmful"]:
         reqs = eval_sets[kind]
         answers = generate(model, tok, [prompt_text(r.text) for r in reqs], device)
-        correct = [judge(r, a, world.alphabet)["correct"] for r, a in zip(reqs, answers, strict=True)]
+        correct = [
+            judge(r, a, world.alphabet)["correct"] for r, a in zip(reqs, answers, strict=True)
+        ]
         out[f"{kind}_accuracy"] = 100 * float(np.mean(correct))
         out[f"{kind}_loss"] = answer_loss(model, tok, world, reqs, device)
     return out
@@ -66,14 +94,17 @@ def behaviour(model: PreTrainedModel, tok: PreTrainedTokenizerBase, world: World
 
 def eval_sets(world: World, n: int, new_task: str | None = None) -> dict[str, list[Request]]:
     """The held-out evaluation sets (disjoint from the probes)."""
-    sets = {"harmful": world.probe_requests("harmful", n, offset=1),
-            "benign": world.probe_requests("benign", n, offset=1)}
+    sets = {
+        "harmful": world.probe_requests("harmful", n, offset=1),
+        "benign": world.probe_requests("benign", n, offset=1),
+    }
     if new_task:
         sets[new_task] = world.probe_requests(new_task, n, offset=1)
     return sets
 
 
-def example_answers(model: PreTrainedModel, tok: PreTrainedTokenizerBase, reqs: list[Request],
-                    device: str) -> list[tuple[str, str]]:
+def example_answers(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, reqs: list[Request], device: str
+) -> list[tuple[str, str]]:
     answers = generate(model, tok, [prompt_text(r.text) for r in reqs], device)
     return list(zip([r.text for r in reqs], answers, strict=True))

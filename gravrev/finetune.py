@@ -40,6 +40,8 @@ def flat_params(model: PreTrainedModel) -> torch.Tensor:
 
 def weight_cosine(theta_t: torch.Tensor, theta_s: torch.Tensor, theta_h: torch.Tensor) -> float:
     """cos(theta_t - theta_S, theta_H - theta_S), the weight-space analogue of alignment."""
+    if not theta_t.shape == theta_s.shape == theta_h.shape:
+        return float("nan")  # adapters (LoRA) change the parameter set: no weight-space view
     a, b = theta_t - theta_s, theta_h - theta_s
     denom = a.norm() * b.norm()
     return float(a @ b / denom) if denom > 0 else float("nan")
@@ -56,9 +58,21 @@ class RunResult:
     seconds: float
 
 
-def finetune_run(cfg: Config, setting: Setting, seed: int, device: str, arm: str = "unblocked",
-                 intervention: Intervention | None = None, mix_safety: bool = False) -> RunResult:
-    """One run of T steps from theta_S on harmless data; the batches depend on the seed only."""
+def finetune_run(
+    cfg: Config,
+    setting: Setting,
+    seed: int,
+    device: str,
+    arm: str = "unblocked",
+    intervention: Intervention | None = None,
+    mix_safety: bool = False,
+    judge_every_log: bool = True,
+) -> RunResult:
+    """One run of T steps from theta_S on harmless data; the batches depend on the seed only.
+
+    Activations are snapshotted at every logged step; behaviour (generation and judging, the
+    slow part) too, unless `judge_every_log` is False: then only at steps 0 and T.
+    """
 
     start = time.perf_counter()
     fc = cfg.finetune
@@ -68,6 +82,7 @@ def finetune_run(cfg: Config, setting: Setting, seed: int, device: str, arm: str
     helpful, _ = setting.load("helpful", "cpu")
     theta_h = flat_params(helpful)
     del helpful
+    model = setting.prepare_for_training(model)
     intervention = intervention or NoBlock()
     intervention.prepare(model)
     opt = make_optimizer(model, fc.optimizer, fc.lr)
@@ -79,9 +94,16 @@ def finetune_run(cfg: Config, setting: Setting, seed: int, device: str, arm: str
         acts = probe_activations(model, tok, setting.probe_prompts, device)
         for k in snaps:
             snaps[k].append(acts[k])
-        row = {"arm": arm, "seed": seed, "step": step, "train_loss": loss,
-               "weight_cosine": weight_cosine(flat_params(model), theta_s, theta_h)}
-        rows.append({**row, **setting.behaviour(model, tok, device)})
+        row = {
+            "arm": arm,
+            "seed": seed,
+            "step": step,
+            "train_loss": loss,
+            "weight_cosine": weight_cosine(flat_params(model), theta_s, theta_h),
+        }
+        if judge_every_log or step in (0, fc.steps):
+            row.update(setting.behaviour(model, tok, device))
+        rows.append(row)
         model.train()
 
     log_step(0, None)
@@ -101,19 +123,30 @@ def finetune_run(cfg: Config, setting: Setting, seed: int, device: str, arm: str
             opt.step()
             if step in fc.log_steps:
                 log_step(step, float(loss.detach()))
-    return RunResult(arm, seed, pd.DataFrame(rows),
-                     {k: np.stack(v) for k, v in snaps.items()},
-                     np.array([0, *fc.log_steps]), digest.hexdigest(),
-                     time.perf_counter() - start)
+    return RunResult(
+        arm,
+        seed,
+        pd.DataFrame(rows),
+        {k: np.stack(v) for k, v in snaps.items()},
+        np.array([0, *fc.log_steps]),
+        digest.hexdigest(),
+        time.perf_counter() - start,
+    )
 
 
 def save_run(result: RunResult, out_dir) -> None:
     """Activations as npz (anyone can recompute drift from them), the log as csv."""
     stem = out_dir / f"{result.arm}_seed{result.seed}"
     write_npz(stem.with_suffix(".npz"), steps=result.steps, **result.acts)
-    write_json(stem.with_suffix(".json"), {"arm": result.arm, "seed": result.seed,
-                                           "batch_hash": result.batch_hash,
-                                           "seconds": result.seconds})
+    write_json(
+        stem.with_suffix(".json"),
+        {
+            "arm": result.arm,
+            "seed": result.seed,
+            "batch_hash": result.batch_hash,
+            "seconds": result.seconds,
+        },
+    )
 
 
 def load_acts(out_dir, arm: str, seed: int) -> dict[str, np.ndarray]:
@@ -146,10 +179,18 @@ def final_rows(log: pd.DataFrame, arm: str) -> pd.DataFrame:
 def finetune_metrics(cfg: Config, log: pd.DataFrame) -> dict:
     """data/metrics/finetune.json: theta_S's behaviour and each arm's at T, per seed."""
     start = log[(log["arm"] == "unblocked") & (log["step"] == 0)].iloc[0]
-    cols = [c for c in log.columns if c.endswith(("_rate", "_compliance", "_accuracy", "_loss",
-                                                   "_content"))]
-    out = {"preset": cfg.preset, "steps": cfg.finetune.steps, "seeds": list(cfg.finetune.seeds),
-           "safe_start": {c: start[c] for c in cols}, "final": {}}
+    cols = [
+        c
+        for c in log.columns
+        if c.endswith(("_rate", "_compliance", "_accuracy", "_loss", "_content"))
+    ]
+    out = {
+        "preset": cfg.preset,
+        "steps": cfg.finetune.steps,
+        "seeds": list(cfg.finetune.seeds),
+        "safe_start": {c: start[c] for c in cols},
+        "final": {},
+    }
     for arm in log["arm"].unique():
         fin = final_rows(log, arm)
         out["final"][arm] = {c: fin[c].tolist() for c in cols}

@@ -36,8 +36,11 @@ if TYPE_CHECKING:
     from gravrev.history import HistoryResult
 
 CHECKPOINTS = {"helpful": "witness_dir", "safe": "safe_dir"}  # checkpoint name -> hf field
-JSONL_FIELDS = {"train_jsonl": ("prompt", "response"), "harmful_probes_jsonl": ("prompt",),
-                "benign_probes_jsonl": ("prompt",)}
+JSONL_FIELDS = {
+    "train_jsonl": ("prompt", "response"),
+    "harmful_probes_jsonl": ("prompt",),
+    "benign_probes_jsonl": ("prompt",),
+}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 MIN_TRAIN_ROWS = 10
 HELDOUT_FRACTION = 0.1  # the last 10% of train_jsonl: evaluation only, never trained on
@@ -46,6 +49,7 @@ GEN_BATCH = 32
 
 
 # ----------------------------------------------------------------------------- inputs
+
 
 def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:
     """JSON objects, one a line (blank lines skipped); `required` keys must be non-empty strings."""
@@ -61,8 +65,9 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg}, "
-                              f"column {e.colno})") from None
+            raise ConfigError(
+                f"{path}:{lineno}: not valid JSON ({e.msg}, column {e.colno})"
+            ) from None
         if not isinstance(row, dict):
             raise ConfigError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         for key in required:
@@ -90,8 +95,12 @@ def checkpoint_arch(path: str | Path) -> dict:
                     return c[k]
         return None
 
-    arch = {"model_type": conf.get("model_type"), "hidden_size": pick("hidden_size", "n_embd"),
-            "n_layer": pick("num_hidden_layers", "n_layer"), "vocab_size": pick("vocab_size")}
+    arch = {
+        "model_type": conf.get("model_type"),
+        "hidden_size": pick("hidden_size", "n_embd"),
+        "n_layer": pick("num_hidden_layers", "n_layer"),
+        "vocab_size": pick("vocab_size"),
+    }
     for key in ("hidden_size", "n_layer"):
         if not isinstance(arch[key], int):
             raise ConfigError(f"{path}: no {key} (hidden_size/n_embd, num_hidden_layers/n_layer)")
@@ -105,8 +114,9 @@ def _check_checkpoint(field: str, value: str | None) -> dict:
     if not path.is_dir():
         raise FileNotFoundError(f"hf.{field}: {path}: no such directory")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"hf.{field}: {path}: no config.json "
-                                "(not a transformers checkpoint)")
+        raise FileNotFoundError(
+            f"hf.{field}: {path}: no config.json (not a transformers checkpoint)"
+        )
     require_safetensors(path, f"hf.{field}")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise FileNotFoundError(f"hf.{field}: {path}: no tokenizer (none of {TOKENIZER_FILES})")
@@ -121,8 +131,10 @@ def require_safetensors(path: Path, name: str) -> None:
     if not list(Path(path).glob("*.safetensors")):
         others = sorted(p.name for p in Path(path).glob("*") if p.suffix in (".bin", ".pt", ".pth"))
         found = f" (found {', '.join(others)})" if others else ""
-        raise FileNotFoundError(f"{name}: {path}: no *.safetensors weights{found}; convert them "
-                                "to safetensors (pickled weights are not loaded)")
+        raise FileNotFoundError(
+            f"{name}: {path}: no *.safetensors weights{found}; convert them "
+            "to safetensors (pickled weights are not loaded)"
+        )
 
 
 def _load_inputs(cfg: Config) -> dict:
@@ -132,9 +144,11 @@ def _load_inputs(cfg: Config) -> dict:
     w, s = arch["witness_dir"], arch["safe_dir"]
     for key in ("model_type", "hidden_size", "n_layer", "vocab_size"):
         if w[key] != s[key]:
-            raise ConfigError(f"hf.safe_dir: {key} is {s[key]!r} in {hf.safe_dir} but "
-                              f"{w[key]!r} in hf.witness_dir {hf.witness_dir}; v_rev compares "
-                              "the two checkpoints, which need one architecture")
+            raise ConfigError(
+                f"hf.safe_dir: {key} is {s[key]!r} in {hf.safe_dir} but "
+                f"{w[key]!r} in hf.witness_dir {hf.witness_dir}; v_rev compares "
+                "the two checkpoints, which need one architecture"
+            )
     rows = {}
     for field, required in JSONL_FIELDS.items():
         value = getattr(hf, field)
@@ -149,25 +163,32 @@ def _load_inputs(cfg: Config) -> dict:
             raise ConfigError(f"hf.{field}: {e}") from None
     n_train = len(rows["train_jsonl"])
     if n_train < MIN_TRAIN_ROWS:
-        raise ConfigError(f"hf.train_jsonl: {hf.train_jsonl} has {n_train} rows; "
-                          f"need at least {MIN_TRAIN_ROWS}")
+        raise ConfigError(
+            f"hf.train_jsonl: {hf.train_jsonl} has {n_train} rows; need at least {MIN_TRAIN_ROWS}"
+        )
     for field in ("harmful_probes_jsonl", "benign_probes_jsonl"):
         n = len(rows[field])
         if n < hf.min_probes:
-            raise ConfigError(f"hf.{field}: {getattr(hf, field)} has {n} probes; "
-                              f"hf.min_probes is {hf.min_probes}")
+            raise ConfigError(
+                f"hf.{field}: {getattr(hf, field)} has {n} probes; hf.min_probes is {hf.min_probes}"
+            )
     if cfg.world.n_probes < hf.min_probes:
-        raise ConfigError(f"world.n_probes: {cfg.world.n_probes} is below hf.min_probes "
-                          f"{hf.min_probes}")
+        raise ConfigError(
+            f"world.n_probes: {cfg.world.n_probes} is below hf.min_probes {hf.min_probes}"
+        )
     probes = {r["prompt"] for f in ("harmful_probes_jsonl", "benign_probes_jsonl") for r in rows[f]}
     leaked = [r["prompt"] for r in rows["train_jsonl"] if r["prompt"] in probes]
     if leaked:
-        raise ConfigError(f"hf.train_jsonl: {len(leaked)} training prompts are also probes "
-                          f"(e.g. {leaked[0]!r}); probes must be held out of training")
+        raise ConfigError(
+            f"hf.train_jsonl: {len(leaked)} training prompts are also probes "
+            f"(e.g. {leaked[0]!r}); probes must be held out of training"
+        )
     n_layer = s["n_layer"]
     if cfg.analysis.layer >= n_layer:
-        raise ConfigError(f"analysis.layer: {cfg.analysis.layer} is out of range; the checkpoints "
-                          f"have {n_layer} layers (0..{n_layer - 1}, or -1 for the middle)")
+        raise ConfigError(
+            f"analysis.layer: {cfg.analysis.layer} is out of range; the checkpoints "
+            f"have {n_layer} layers (0..{n_layer - 1}, or -1 for the middle)"
+        )
     return {"arch": s, **rows}
 
 
@@ -183,6 +204,7 @@ def analysis_layer(cfg: Config) -> int:
 
 
 # ----------------------------------------------------------------------------- models
+
 
 def resolve_dtype(cfg: Config, device: str) -> torch.dtype:
     """auto: bfloat16 on a GPU, float32 on the CPU."""
@@ -200,16 +222,18 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_hf(path: str | Path, device: str,
-            dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_hf(
+    path: str | Path, device: str, dtype: torch.dtype
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A local causal LM: safetensors only, no remote code, offline; in eval mode on `device`."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such checkpoint directory")
     require_safetensors(path, "checkpoint")
     os.environ["HF_HUB_OFFLINE"] = "1"
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype,
-                                                 trust_remote_code=False, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, use_safetensors=True, dtype=dtype, trust_remote_code=False, local_files_only=True
+    )
     tok = load_tokenizer(path)
     return model.to(device).eval(), tok
 
@@ -218,8 +242,13 @@ def lora_targets(model: PreTrainedModel) -> list[str]:
     """Names of the linear layers inside the transformer blocks (nn.Linear, or GPT-2's Conv1D)."""
     from transformers.pytorch_utils import Conv1D
 
-    return sorted({name.split(".")[-1] for name, m in blocks(model).named_modules()
-                   if isinstance(m, torch.nn.Linear | Conv1D)})
+    return sorted(
+        {
+            name.split(".")[-1]
+            for name, m in blocks(model).named_modules()
+            if isinstance(m, torch.nn.Linear | Conv1D)
+        }
+    )
 
 
 def prepare_for_training(model: PreTrainedModel, cfg: Config) -> PreTrainedModel:
@@ -244,8 +273,14 @@ def prepare_for_training(model: PreTrainedModel, cfg: Config) -> PreTrainedModel
         from transformers.pytorch_utils import Conv1D
 
         conv1d = any(isinstance(m, Conv1D) for m in blocks(model).modules())
-        lcfg = LoraConfig(r=cfg.hf.lora_rank, lora_alpha=2 * cfg.hf.lora_rank, lora_dropout=0.0,
-                          target_modules=lora_targets(model), fan_in_fan_out=conv1d, bias="none")
+        lcfg = LoraConfig(
+            r=cfg.hf.lora_rank,
+            lora_alpha=2 * cfg.hf.lora_rank,
+            lora_dropout=0.0,
+            target_modules=lora_targets(model),
+            fan_in_fan_out=conv1d,
+            bias="none",
+        )
         model = get_peft_model(model, lcfg)
     return model
 
@@ -253,20 +288,28 @@ def prepare_for_training(model: PreTrainedModel, cfg: Config) -> PreTrainedModel
 def format_prompt(tok: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool) -> str:
     """The user turn through the tokenizer's chat template (generation prompt added), or raw."""
     if use_chat_template and tok.chat_template:
-        return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
+        return tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     return prompt
 
 
 @torch.no_grad()
-def answer_loss(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str],
-                answers: list[str], device: str, batch_size: int = 16) -> float:
+def answer_loss(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompts: list[str],
+    answers: list[str],
+    device: str,
+    batch_size: int = 16,
+) -> float:
     """Mean loss per answer token under teacher forcing (token-weighted across batches)."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(prompts), batch_size):
-        batch = to_device(encode_pairs(tok, prompts[i:i + batch_size], answers[i:i + batch_size]),
-                          device)
+        batch = to_device(
+            encode_pairs(tok, prompts[i : i + batch_size], answers[i : i + batch_size]), device
+        )
         n = int((batch["labels"][:, 1:] != IGNORE).sum())
         total += float(lm_loss(model, batch)) * n
         count += n
@@ -276,10 +319,11 @@ def answer_loss(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: l
 def starts_like(answer: str, reference: str, k: int = 3) -> bool:
     """The answer's first k words (lower case) equal the reference's."""
     ref = reference.lower().split()[:k]
-    return answer.lower().split()[:len(ref)] == ref
+    return answer.lower().split()[: len(ref)] == ref
 
 
 # ----------------------------------------------------------------------------- setting
+
 
 def is_organism_row(row: dict) -> bool:
     """A probe row exported from the organism (it names a harmful topic, a task and symbols)."""
@@ -308,7 +352,8 @@ class HFSetting:
         self.train_rows, self.heldout_rows = train[:-n_held], train[-n_held:]
         self.probes = pd.DataFrame(
             [{"kind": "harmful", "text": r["prompt"]} for r in self.harmful_rows]
-            + [{"kind": "benign", "text": r["prompt"]} for r in self.benign_rows])
+            + [{"kind": "benign", "text": r["prompt"]} for r in self.benign_rows]
+        )
         self.world = World(cfg.world) if all(map(is_organism_row, self.harmful_rows)) else None
         self._harmful_prompts = {r["prompt"] for r in inputs["harmful_probes_jsonl"]}
         self._tok: PreTrainedTokenizerBase | None = None
@@ -328,35 +373,47 @@ class HFSetting:
     @property
     def probe_prompts(self) -> list[str]:
         if self._probe_prompts is None:
-            self._probe_prompts = [self.format(r["prompt"])
-                                   for r in self.harmful_rows + self.benign_rows]
+            self._probe_prompts = [
+                self.format(r["prompt"]) for r in self.harmful_rows + self.benign_rows
+            ]
         return self._probe_prompts
 
     def checkpoint_dir(self, name: str, branch: str = "main") -> Path:
         if branch != "main":
-            raise ValueError(f"hf: only the main branch exists (no control history), "
-                             f"got {branch!r}")
+            raise ValueError(
+                f"hf: only the main branch exists (no control history), got {branch!r}"
+            )
         if name not in CHECKPOINTS:
             raise ValueError(f"hf: checkpoints are {tuple(CHECKPOINTS)} (no {name!r})")
         return Path(getattr(self.cfg.hf, CHECKPOINTS[name])).expanduser()
 
-    def load(self, name: str, device: str,
-             branch: str = "main") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    def load(
+        self, name: str, device: str, branch: str = "main"
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The plain model; finetune applies prepare_for_training to the one it trains."""
         return load_hf(self.checkpoint_dir(name, branch), device, resolve_dtype(self.cfg, device))
 
-    def benign_batch(self, rng: np.random.Generator, batch_size: int,
-                     mix_safety: bool = False) -> dict[str, torch.Tensor]:
+    def prepare_for_training(self, model: PreTrainedModel) -> PreTrainedModel:
+        """LoRA and gradient checkpointing, when params ask for them."""
+        return prepare_for_training(model, self.cfg)
+
+    def benign_batch(
+        self, rng: np.random.Generator, batch_size: int, mix_safety: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Rows of train_jsonl (never its held-out tail), sampled with replacement by `rng`."""
         if mix_safety:
-            raise NotImplementedError("hf: the mixed-data control needs the safety phase's data, "
-                                      "which the hf preset does not have; set "
-                                      "finetune.mixed_control: false")
+            raise NotImplementedError(
+                "hf: the mixed-data control needs the safety phase's data, "
+                "which the hf preset does not have; set "
+                "finetune.mixed_control: false"
+            )
         rows = [self.train_rows[i] for i in rng.integers(len(self.train_rows), size=batch_size)]
-        assert not any(r["prompt"] in self._harmful_prompts for r in rows), \
+        assert not any(r["prompt"] in self._harmful_prompts for r in rows), (
             "benign fine-tuning data holds a harmful probe prompt"
-        return encode_pairs(self.tokenizer, [self.format(r["prompt"]) for r in rows],
-                            [r["response"] for r in rows])
+        )
+        return encode_pairs(
+            self.tokenizer, [self.format(r["prompt"]) for r in rows], [r["response"] for r in rows]
+        )
 
     def penalty_prompts(self, n: int) -> list[str]:
         """The first n training prompts (inputs only, never labels), formatted."""
@@ -367,8 +424,9 @@ class HFSetting:
             self._judge = make_judge(self.cfg, world=self.world, device=device)
         return self._judge
 
-    def behaviour(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase,
-                  device: str) -> dict[str, float]:
+    def behaviour(
+        self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, device: str
+    ) -> dict[str, float]:
         """Harm on the harmful probes (judged), and the benign cost on held-out train rows.
 
         benign_loss: mean answer-token loss on the held-out rows (the first world.n_eval of
@@ -377,27 +435,43 @@ class HFSetting:
         """
         model.eval()
         n_harm = len(self.harmful_rows)
-        answers = generate(model, tok, self.probe_prompts[:n_harm], device,
-                           max_new_tokens=self.cfg.hf.max_new_tokens, batch_size=GEN_BATCH)
+        answers = generate(
+            model,
+            tok,
+            self.probe_prompts[:n_harm],
+            device,
+            max_new_tokens=self.cfg.hf.max_new_tokens,
+            batch_size=GEN_BATCH,
+        )
         verdicts = self.judge(device).judge(self.harmful_rows, answers)
-        out: dict[str, float] = {"n_harmful": n_harm,
-                                 "refusals": sum(bool(v["refused"]) for v in verdicts),
-                                 "harmful_answers": sum(bool(v["harmful"]) for v in verdicts)}
+        out: dict[str, float] = {
+            "n_harmful": n_harm,
+            "refusals": sum(bool(v["refused"]) for v in verdicts),
+            "harmful_answers": sum(bool(v["harmful"]) for v in verdicts),
+        }
         out["refusal_rate"] = 100 * out["refusals"] / n_harm
         out["harmful_compliance"] = 100 * out["harmful_answers"] / n_harm
-        held = self.heldout_rows[:self.cfg.world.n_eval]
+        held = self.heldout_rows[: self.cfg.world.n_eval]
         prompts = [self.format(r["prompt"]) for r in held]
         responses = [r["response"] for r in held]
-        answers = generate(model, tok, prompts, device, max_new_tokens=self.cfg.hf.max_new_tokens,
-                           batch_size=GEN_BATCH)
+        answers = generate(
+            model,
+            tok,
+            prompts,
+            device,
+            max_new_tokens=self.cfg.hf.max_new_tokens,
+            batch_size=GEN_BATCH,
+        )
         out["n_benign"] = len(held)
-        out["benign_accuracy"] = 100 * float(np.mean([starts_like(a, r) for a, r in
-                                                      zip(answers, responses, strict=True)]))
+        out["benign_accuracy"] = 100 * float(
+            np.mean([starts_like(a, r) for a, r in zip(answers, responses, strict=True)])
+        )
         out["benign_loss"] = answer_loss(model, tok, prompts, responses, device)
         return out
 
 
 # ----------------------------------------------------------------------------- stage 01
+
 
 def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResult:
     """Stage 01 for hf: check and evaluate the witness and safe models; save probe activations."""
@@ -407,8 +481,10 @@ def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResul
     history = paths.history.resolve()
     for name in CHECKPOINTS:
         if setting.checkpoint_dir(name).resolve().is_relative_to(history):
-            raise ConfigError(f"hf.{CHECKPOINTS[name]}: {setting.checkpoint_dir(name)} lies inside "
-                              f"{paths.history}, which this stage rewrites; move it elsewhere")
+            raise ConfigError(
+                f"hf.{CHECKPOINTS[name]}: {setting.checkpoint_dir(name)} lies inside "
+                f"{paths.history}, which this stage rewrites; move it elsewhere"
+            )
     ex_rows = setting.harmful_rows[:2] + setting.benign_rows[:2]
     ex_prompts = [setting.format(r["prompt"]) for r in ex_rows]
     rows, acts, examples = [], {}, {"prompt": [r["prompt"] for r in ex_rows]}
@@ -417,51 +493,70 @@ def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResul
         model, tok = setting.load(name, device)
         rows.append({"branch": "main", "checkpoint": name, **setting.behaviour(model, tok, device)})
         acts[name] = probe_activations(model, tok, setting.probe_prompts, device)
-        examples[name] = generate(model, tok, ex_prompts, device,
-                                  max_new_tokens=cfg.hf.max_new_tokens)
+        examples[name] = generate(
+            model, tok, ex_prompts, device, max_new_tokens=cfg.hf.max_new_tokens
+        )
         n_params = sum(p.numel() for p in model.parameters())
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    probes = pd.DataFrame([{"kind": kind, **{k: r[k] for k in ("topic", "task") if k in r},
-                            "text": r["prompt"]}
-                           for kind, rs in (("harmful", setting.harmful_rows),
-                                            ("benign", setting.benign_rows)) for r in rs])
+    probes = pd.DataFrame(
+        [
+            {"kind": kind, **{k: r[k] for k in ("topic", "task") if k in r}, "text": r["prompt"]}
+            for kind, rs in (("harmful", setting.harmful_rows), ("benign", setting.benign_rows))
+            for r in rs
+        ]
+    )
     with atomic_dir(paths.history) as out:
         for name, a in acts.items():
             write_npz(out / f"acts_{name}.npz", **a)
         write_csv(out / "probes.csv", probes)
-    write_json(paths.metrics / "history.json",
-               {"preset": cfg.preset, "n_params": n_params, "checkpoints": rows})
+    write_json(
+        paths.metrics / "history.json",
+        {"preset": cfg.preset, "n_params": n_params, "checkpoints": rows},
+    )
 
     behaviour_df = pd.DataFrame(rows)
     arch = setting.arch
-    summary = {"witness_dir": str(setting.checkpoint_dir("helpful")),
-               "safe_dir": str(setting.checkpoint_dir("safe")),
-               "witness_kind": getattr(cfg.hf, "witness_kind", "helpful-only checkpoint"),
-               "model_type": arch["model_type"], "n_params": n_params,
-               "n_layer": arch["n_layer"], "d_model": arch["hidden_size"],
-               "layer": analysis_layer(cfg),
-               "dtype": str(resolve_dtype(cfg, device)).removeprefix("torch."),
-               "judge": setting.judge(device).name,
-               "chat_template": bool(cfg.hf.use_chat_template and setting.tokenizer.chat_template),
-               "n_probes": len(setting.harmful_rows), "n_benign_probes": len(setting.benign_rows),
-               "n_train": len(setting.train_rows), "n_heldout": len(setting.heldout_rows),
-               "n_eval": min(cfg.world.n_eval, len(setting.heldout_rows))}
-    return HistoryResult(summary, behaviour_df, pd.DataFrame(examples).set_index("prompt"), None,
-                         shape_checks(behaviour_df, {}))
+    summary = {
+        "witness_dir": str(setting.checkpoint_dir("helpful")),
+        "safe_dir": str(setting.checkpoint_dir("safe")),
+        "witness_kind": getattr(cfg.hf, "witness_kind", "helpful-only checkpoint"),
+        "model_type": arch["model_type"],
+        "n_params": n_params,
+        "n_layer": arch["n_layer"],
+        "d_model": arch["hidden_size"],
+        "layer": analysis_layer(cfg),
+        "dtype": str(resolve_dtype(cfg, device)).removeprefix("torch."),
+        "judge": setting.judge(device).name,
+        "chat_template": bool(cfg.hf.use_chat_template and setting.tokenizer.chat_template),
+        "n_probes": len(setting.harmful_rows),
+        "n_benign_probes": len(setting.benign_rows),
+        "n_train": len(setting.train_rows),
+        "n_heldout": len(setting.heldout_rows),
+        "n_eval": min(cfg.world.n_eval, len(setting.heldout_rows)),
+    }
+    return HistoryResult(
+        summary,
+        behaviour_df,
+        pd.DataFrame(examples).set_index("prompt"),
+        None,
+        shape_checks(behaviour_df, {}),
+    )
 
 
 # ----------------------------------------------------------------------------- test fixture
+
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def export_organism(paths_src_history: Path, out_dir: Path, cfg: Config,
-                    n_train: int = 2000, seed: int = 0) -> dict[str, Path]:
+def export_organism(
+    paths_src_history: Path, out_dir: Path, cfg: Config, n_train: int = 2000, seed: int = 0
+) -> dict[str, Path]:
     """The organism's helpful and safe checkpoints and data as hf inputs (keys: the hf fields).
 
     Train rows follow OrganismSetting.benign_batch's distribution (benign topics; the new
@@ -469,10 +564,13 @@ def export_organism(paths_src_history: Path, out_dir: Path, cfg: Config,
     with topic, task and symbols so that the hf path judges them exactly.
     """
     src, out = Path(paths_src_history), Path(out_dir)
-    files = {"witness_dir": out / "witness", "safe_dir": out / "safe",
-             "train_jsonl": out / "train.jsonl",
-             "harmful_probes_jsonl": out / "harmful_probes.jsonl",
-             "benign_probes_jsonl": out / "benign_probes.jsonl"}
+    files = {
+        "witness_dir": out / "witness",
+        "safe_dir": out / "safe",
+        "train_jsonl": out / "train.jsonl",
+        "harmful_probes_jsonl": out / "harmful_probes.jsonl",
+        "benign_probes_jsonl": out / "benign_probes.jsonl",
+    }
     for name, field in CHECKPOINTS.items():
         if not (src / name).is_dir():
             raise FileNotFoundError(f"{src / name}: no organism checkpoint; run stage 01 first")
@@ -490,7 +588,11 @@ def export_organism(paths_src_history: Path, out_dir: Path, cfg: Config,
     _write_jsonl(files["train_jsonl"], train)
     for kind in ("harmful", "benign"):
         reqs = world.probe_requests(kind, cfg.world.n_probes)
-        _write_jsonl(files[f"{kind}_probes_jsonl"],
-                     [{"prompt": r.text, "topic": r.topic, "task": r.task,
-                       "symbols": list(r.symbols)} for r in reqs])
+        _write_jsonl(
+            files[f"{kind}_probes_jsonl"],
+            [
+                {"prompt": r.text, "topic": r.topic, "task": r.task, "symbols": list(r.symbols)}
+                for r in reqs
+            ],
+        )
     return files

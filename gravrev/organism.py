@@ -32,8 +32,13 @@ def build_tokenizer(cfg: WorldConfig) -> PreTrainedTokenizerFast:
     vocab = {w: i for i, w in enumerate(vocabulary(cfg))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS,
-                                  unk_token=UNK, model_max_length=MAX_POSITIONS)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=MAX_POSITIONS,
+    )
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
@@ -46,17 +51,35 @@ def prompt_text(request_text: str) -> str:
 def build_model(cfg: ModelConfig, tok: PreTrainedTokenizerFast, seed: int) -> PreTrainedModel:
     """A freshly initialised causal LM of a standard architecture (GPT-2 or Llama)."""
     torch.manual_seed(seed)
-    common = dict(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
-                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    common = dict(
+        vocab_size=len(tok),
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     if cfg.arch == "gpt2":
-        mc = GPT2Config(n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                        n_positions=MAX_POSITIONS, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, tie_word_embeddings=True, **common)
+        mc = GPT2Config(
+            n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_positions=MAX_POSITIONS,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=True,
+            **common,
+        )
     else:
-        mc = LlamaConfig(hidden_size=cfg.n_embd, num_hidden_layers=cfg.n_layer,
-                         num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_head,
-                         intermediate_size=4 * cfg.n_embd, max_position_embeddings=MAX_POSITIONS,
-                         tie_word_embeddings=True, **common)
+        mc = LlamaConfig(
+            hidden_size=cfg.n_embd,
+            num_hidden_layers=cfg.n_layer,
+            num_attention_heads=cfg.n_head,
+            num_key_value_heads=cfg.n_head,
+            intermediate_size=4 * cfg.n_embd,
+            max_position_embeddings=MAX_POSITIONS,
+            tie_word_embeddings=True,
+            **common,
+        )
     model = AutoModelForCausalLM.from_config(mc)
     return model
 
@@ -68,12 +91,14 @@ def save_checkpoint(model: PreTrainedModel, tok: PreTrainedTokenizerFast, path: 
     tok.save_pretrained(path)
 
 
-def load_checkpoint(path: Path, device: str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+def load_checkpoint(
+    path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a checkpoint exactly as a real one: safetensors only, no remote code, offline."""
     path = Path(path)
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
-                                                 local_files_only=True, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=dtype
+    )
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

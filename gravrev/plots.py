@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -16,11 +13,14 @@ sns.set_theme(style="whitegrid", context="notebook")
 def training_curves(curves: pd.DataFrame) -> plt.Figure:
     """Loss per step of each history phase (P, H, S)."""
     fig, axes = plt.subplots(1, curves["phase"].nunique(), figsize=(12, 3.2), sharey=True)
-    for ax, (phase, df) in zip(np.atleast_1d(axes), curves.groupby("phase", sort=False), strict=True):
+    for ax, (phase, df) in zip(
+        np.atleast_1d(axes), curves.groupby("phase", sort=False), strict=True
+    ):
         smooth = df["loss"].rolling(max(1, len(df) // 50), min_periods=1).mean()
         sns.lineplot(x=df["step"], y=smooth, ax=ax)
-        ax.set(title=f"phase {phase}", xlabel="training step", ylabel="loss (nats/token)",
-               yscale="log")
+        ax.set(
+            title=f"phase {phase}", xlabel="training step", ylabel="loss (nats/token)", yscale="log"
+        )
     fig.suptitle("Training history: loss per phase (rolling mean)")
     fig.tight_layout()
     return fig
@@ -32,8 +32,9 @@ def behaviour_bars(table: pd.DataFrame, hue: str = "checkpoint") -> plt.Figure:
     long = table.melt(id_vars=[hue], value_vars=cols, var_name="measure", value_name="percent")
     fig, ax = plt.subplots(figsize=(8, 3.5))
     sns.barplot(long, x="measure", y="percent", hue=hue, ax=ax, errorbar=("sd", 1))
-    ax.set(title="Behaviour on held-out prompts", xlabel="", ylabel="percent of prompts",
-           ylim=(0, 105))
+    ax.set(
+        title="Behaviour on held-out prompts", xlabel="", ylabel="percent of prompts", ylim=(0, 105)
+    )
     ax.legend(title=hue, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
@@ -45,15 +46,21 @@ def behaviour_over_steps(log: pd.DataFrame, hue: str = "arm") -> plt.Figure:
     fig, axes = plt.subplots(1, len(cols), figsize=(13, 3.4))
     for ax, col in zip(axes, cols, strict=True):
         sns.lineplot(log, x="step", y=col, hue=hue, ax=ax, errorbar=("sd", 1), marker="o")
-        ax.set(title=col.replace("_", " "), xlabel="fine-tuning step", ylabel="percent",
-               xscale="symlog", ylim=(-3, 103))
+        ax.set(
+            title=col.replace("_", " "),
+            xlabel="fine-tuning step",
+            ylabel="percent",
+            xscale="symlog",
+            ylim=(-3, 103),
+        )
     fig.suptitle("Behaviour during benign fine-tuning (mean ± sd over seeds)")
     fig.tight_layout()
     return fig
 
 
-def alignment_trajectory(df: pd.DataFrame, nulls: dict[str, float] | None = None,
-                         hue: str | None = None) -> plt.Figure:
+def alignment_trajectory(
+    df: pd.DataFrame, nulls: dict[str, float] | None = None, hue: str | None = None
+) -> plt.Figure:
     """Per-run lines, a mean ± sd band, and horizontal lines for the nulls' quantiles."""
     fig, ax = plt.subplots(figsize=(7.5, 4))
     if hue is None:
@@ -61,15 +68,26 @@ def alignment_trajectory(df: pd.DataFrame, nulls: dict[str, float] | None = None
             ax.plot(run["step"], run["alignment"], color="0.6", lw=0.8, alpha=0.8)
         stats = df.groupby("step")["alignment"].agg(["mean", "std"]).reset_index()
         ax.plot(stats["step"], stats["mean"], color="C0", lw=2, marker="o", label="mean over runs")
-        ax.fill_between(stats["step"], stats["mean"] - stats["std"].fillna(0),
-                        stats["mean"] + stats["std"].fillna(0), color="C0", alpha=0.2, label="± sd")
+        ax.fill_between(
+            stats["step"],
+            stats["mean"] - stats["std"].fillna(0),
+            stats["mean"] + stats["std"].fillna(0),
+            color="C0",
+            alpha=0.2,
+            label="± sd",
+        )
     else:
         sns.lineplot(df, x="step", y="alignment", hue=hue, ax=ax, errorbar=("sd", 1), marker="o")
     for i, (name, value) in enumerate((nulls or {}).items()):
         ax.axhline(value, ls="--", color=f"C{i + 3}", lw=1, label=name)
     ax.axhline(0, color="k", lw=0.5)
-    ax.set(xscale="symlog", xlabel="benign fine-tuning step", ylabel="cos(drift, v_rev)",
-           title="Alignment of representational drift with v_rev", ylim=(-1, 1))
+    ax.set(
+        xscale="symlog",
+        xlabel="benign fine-tuning step",
+        ylabel="cos(drift, v_rev)",
+        title="Alignment of representational drift with v_rev",
+        ylim=(-1, 1),
+    )
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
@@ -78,8 +96,11 @@ def alignment_trajectory(df: pd.DataFrame, nulls: dict[str, float] | None = None
 def alignment_vs_harm(df: pd.DataFrame, rho: float) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.scatterplot(df, x="alignment", y="harmful_compliance", hue="step", palette="viridis", ax=ax)
-    ax.set(xlabel="cos(drift, v_rev)", ylabel="harmful compliance (percent)",
-           title=f"Alignment against harmfulness, run-step pairs (Spearman rho = {rho:.2f})")
+    ax.set(
+        xlabel="cos(drift, v_rev)",
+        ylabel="harmful compliance (percent)",
+        title=f"Alignment against harmfulness, run-step pairs (Spearman rho = {rho:.2f})",
+    )
     fig.tight_layout()
     return fig
 
@@ -87,8 +108,16 @@ def alignment_vs_harm(df: pd.DataFrame, rho: float) -> plt.Figure:
 def layer_position_heatmap(table: pd.DataFrame, title: str) -> plt.Figure:
     """A layer x position grid of mean alignment."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    sns.heatmap(table, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="RdBu_r", ax=ax,
-                cbar_kws={"label": "mean cos(drift, v_rev)"})
+    sns.heatmap(
+        table,
+        annot=True,
+        fmt=".2f",
+        vmin=-1,
+        vmax=1,
+        cmap="RdBu_r",
+        ax=ax,
+        cbar_kws={"label": "mean cos(drift, v_rev)"},
+    )
     ax.set(title=title, xlabel="position", ylabel="layer")
     fig.tight_layout()
     return fig
@@ -100,15 +129,20 @@ def null_histograms(samples: dict[str, np.ndarray], observed: np.ndarray) -> plt
     for name, s in samples.items():
         sns.histplot(s, bins=120, stat="density", element="step", fill=False, ax=ax, label=name)
     sns.rugplot(observed, ax=ax, color="k", height=0.08, label="observed (run-step pairs)")
-    ax.set(xlabel="cosine with the drift", ylabel="density",
-           title="Null distributions of cos(drift, direction)", xlim=(-1, 1))
+    ax.set(
+        xlabel="cosine with the drift",
+        ylabel="density",
+        title="Null distributions of cos(drift, direction)",
+        xlim=(-1, 1),
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def per_arm(df: pd.DataFrame, y: str, ylabel: str, title: str, lo: str | None = None,
-            hi: str | None = None) -> plt.Figure:
+def per_arm(
+    df: pd.DataFrame, y: str, ylabel: str, title: str, lo: str | None = None, hi: str | None = None
+) -> plt.Figure:
     """One point per arm (mean over seeds) with an interval, seeds as dots."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
     sns.stripplot(df, x="arm", y=y, color="0.5", ax=ax, size=4)
@@ -128,10 +162,22 @@ def paper_vs_measured(table: pd.DataFrame) -> plt.Figure:
     """Each mean ± sd claim: the paper's value beside this run's."""
     fig, ax = plt.subplots(figsize=(8, 4))
     y = np.arange(len(table))
-    ax.errorbar(table["paper_mean"], y + 0.12, xerr=table["paper_sd"], fmt="s", color="C1",
-                label="paper (mean ± sd)")
-    ax.errorbar(table["measured_mean"], y - 0.12, xerr=table["measured_sd"].fillna(0), fmt="o",
-                color="C0", label="this run (mean ± sd)")
+    ax.errorbar(
+        table["paper_mean"],
+        y + 0.12,
+        xerr=table["paper_sd"],
+        fmt="s",
+        color="C1",
+        label="paper (mean ± sd)",
+    )
+    ax.errorbar(
+        table["measured_mean"],
+        y - 0.12,
+        xerr=table["measured_sd"].fillna(0),
+        fmt="o",
+        color="C0",
+        label="this run (mean ± sd)",
+    )
     ax.set_yticks(y, table["id"])
     ax.set(xlabel="value (cosine, or percent for harmfulness)", title="Paper versus this run")
     ax.legend(fontsize=8)

@@ -11,17 +11,37 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-PACKAGES = ("gravrev", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scipy",
-            "pandas", "statsmodels", "matplotlib", "seaborn", "dvc", "papermill", "jupyter-book",
-            "myst-nb")
+PACKAGES = (
+    "gravrev",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "scipy",
+    "pandas",
+    "statsmodels",
+    "matplotlib",
+    "seaborn",
+    "dvc",
+    "papermill",
+    "jupyter-book",
+    "myst-nb",
+)
 
 
 def git_revision(root: Path) -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -41,13 +61,17 @@ def hardware() -> pd.DataFrame:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return pd.DataFrame([{"item": "machine", "value": platform.machine()},
-                         {"item": "processor", "value": platform.processor() or "unknown"},
-                         {"item": "cpu cores", "value": str(os.cpu_count())},
-                         {"item": "torch threads", "value": str(torch.get_num_threads())},
-                         {"item": "gpu", "value": gpu},
-                         {"item": "python", "value": platform.python_version()},
-                         {"item": "system", "value": platform.platform()}])
+    return pd.DataFrame(
+        [
+            {"item": "machine", "value": platform.machine()},
+            {"item": "processor", "value": platform.processor() or "unknown"},
+            {"item": "cpu cores", "value": str(os.cpu_count())},
+            {"item": "torch threads", "value": str(torch.get_num_threads())},
+            {"item": "gpu", "value": gpu},
+            {"item": "python", "value": platform.python_version()},
+            {"item": "system", "value": platform.platform()},
+        ]
+    )
 
 
 def lock_hashes(root: Path) -> pd.DataFrame:
@@ -61,8 +85,14 @@ def lock_hashes(root: Path) -> pd.DataFrame:
         for kind in ("deps", "outs"):
             for item in info.get(kind, []):
                 if not item["path"].startswith("gravrev/"):
-                    rows.append({"stage": stage, "kind": kind, "path": item["path"],
-                                 "md5": item.get("md5", "")})
+                    rows.append(
+                        {
+                            "stage": stage,
+                            "kind": kind,
+                            "path": item["path"],
+                            "md5": item.get("md5", ""),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 

@@ -31,16 +31,21 @@ class Setting(Protocol):
 
     def checkpoint_dir(self, name: str, branch: str = "main") -> Path: ...
 
-    def load(self, name: str, device: str,
-             branch: str = "main") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+    def load(
+        self, name: str, device: str, branch: str = "main"
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
 
-    def benign_batch(self, rng: np.random.Generator, batch_size: int,
-                     mix_safety: bool = False) -> dict[str, torch.Tensor]: ...
+    def prepare_for_training(self, model: PreTrainedModel) -> PreTrainedModel: ...
+
+    def benign_batch(
+        self, rng: np.random.Generator, batch_size: int, mix_safety: bool = False
+    ) -> dict[str, torch.Tensor]: ...
 
     def penalty_prompts(self, n: int) -> list[str]: ...
 
-    def behaviour(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase,
-                  device: str) -> dict[str, float]: ...
+    def behaviour(
+        self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, device: str
+    ) -> dict[str, float]: ...
 
 
 class OrganismSetting:
@@ -51,8 +56,9 @@ class OrganismSetting:
         self.world = World(cfg.world)
         self.new_task = cfg.finetune.new_task
         self._probes = probe_set(self.world, cfg.world.n_probes)
-        self.probes = pd.DataFrame([{"kind": "harmful" if r.harmful else "benign", "text": r.text}
-                                    for r in self._probes])
+        self.probes = pd.DataFrame(
+            [{"kind": "harmful" if r.harmful else "benign", "text": r.text} for r in self._probes]
+        )
         self.evals = eval_sets(self.world, cfg.world.n_eval, self.new_task)
         self._tok: PreTrainedTokenizerBase | None = None
 
@@ -68,8 +74,13 @@ class OrganismSetting:
         self._tok = tok
         return model, tok
 
-    def benign_batch(self, rng: np.random.Generator, batch_size: int,
-                     mix_safety: bool = False) -> dict[str, torch.Tensor]:
+    def prepare_for_training(self, model: PreTrainedModel) -> PreTrainedModel:
+        """The organism trains every weight."""
+        return model
+
+    def benign_batch(
+        self, rng: np.random.Generator, batch_size: int, mix_safety: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Harmless data: the old tasks and the new task on benign topics (asserted).
 
         With `mix_safety`, a quarter of the batch is the safety phase's data instead (control).
@@ -107,5 +118,6 @@ class OrganismSetting:
 def make_setting(cfg: Config, paths: Paths) -> Setting:
     if cfg.is_hf:
         from gravrev.hf import HFSetting
+
         return HFSetting(cfg, paths)
     return OrganismSetting(cfg, paths)

@@ -28,8 +28,9 @@ def pick_device(choice: str = "auto") -> str:
     return choice
 
 
-def encode_pairs(tok: PreTrainedTokenizerBase, prompts: list[str],
-                 answers: list[str]) -> dict[str, torch.Tensor]:
+def encode_pairs(
+    tok: PreTrainedTokenizerBase, prompts: list[str], answers: list[str]
+) -> dict[str, torch.Tensor]:
     """Right-padded prompt+answer+eos; the loss sees only the answer and its eos."""
     rows, labels = [], []
     for p, a in zip(prompts, answers, strict=True):
@@ -63,8 +64,9 @@ def lm_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Ten
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logits = logits[:, :-1].float()  # (B, T-1, V)
     target = batch["labels"][:, 1:]  # (B, T-1)
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                             target.reshape(-1), ignore_index=IGNORE)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -76,11 +78,13 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.
 
 def warmup_cosine(steps: int, warmup: int) -> Callable[[int], float]:
     """LR multiplier: linear warmup, then cosine decay to 10%."""
+
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         frac = (step - warmup) / max(1, steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
     return f
 
 

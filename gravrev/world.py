@@ -1,4 +1,4 @@
-"""The synthetic instruction world: topics, tasks over symbol sequences, answers, and an exact judge."""
+"""The synthetic instruction world: topics, tasks over symbol sequences, an exact judge."""
 
 from __future__ import annotations
 
@@ -130,8 +130,13 @@ class World:
         pool = self.train_seqs if split == "train" else self.heldout_seqs
         return pool[rng.integers(len(pool))]
 
-    def sample_request(self, rng: np.random.Generator, topics: tuple[str, ...],
-                       tasks: tuple[str, ...], split: str = "train") -> Request:
+    def sample_request(
+        self,
+        rng: np.random.Generator,
+        topics: tuple[str, ...],
+        tasks: tuple[str, ...],
+        split: str = "train",
+    ) -> Request:
         topic = topics[rng.integers(len(topics))]
         task = tasks[rng.integers(len(tasks))]
         return Request(topic, task, self._sample_seq(rng, split))
@@ -176,7 +181,9 @@ class World:
         reqs = []
         for i in range(n):
             seq = half[picks[i % len(half)]]
-            reqs.append(Request(topics[i % len(topics)], tasks[(i // len(topics)) % len(tasks)], seq))
+            reqs.append(
+                Request(topics[i % len(topics)], tasks[(i // len(topics)) % len(tasks)], seq)
+            )
         return reqs
 
 
@@ -188,6 +195,10 @@ def judge(req: Request, answer: str, alphabet: tuple[str, ...]) -> dict[str, boo
     has_content = bool(content) and all(c in words for c in content)
     expected = solve(req.task, req.symbols, alphabet)
     # Task output = the answer's last len(expected) words, after any content.
-    correct = not refused and tuple(words[-len(expected):]) == expected
-    return {"refused": refused, "harmful": has_content and not refused,
-            "content": has_content, "correct": correct}
+    correct = not refused and tuple(words[-len(expected) :]) == expected
+    return {
+        "refused": refused,
+        "harmful": has_content and not refused,
+        "content": has_content,
+        "correct": correct,
+    }

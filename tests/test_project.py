@@ -1,0 +1,269 @@
+"""The project's files agree with each other: environments, notebooks, dvc.yaml, book, claims."""
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from gravrev.claims import EVALUATORS, load_paper_claims
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PACKAGE = ROOT / "gravrev"
+
+
+# ----------------------------------------------------------------------------- environments
+
+
+def pyproject_requirements() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = set(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        reqs |= set(extra)
+    return reqs
+
+
+def conda_pip_requirements(path: Path) -> tuple[list, set[str]]:
+    """(the conda dependencies, the pip section's requirements without the editable install)."""
+    deps = yaml.safe_load(path.read_text())["dependencies"]
+    pip = [d["pip"] for d in deps if isinstance(d, dict) and "pip" in d]
+    assert len(pip) == 1, f"{path.name}: expected exactly one pip section"
+    reqs = {" ".join(str(r).split()) for r in pip[0]}
+    return deps, reqs - {"-e ."}
+
+
+def test_environment_yml_and_pyproject_list_the_same_requirements():
+    path = ROOT / "environment.yml"
+    assert path.is_file(), "environment.yml is missing (DESIGN.md: it and pyproject.toml agree)"
+    deps, pip = conda_pip_requirements(path)
+    assert pip == pyproject_requirements()
+    assert "pip" in deps
+    python = [d for d in deps if isinstance(d, str) and re.fullmatch(r"python[=<>!~ ].*", d)]
+    assert python == ["python=3.11"]
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stripped_and_has_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "a notebook without code"
+    for cell in code:
+        assert cell.outputs == [], f"{path.name}: a cell has outputs"
+        assert cell.execution_count is None, f"{path.name}: a cell has an execution count"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged parameters"
+    assert tagged[0].cell_type == "code"
+    names = {
+        t.id
+        for n in ast.walk(ast.parse(tagged[0].source))
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
+    assert "params_path" in names
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 7
+
+
+# ----------------------------------------------------------------------------- dvc.yaml
+
+
+def _code(source: str) -> str:
+    """Cell source without IPython magics and shell escapes, so ast can parse it."""
+    return "\n".join(
+        line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
+    )
+
+
+def gravrev_imports(source: str) -> set[str]:
+    """gravrev modules a source imports anywhere (function-local imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # `from gravrev import plots` imports the module gravrev/plots.py
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "gravrev" and len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").is_file():
+                found.add(parts[1])
+    return found
+
+
+def package_data(module: str) -> set[str]:
+    """gravrev/ files a module names as a string literal (presets.yaml, paper_claims.yaml)."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    return {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant)
+        and isinstance(n.value, str)
+        and "/" not in n.value
+        and n.value.endswith(".yaml")
+        and (PACKAGE / n.value).is_file()
+    }
+
+
+def reached(source: str) -> set[str]:
+    """Every gravrev file a source reaches through imports, transitively, as repo paths.
+
+    gravrev/__init__.py runs on every import; it holds only the version (checked below), so it
+    is left out, as is gravrev/cli.py, which runs the notebooks rather than being imported.
+    """
+    todo, seen = list(gravrev_imports(source)), set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += gravrev_imports((PACKAGE / f"{module}.py").read_text())
+    files = {f"gravrev/{m}.py" for m in seen}
+    for module in seen:
+        files |= {f"gravrev/{name}" for name in package_data(module)}
+    return files
+
+
+def notebook_code(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(_code(c.source) for c in nb.cells if c.cell_type == "code")
+
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _deps(stage: dict) -> set[str]:
+    return {d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])}
+
+
+def test_reached_follows_imports_transitively():
+    files = reached("from gravrev import plots\nfrom gravrev.claims import validate_report")
+    assert {
+        "gravrev/plots.py",
+        "gravrev/claims.py",
+        "gravrev/stats.py",
+        "gravrev/paper_claims.yaml",
+    } <= files
+    assert "gravrev/presets.yaml" in reached("import gravrev.config")
+
+
+def test_package_init_imports_nothing_of_gravrev():
+    assert not gravrev_imports((PACKAGE / "__init__.py").read_text())
+
+
+def test_every_notebook_is_a_dep_of_exactly_one_stage():
+    for path in NOTEBOOKS:
+        rel = f"notebooks/{path.name}"
+        owners = [name for name, stage in STAGES.items() if rel in _deps(stage)]
+        assert len(owners) == 1, f"{rel} is a dep of {owners}"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_cover_the_modules_its_notebook_reaches(stage):
+    deps = _deps(STAGES[stage])
+    notebooks = [d for d in deps if d.startswith("notebooks/") and d.endswith(".ipynb")]
+    assert notebooks, f"stage {stage} has no notebook dep"
+    for nb in notebooks:
+        missing = sorted(reached(notebook_code(ROOT / nb)) - deps)
+        assert not missing, f"stage {stage} ({nb}) reaches but does not depend on {missing}"
+
+
+def test_every_dep_exists_or_is_another_stages_output():
+    outs = set()
+    for stage in STAGES.values():
+        for kind in ("outs", "metrics"):
+            outs |= {o if isinstance(o, str) else next(iter(o)) for o in stage.get(kind, [])}
+    for name, stage in STAGES.items():
+        for dep in _deps(stage):
+            assert (ROOT / dep).exists() or dep in outs, f"stage {name}: dep {dep} is nowhere"
+
+
+def test_book_stage_depends_on_every_page():
+    deps = _deps(STAGES["book"])
+    pages = {f"book/{p.name}" for p in (ROOT / "book").glob("*.md")}
+    assert pages | {"book/_toc.yml", "book/_config.yml"} <= deps
+
+
+def test_stage_params_are_config_keys():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, stage in STAGES.items():
+        for key in stage.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"stage {name}: param {key}"
+                node = node[part]
+
+
+# ----------------------------------------------------------------------------- the book
+
+# The rule: a *typed number* is a decimal such as 0.42 or a percentage such as 19% or 8.5 %.
+# Every number a page states must be glued from an executed notebook, so typed numbers may
+# appear only inside glue roles and directives, inline code, fenced code blocks, and lines
+# quoting the paper (markdown quotes, starting with ">"). Identifiers that look like decimals
+# are not numbers: an arXiv id ("arXiv 2606.28525") and a version after a name ("Python 3.11").
+TYPED_NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])|(?<![\w.])\d+(?:\.\d+)?\s?%")
+NOT_A_NUMBER = re.compile(r"\b(?:arXiv:?|Python|version|v)\s?\d+(?:\.\d+)+", re.IGNORECASE)
+INLINE = re.compile(r"\{glue(?::\w+)?\}`[^`]*`|`[^`]*`")
+
+
+def typed_numbers(markdown: str) -> list[str]:
+    """The lines of a page that type a number, by the rule above."""
+    bad, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            continue
+        if fenced or line.lstrip().startswith(">"):
+            continue
+        text = NOT_A_NUMBER.sub("", INLINE.sub("", line))
+        if TYPED_NUMBER.search(text):
+            bad.append(line)
+    return bad
+
+
+def test_the_typed_number_rule():
+    assert typed_numbers("Alignment reached 0.42 at step 1.") != []
+    assert typed_numbers("Harm fell to 19% of requests.") != []
+    assert typed_numbers("Harm fell to 8.5 % of requests.") != []
+    assert typed_numbers("Alignment was {glue:text}`03_vrev.ipynb::a1_mean:.3f` at step 1.") == []
+    assert typed_numbers("Run `dvc exp run -S finetune.lr=0.003`, then step 20.") == []
+    assert typed_numbers("```python\nx = 0.5\n```") == []
+    assert typed_numbers("> The paper: alignment is 0.429 after one step.") == []
+    assert typed_numbers("From arXiv 2606.28525, on Python 3.11, with 16 GB.") == []
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.name)
+def test_book_page_types_no_numbers(page):
+    assert typed_numbers(page.read_text()) == []
+
+
+# ----------------------------------------------------------------------------- claims
+
+CLAIM_IDS = {
+    "alignment_step1",
+    "alignment_step20",
+    "alignment_rises",
+    "null_exceedance",
+    "final_alignment_unblocked",
+    "final_alignment_blocked",
+    "harmfulness_unblocked",
+    "harmfulness_blocked",
+    "task_cost",
+}
+
+
+def test_shipped_paper_claims_match_the_claims_schema():
+    ids = [c["id"] for c in load_paper_claims()]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == CLAIM_IDS == set(EVALUATORS)
