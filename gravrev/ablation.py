@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
 from gravrev.analysis import alignment_table, chosen, load_probes
@@ -39,10 +41,55 @@ def run_arms(cfg: Config, paths: Paths, device: str) -> pd.DataFrame:
             save_run(result, paths.blocking)
             logs.append(result.log)
             hashes[f"{arm}_seed{seed}"] = result.batch_hash
+    seed = cfg.finetune.seeds[0]
+    for lam in cfg.blocking.lambda_sweep:
+        sweep_cfg = dataclasses.replace(
+            cfg, blocking=dataclasses.replace(cfg.blocking, penalty_lambda=lam)
+        )
+        block = make_intervention("penalty", sweep_cfg, v, cov, tok, prompts, device)
+        result = finetune_run(
+            cfg,
+            setting,
+            seed,
+            device,
+            arm=f"penalty_lambda{lam:g}",
+            intervention=block,
+            judge_every_log=False,
+        )
+        save_run(result, paths.blocking)
+        logs.append(result.log.assign(penalty_lambda=lam))
     write_json(paths.blocking / "batch_hashes.json", hashes)
     log = pd.concat(logs, ignore_index=True)
     write_csv(paths.blocking / "log.csv", log)
     return log
+
+
+def lambda_table(cfg: Config, paths: Paths, log: pd.DataFrame) -> pd.DataFrame:
+    """The penalty arm at each lambda (first seed) at T: alignment, refusal, task accuracy."""
+    from gravrev.direction import alignment_trajectory
+
+    seed = cfg.finetune.seeds[0]
+    v = read_npz(paths.data / "vrev" / "v_rev.npz")[
+        f"{cfg.analysis.vrev_method}_{cfg.analysis.position}"
+    ]
+    mask = probe_mask(load_probes(paths), cfg.analysis.probe_set)
+    rows = []
+    main = log[(log["arm"] == "penalty") & (log["seed"] == seed)].assign(
+        penalty_lambda=cfg.blocking.penalty_lambda
+    )
+    sweep = log[log["arm"].str.startswith("penalty_lambda")]
+    for arm, g in pd.concat([main, sweep]).groupby("arm"):
+        acts = read_npz(paths.blocking / f"{arm}_seed{seed}.npz")
+        a = alignment_trajectory(acts[cfg.analysis.position], acts["steps"], v, mask)
+        final = g[g["step"] == cfg.finetune.steps].iloc[0]
+        rows.append(
+            {
+                "lambda": float(final["penalty_lambda"]),
+                "alignment": a[(a["layer"] == cfg.layer)]["alignment"].iloc[-1],
+                **{c: final[c] for c in final.index if c.endswith(("_rate", "_accuracy"))},
+            }
+        )
+    return pd.DataFrame(rows).sort_values("lambda")
 
 
 def check_pairing(cfg: Config, paths: Paths) -> None:
@@ -98,6 +145,8 @@ def blocking_stage(cfg: Config, paths: Paths, device: str) -> dict:
     """Stage 05: run the arms, check the pairing, compare, write data/metrics/blocking.json."""
     log = run_arms(cfg, paths, device)
     check_pairing(cfg, paths)
+    sweep = lambda_table(cfg, paths, log) if "penalty" in cfg.blocking.arms else pd.DataFrame()
+    log = log[~log["arm"].str.startswith("penalty_lambda")]
     fin, trajectories = final_table(cfg, paths, log)
     effects = paired_effects(cfg, fin)
     arms = ["unblocked", *cfg.blocking.arms]
@@ -119,4 +168,10 @@ def blocking_stage(cfg: Config, paths: Paths, device: str) -> dict:
     }
     write_json(paths.metrics / "blocking.json", metrics)
     write_csv(paths.blocking / "final.csv", fin)
-    return {"final": fin, "trajectories": trajectories, "effects": effects, "metrics": metrics}
+    return {
+        "final": fin,
+        "trajectories": trajectories,
+        "effects": effects,
+        "metrics": metrics,
+        "lambda_sweep": sweep,
+    }

@@ -188,7 +188,11 @@ def vrev_stage(cfg: Config, paths: Paths) -> dict:
         ),
     }
     write_json(paths.metrics / "alignment.json", metrics)
+    sensitivity = sensitivity_table(cfg, paths, dirs[method])
+    if len(sensitivity):
+        write_csv(out / "sensitivity.csv", sensitivity)
     return {
+        "sensitivity": sensitivity,
         "directions": dirs,
         "table": table,
         "main": main,
@@ -256,3 +260,23 @@ def nulls_stage(cfg: Config, paths: Paths, seed: int = 0) -> dict:
 def _final_by_arm(cell: pd.DataFrame) -> dict:
     last = cell[cell["step"] == cell["step"].max()]
     return {arm: summarize(g["alignment"].to_numpy()) for arm, g in last.groupby("arm")}
+
+
+def sensitivity_table(cfg: Config, paths: Paths, v_rev: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Alignment at the early steps of each sensitivity run, at the analysed cell."""
+    from gravrev.io import read_json
+
+    path = paths.finetune / "sensitivity.json"
+    if not path.is_file():
+        return pd.DataFrame()
+    mask = probe_mask(load_probes(paths), cfg.analysis.probe_set)
+    pos = cfg.analysis.position
+    frames = []
+    for run in read_json(path):
+        acts = run_acts(paths, run["arm"], run["seed"])
+        df = alignment_trajectory(acts[pos], acts["steps"], v_rev[pos], mask)
+        df = df[df["layer"] == cfg.layer]
+        frames.append(
+            df.assign(optimizer=run["optimizer"], lr=run["lr"], batch_size=run["batch_size"])
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

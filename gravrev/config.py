@@ -109,9 +109,21 @@ class FinetuneConfig:
     new_task: str = "rotate"
     new_task_fraction: float = 0.5
     mixed_control: bool = True
+    sensitivity_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    sensitivity_batch_sizes: tuple[int, ...] = (16, 64)
 
     def validate(self, name: str) -> None:
         _check(len(self.seeds) >= 1, f"{name}.seeds", "needs at least one seed")
+        _check(
+            all(0 < lr < 1 for lr in self.sensitivity_lrs),
+            f"{name}.sensitivity_lrs",
+            "every learning rate must be in (0, 1)",
+        )
+        _check(
+            all(1 <= b <= 4096 for b in self.sensitivity_batch_sizes),
+            f"{name}.sensitivity_batch_sizes",
+            "every batch size must be in [1, 4096]",
+        )
         _check(len(set(self.seeds)) == len(self.seeds), f"{name}.seeds", "must be distinct")
         _check(self.steps >= 1, f"{name}.steps", "must be >= 1")
         _check(0 < self.lr < 1, f"{name}.lr", "must be in (0, 1)")
@@ -173,6 +185,7 @@ class BlockingConfig:
     penalty_lambda: float = 10.0
     claim_arm: str = "penalty"
     task_cost_tolerance: float = 5.0
+    lambda_sweep: tuple[float, ...] = (1.0, 100.0)
 
     def validate(self, name: str) -> None:
         for arm in self.arms:
@@ -182,6 +195,7 @@ class BlockingConfig:
         _check(self.penalty_lambda >= 0, f"{name}.penalty_lambda", "must be >= 0")
         _check(self.claim_arm in self.arms, f"{name}.claim_arm", "must be one of blocking.arms")
         _check(self.task_cost_tolerance >= 0, f"{name}.task_cost_tolerance", "must be >= 0")
+        _check(all(x >= 0 for x in self.lambda_sweep), f"{name}.lambda_sweep", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from contextlib import AbstractContextManager
@@ -136,10 +137,10 @@ def finetune_run(
 
 def save_run(result: RunResult, out_dir) -> None:
     """Activations as npz (anyone can recompute drift from them), the log as csv."""
-    stem = out_dir / f"{result.arm}_seed{result.seed}"
-    write_npz(stem.with_suffix(".npz"), steps=result.steps, **result.acts)
+    stem = f"{result.arm}_seed{result.seed}"  # arm names may hold dots (lr0.001): no with_suffix
+    write_npz(out_dir / f"{stem}.npz", steps=result.steps, **result.acts)
     write_json(
-        stem.with_suffix(".json"),
+        out_dir / f"{stem}.json",
         {
             "arm": result.arm,
             "seed": result.seed,
@@ -151,6 +152,49 @@ def save_run(result: RunResult, out_dir) -> None:
 
 def load_acts(out_dir, arm: str, seed: int) -> dict[str, np.ndarray]:
     return read_npz(out_dir / f"{arm}_seed{seed}.npz")
+
+
+SENSITIVITY_STEPS = (1, 2, 5, 10, 20)
+
+
+def sensitivity_settings(cfg: Config) -> list[dict]:
+    """The early-step sweep: each lr with adamw and sgd, each batch size at the configured lr."""
+    fc = cfg.finetune
+    grid = [
+        {"lr": lr, "optimizer": opt, "batch_size": fc.batch_size}
+        for lr in fc.sensitivity_lrs
+        for opt in ("adamw", "sgd")
+    ]
+    grid += [
+        {"lr": fc.lr, "optimizer": fc.optimizer, "batch_size": b}
+        for b in fc.sensitivity_batch_sizes
+    ]
+    for g in grid:
+        g["arm"] = f"sens_{g['optimizer']}_lr{g['lr']:g}_bs{g['batch_size']}"
+    return list({g["arm"]: g for g in grid}.values())
+
+
+def run_sensitivity(cfg: Config, paths: Paths, setting: Setting, device: str) -> list[dict]:
+    """Short runs (first seed) showing how optimizer, lr and batch size move the early steps."""
+    steps = min(cfg.finetune.steps, SENSITIVITY_STEPS[-1])
+    log_steps = tuple(s for s in SENSITIVITY_STEPS if s <= steps)
+    done = []
+    for g in sensitivity_settings(cfg):
+        fc = dataclasses.replace(
+            cfg.finetune,
+            lr=g["lr"],
+            optimizer=g["optimizer"],
+            batch_size=g["batch_size"],
+            steps=steps,
+            log_steps=log_steps,
+        )
+        run_cfg = dataclasses.replace(cfg, finetune=fc)
+        seed = cfg.finetune.seeds[0]
+        result = finetune_run(run_cfg, setting, seed, device, arm=g["arm"], judge_every_log=False)
+        save_run(result, paths.finetune)
+        done.append({**g, "seed": seed})
+    write_json(paths.finetune / "sensitivity.json", done)
+    return done
 
 
 def run_finetune(cfg: Config, paths: Paths, setting: Setting, device: str) -> pd.DataFrame:
@@ -165,6 +209,9 @@ def run_finetune(cfg: Config, paths: Paths, setting: Setting, device: str) -> pd
             timings[f"{arm}_seed{seed}"] = result.seconds
     log = pd.concat(logs, ignore_index=True)
     write_csv(paths.finetune / "log.csv", log)
+    start = time.perf_counter()
+    run_sensitivity(cfg, paths, setting, device)
+    timings["sensitivity"] = time.perf_counter() - start
     write_json(paths.finetune / "timings.json", timings)
     write_csv(paths.finetune / "probes.csv", setting.probes)
     return log

@@ -183,3 +183,55 @@ def paper_vs_measured(table: pd.DataFrame) -> plt.Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
+    """Early-step alignment under each optimizer and learning rate, and each batch size."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+    by_lr = df.assign(setting=df["optimizer"] + " lr " + df["lr"].map("{:g}".format))
+    sns.lineplot(by_lr, x="step", y="alignment", hue="setting", marker="o", ax=axes[0])
+    axes[0].set(
+        title="Optimizer and learning rate",
+        xlabel="fine-tuning step",
+        ylabel="cos(drift, v_rev)",
+        xscale="log",
+    )
+    at_lr = df[(df["lr"] == lr) & (df["optimizer"] == optimizer)]
+    sns.lineplot(
+        at_lr, x="step", y="alignment", hue="batch_size", marker="o", ax=axes[1], palette="crest"
+    )
+    axes[1].set(
+        title=f"Batch size ({optimizer}, lr {lr:g})", xlabel="fine-tuning step", xscale="log"
+    )
+    fig.suptitle("How the fine-tuning setting moves the early steps (first seed)")
+    fig.tight_layout()
+    return fig
+
+
+def lambda_tradeoff(df: pd.DataFrame, new_task: str) -> plt.Figure:
+    """Penalty weight against final alignment, refusal, and old and new task accuracy."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    sns.lineplot(df, x="lambda", y="alignment", marker="o", ax=axes[0])
+    axes[0].set(
+        title="Alignment at T",
+        xlabel="penalty weight lambda",
+        xscale="symlog",
+        ylabel="cos(drift, v_rev)",
+    )
+    long = df.melt(
+        id_vars=["lambda"],
+        value_vars=["refusal_rate", "benign_accuracy", f"{new_task}_accuracy"],
+        var_name="measure",
+        value_name="percent",
+    )
+    sns.lineplot(long, x="lambda", y="percent", hue="measure", marker="o", ax=axes[1])
+    axes[1].set(
+        title="Refusal and task accuracy at T",
+        xlabel="penalty weight lambda",
+        xscale="symlog",
+        ylabel="percent of held-out prompts",
+        ylim=(-3, 103),
+    )
+    fig.suptitle("The penalty's trade-off (first seed)")
+    fig.tight_layout()
+    return fig
