@@ -5,6 +5,8 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# dvc's stages call gravrev, papermill and jupyter-book: the venv's, without activating it
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: all test setup lint benchmark clean
 

@@ -32,7 +32,7 @@ def generate(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=model.generation_config.eos_token_id or tok.eos_token_id,
         )
         new = out[:, batch["input_ids"].shape[1] :]
         answers += tok.batch_decode(new, skip_special_tokens=True)
