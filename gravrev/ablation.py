@@ -78,8 +78,12 @@ def lambda_table(cfg: Config, paths: Paths, log: pd.DataFrame) -> pd.DataFrame:
         penalty_lambda=cfg.blocking.penalty_lambda
     )
     sweep = log[log["arm"].str.startswith("penalty_lambda")]
+    unblocked = pd.read_csv(paths.finetune / "log.csv")
+    unblocked = unblocked[(unblocked["arm"] == "unblocked") & (unblocked["seed"] == seed)]
+    sweep = pd.concat([sweep, unblocked.assign(penalty_lambda=0.0)])
     for arm, g in pd.concat([main, sweep]).groupby("arm"):
-        acts = read_npz(paths.blocking / f"{arm}_seed{seed}.npz")
+        base = paths.finetune if arm == "unblocked" else paths.blocking
+        acts = read_npz(base / f"{arm}_seed{seed}.npz")
         a = alignment_trajectory(acts[cfg.analysis.position], acts["steps"], v, mask)
         final = g[g["step"] == cfg.finetune.steps].iloc[0]
         rows.append(

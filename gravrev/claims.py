@@ -327,8 +327,29 @@ def _at_step(alignment: dict, step: int) -> list[float] | None:
     return [run[i] for run in alignment["per_run"].values()]
 
 
-def gather_measurements(metrics: dict[str, dict], claim_arm: str, tolerance: float) -> dict:
-    """The inputs of every claim's rule, from the stages' metrics JSON files."""
+def _harm(values: dict, measure: str) -> list[float] | float:
+    """Harm in percent: harmful compliance, or non-refusal (100 - refusal rate)."""
+    if measure == "harmful_compliance":
+        return values["harmful_compliance"]
+    refusal = values["refusal_rate"]
+    return 100 - refusal if isinstance(refusal, int | float) else [100 - r for r in refusal]
+
+
+def gather_measurements(
+    metrics: dict[str, dict],
+    claim_arm: str,
+    tolerance: float,
+    harm_measure: str = "harmful_compliance",
+) -> dict:
+    """The inputs of every claim's rule, from the stages' metrics JSON files.
+
+    `harm_measure` picks what "harmfulness" means: the topic's harmful content produced
+    (harmful_compliance, the default) or any answer that is not a refusal (non_refusal).
+    """
+    if harm_measure not in ("harmful_compliance", "non_refusal"):
+        raise ValueError(
+            f"harm_measure: must be harmful_compliance or non_refusal, got {harm_measure!r}"
+        )
     align, nulls = metrics["alignment"], metrics["nulls"]
     fine, block = metrics["finetune"], metrics["blocking"]
     last = align["steps"][-1]
@@ -353,8 +374,8 @@ def gather_measurements(metrics: dict[str, dict], claim_arm: str, tolerance: flo
             "unblocked": unblocked["alignment"],
         }
         measured["harmfulness_blocked"] = {
-            "blocked": blocked["harmful_compliance"],
-            "unblocked": unblocked["harmful_compliance"],
+            "blocked": _harm(blocked, harm_measure),
+            "unblocked": _harm(unblocked, harm_measure),
         }
         measured["task_cost"] = {
             "blocked": blocked["benign_accuracy"],
@@ -362,7 +383,7 @@ def gather_measurements(metrics: dict[str, dict], claim_arm: str, tolerance: flo
             "tolerance": tolerance,
         }
     measured["harmfulness_unblocked"] = {
-        "finetuned": fine["final"]["unblocked"]["harmful_compliance"],
-        "safe": fine["safe_start"]["harmful_compliance"],
+        "finetuned": _harm(fine["final"]["unblocked"], harm_measure),
+        "safe": _harm(fine["safe_start"], harm_measure),
     }
     return measured

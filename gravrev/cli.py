@@ -38,8 +38,8 @@ def run_notebook(name: str, root: Path, params: Path) -> float:
             parameters={"params_path": str(params)},
             cwd=str(root),
             kernel_name="python3",
-            progress_bar=True,
-            log_output=False,
+            progress_bar=False,
+            stderr_file=sys.stderr,  # the stages' own tqdm bars, live in the terminal
         )
     seconds = time.perf_counter() - start
     write_json(Paths(root).timings / f"{name}.json", {"stage": name, "seconds": seconds})

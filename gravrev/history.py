@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,9 +124,9 @@ def run_branch(
     probes: list[str],
 ) -> dict:
     """H then S from theta_P; returns both models, their logs and the S trajectory of probes."""
-    model = _clone(pretrained, cfg, tok, device)
+    model = copy.deepcopy(pretrained)
     helpful_log = train_phase(model, world, tok, "helpful", cfg.history.helpful, seed + 1, device)
-    helpful = _clone(model, cfg, tok, device)
+    helpful = copy.deepcopy(model)
     snaps = _evenly(cfg.history.safe.steps, cfg.history.safe_snapshots)
     trajectory: dict[str, list[np.ndarray]] = {"last": [], "mean": []}
 
@@ -143,14 +144,6 @@ def run_branch(
         "trajectory": {k: np.stack(v) for k, v in trajectory.items()},
         "trajectory_steps": np.array(snaps),
     }
-
-
-def _clone(
-    model: PreTrainedModel, cfg: Config, tok: PreTrainedTokenizerBase, device: str
-) -> PreTrainedModel:
-    twin = build_model(cfg.model, tok, seed=0).to(device)
-    twin.load_state_dict(model.state_dict())
-    return twin
 
 
 def build_history(cfg: Config, paths: Paths, device: str) -> dict:

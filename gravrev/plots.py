@@ -140,17 +140,17 @@ def null_histograms(samples: dict[str, np.ndarray], observed: np.ndarray) -> plt
     return fig
 
 
-def per_arm(
-    df: pd.DataFrame, y: str, ylabel: str, title: str, lo: str | None = None, hi: str | None = None
-) -> plt.Figure:
-    """One point per arm (mean over seeds) with an interval, seeds as dots."""
+def per_arm(df: pd.DataFrame, y: str, ylabel: str, title: str,
+            intervals: dict[str, tuple[float, float]] | None = None) -> plt.Figure:
+    """One point per arm (mean over seeds), seeds as dots, and an interval per arm if given."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
     sns.stripplot(df, x="arm", y=y, color="0.5", ax=ax, size=4)
     means = df.groupby("arm", sort=False)[y].mean()
-    ax.scatter(range(len(means)), means.values, color="C0", s=60, zorder=3, label="mean")
-    if lo and hi:
-        bounds = df.groupby("arm", sort=False)[[lo, hi]].mean()
-        ax.vlines(range(len(means)), bounds[lo], bounds[hi], color="C0", lw=2, label="95% interval")
+    ax.scatter(range(len(means)), means.values, color="C0", s=60, zorder=3, label="mean over seeds")
+    if intervals:
+        lo = [intervals[a][0] for a in means.index]
+        hi = [intervals[a][1] for a in means.index]
+        ax.vlines(range(len(means)), lo, hi, color="C0", lw=2, label="95% interval")
     ax.set(xlabel="arm", ylabel=ylabel, title=title)
     ax.tick_params(axis="x", rotation=20)
     ax.legend(fontsize=8)
