@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from gravrev.activations import probe_activations

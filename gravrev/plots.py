@@ -50,9 +50,10 @@ def behaviour_over_steps(log: pd.DataFrame, hue: str = "arm") -> plt.Figure:
             title=col.replace("_", " "),
             xlabel="fine-tuning step",
             ylabel="percent",
-            xscale="symlog",
             ylim=(-3, 103),
         )
+        ax.set_xscale("symlog", linthresh=1)  # step 0 (theta_S) sits at the left edge
+        ax.set_xlim(left=0)
     fig.suptitle("Behaviour during benign fine-tuning (mean ± sd over seeds)")
     fig.tight_layout()
     return fig
@@ -82,7 +83,7 @@ def alignment_trajectory(
         ax.axhline(value, ls="--", color=f"C{i + 3}", lw=1, label=name)
     ax.axhline(0, color="k", lw=0.5)
     ax.set(
-        xscale="symlog",
+        xscale="log",
         xlabel="benign fine-tuning step",
         ylabel="cos(drift, v_rev)",
         title="Alignment of representational drift with v_rev",
@@ -140,8 +141,13 @@ def null_histograms(samples: dict[str, np.ndarray], observed: np.ndarray) -> plt
     return fig
 
 
-def per_arm(df: pd.DataFrame, y: str, ylabel: str, title: str,
-            intervals: dict[str, tuple[float, float]] | None = None) -> plt.Figure:
+def per_arm(
+    df: pd.DataFrame,
+    y: str,
+    ylabel: str,
+    title: str,
+    intervals: dict[str, tuple[float, float]] | None = None,
+) -> plt.Figure:
     """One point per arm (mean over seeds), seeds as dots, and an interval per arm if given."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
     sns.stripplot(df, x="arm", y=y, color="0.5", ax=ax, size=4)
@@ -215,12 +221,13 @@ def lambda_tradeoff(df: pd.DataFrame, new_task: str) -> plt.Figure:
     axes[0].set(
         title="Alignment at T",
         xlabel="penalty weight lambda",
-        xscale="symlog",
         ylabel="cos(drift, v_rev)",
     )
     long = df.melt(
         id_vars=["lambda"],
-        value_vars=["refusal_rate", "benign_accuracy", f"{new_task}_accuracy"],
+        value_vars=[
+            c for c in ("refusal_rate", "benign_accuracy", f"{new_task}_accuracy") if c in df
+        ],
         var_name="measure",
         value_name="percent",
     )
@@ -228,10 +235,12 @@ def lambda_tradeoff(df: pd.DataFrame, new_task: str) -> plt.Figure:
     axes[1].set(
         title="Refusal and task accuracy at T",
         xlabel="penalty weight lambda",
-        xscale="symlog",
         ylabel="percent of held-out prompts",
         ylim=(-3, 103),
     )
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=1)  # lambda 0 (unblocked) sits at the left edge
+        ax.set_xlim(left=0)
     fig.suptitle("The penalty's trade-off (first seed)")
     fig.tight_layout()
     return fig

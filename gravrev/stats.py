@@ -164,5 +164,7 @@ def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -
         raise ValueError(f"x and y differ in length: {a.size} vs {b.size}")
     if a.size < 3:
         raise ValueError(f"spearman needs at least 3 pairs, got {a.size}")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # undefined, not an error: say so with NaN
+        return {"rho": float("nan"), "p": float("nan"), "n": int(a.size)}
     res = stats.spearmanr(a, b)
     return {"rho": float(res.statistic), "p": float(res.pvalue), "n": int(a.size)}
