@@ -110,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         from gravrev.history import build_history
         from gravrev.train import pick_device
 
-        build_history(cfg, paths, pick_device(cfg.device))
+        build_history(cfg, paths, pick_device(cfg.device, cfg.cpu_threads))
     elif args.command == "finetune":
         from gravrev.finetune import run_finetune
         from gravrev.setting import make_setting
         from gravrev.train import pick_device
 
-        run_finetune(cfg, paths, make_setting(cfg, paths), pick_device(cfg.device))
+        run_finetune(cfg, paths, make_setting(cfg, paths), pick_device(cfg.device, cfg.cpu_threads))
     return 0
 
 

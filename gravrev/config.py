@@ -230,6 +230,7 @@ class HFConfig:
 class Config:
     preset: str = "tiny"
     device: str = "auto"
+    cpu_threads: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
@@ -339,6 +340,7 @@ def resolve(params: dict) -> Config:
     merged = _merge(merged, overrides, "params")
     cfg = _build(Config, {"preset": preset, **merged}, "params")
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
+    _check(0 <= cfg.cpu_threads <= 256, "cpu_threads", "must be in [0, 256] (0: torch's default)")
     if cfg.is_hf:
         cfg = _with_checkpoint_shape(cfg)
     _check(

@@ -20,12 +20,18 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(choice: str = "auto") -> str:
+def pick_device(choice: str = "auto", cpu_threads: int = 0) -> str:
+    """The device to run on; on a CPU, also fix torch's thread count when asked (> 0).
+
+    A fixed thread count makes CPU results identical across machines with different core
+    counts: the order of floating-point reductions depends on it.
+    """
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was asked for but no GPU is visible")
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice
+    if device == "cpu" and cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
+    return device
 
 
 def encode_pairs(
