@@ -88,7 +88,9 @@ def main() -> None:
     parser.add_argument("--preset", default="smoke")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--root", default=None, help="a repo root whose data/history to reuse")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for both loops")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     cfg = resolve({"preset": args.preset})
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or tmp)
