@@ -165,29 +165,37 @@ def per_arm(
 
 
 def paper_vs_measured(table: pd.DataFrame) -> plt.Figure:
-    """Each mean ± sd claim: the paper's value beside this run's."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    y = np.arange(len(table))
-    ax.errorbar(
-        table["paper_mean"],
-        y + 0.12,
-        xerr=table["paper_sd"],
-        fmt="s",
-        color="C1",
-        label="paper (mean ± sd)",
-    )
-    ax.errorbar(
-        table["measured_mean"],
-        y - 0.12,
-        xerr=table["measured_sd"].fillna(0),
-        fmt="o",
-        color="C0",
-        label="this run (mean ± sd)",
-    )
-    ax.set_yticks(y, table["id"])
-    ax.set(xlabel="value (cosine, or percent for harmfulness)", title="Paper versus this run")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    """Each mean ± sd claim, the paper's value beside this run's: cosines and percents apart."""
+    percent = table["id"].str.startswith("harmfulness")
+    panels = [
+        (table[~percent], "cosine", (-1, 1)),
+        (table[percent], "percent of harmful requests", (0, 100)),
+    ]
+    ratios = [max(1, int((~percent).sum())), max(1, int(percent.sum()))]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": ratios})
+    for ax, (df, unit, lim) in zip(axes, panels, strict=True):
+        y = np.arange(len(df))
+        ax.errorbar(
+            df["paper_mean"],
+            y + 0.12,
+            xerr=df["paper_sd"],
+            fmt="s",
+            color="C1",
+            label="paper (mean ± sd)",
+        )
+        ax.errorbar(
+            df["measured_mean"],
+            y - 0.12,
+            xerr=df["measured_sd"].fillna(0),
+            fmt="o",
+            color="C0",
+            label="this run (mean ± sd)",
+        )
+        ax.set_yticks(y, df["id"])
+        ax.set(xlabel=unit, xlim=lim, ylim=(-0.6, len(df) - 0.4))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8, ncol=2)
+    fig.suptitle("Paper versus this run", x=0.3)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 
 
@@ -196,6 +204,7 @@ def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
     by_lr = df.assign(setting=df["optimizer"] + " lr " + df["lr"].map("{:g}".format))
     sns.lineplot(by_lr, x="step", y="alignment", hue="setting", marker="o", ax=axes[0])
+    axes[0].legend(fontsize=8, title="setting", bbox_to_anchor=(1.01, 1), loc="upper left")
     axes[0].set(
         title="Optimizer and learning rate",
         xlabel="fine-tuning step",
