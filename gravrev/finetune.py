@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 from gravrev.activations import probe_activations
 from gravrev.blocking import NoBlock
 from gravrev.config import Config, Paths
-from gravrev.io import read_npz, write_csv, write_json, write_npz
+from gravrev.io import write_csv, write_json, write_npz
 from gravrev.setting import Setting
 from gravrev.train import autocast, lm_loss, make_optimizer, set_seed, to_device
 
@@ -148,10 +148,6 @@ def save_run(result: RunResult, out_dir) -> None:
             "seconds": result.seconds,
         },
     )
-
-
-def load_acts(out_dir, arm: str, seed: int) -> dict[str, np.ndarray]:
-    return read_npz(out_dir / f"{arm}_seed{seed}.npz")
 
 
 SENSITIVITY_STEPS = (1, 2, 5, 10, 20)
