@@ -10,7 +10,7 @@ from gravrev.analysis import alignment_table, chosen, load_probes
 from gravrev.blocking import make_intervention
 from gravrev.config import Config, Paths
 from gravrev.direction import probe_mask
-from gravrev.finetune import finetune_run, save_run
+from gravrev.finetune import finetune_run, save_run, witness_params
 from gravrev.io import read_json, read_npz, write_csv, write_json
 from gravrev.nulls import covariance
 from gravrev.setting import make_setting
@@ -32,11 +32,19 @@ def run_arms(cfg: Config, paths: Paths, device: str) -> pd.DataFrame:
     _, tok = setting.load("safe", "cpu")
     prompts = setting.penalty_prompts(N_PENALTY_PROMPTS)
     logs, hashes = [], {}
+    theta_h = witness_params(setting)
     for arm in cfg.blocking.arms:
         for seed in cfg.finetune.seeds:
             block = make_intervention(arm, cfg, v, cov, tok, prompts, device)
             result = finetune_run(
-                cfg, setting, seed, device, arm=arm, intervention=block, judge_every_log=False
+                cfg,
+                setting,
+                seed,
+                device,
+                arm=arm,
+                intervention=block,
+                judge_every_log=False,
+                theta_h=theta_h,
             )
             save_run(result, paths.blocking)
             logs.append(result.log)
@@ -55,6 +63,7 @@ def run_arms(cfg: Config, paths: Paths, device: str) -> pd.DataFrame:
             arm=f"penalty_lambda{lam:g}",
             intervention=block,
             judge_every_log=False,
+            theta_h=theta_h,
         )
         save_run(result, paths.blocking)
         logs.append(result.log.assign(penalty_lambda=lam))

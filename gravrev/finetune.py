@@ -39,6 +39,12 @@ def flat_params(model: PreTrainedModel) -> torch.Tensor:
     return torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
 
 
+def witness_params(setting: Setting) -> torch.Tensor:
+    """theta_H, flattened: load it once per stage, not once per run."""
+    helpful, _ = setting.load("helpful", "cpu")
+    return flat_params(helpful)
+
+
 def weight_cosine(theta_t: torch.Tensor, theta_s: torch.Tensor, theta_h: torch.Tensor) -> float:
     """cos(theta_t - theta_S, theta_H - theta_S), the weight-space analogue of alignment."""
     if not theta_t.shape == theta_s.shape == theta_h.shape:
@@ -68,11 +74,13 @@ def finetune_run(
     intervention: Intervention | None = None,
     mix_safety: bool = False,
     judge_every_log: bool = True,
+    theta_h: torch.Tensor | None = None,
 ) -> RunResult:
     """One run of T steps from theta_S on harmless data; the batches depend on the seed only.
 
     Activations are snapshotted at every logged step; behaviour (generation and judging, the
     slow part) too, unless `judge_every_log` is False: then only at steps 0 and T.
+    `theta_h` (from witness_params) is loaded here when the caller has none.
     """
 
     start = time.perf_counter()
@@ -80,9 +88,8 @@ def finetune_run(
     set_seed(seed)
     model, tok = setting.load("safe", device)
     theta_s = flat_params(model)
-    helpful, _ = setting.load("helpful", "cpu")
-    theta_h = flat_params(helpful)
-    del helpful
+    if theta_h is None:
+        theta_h = witness_params(setting)
     model = setting.prepare_for_training(model)
     intervention = intervention or NoBlock()
     intervention.prepare(model)
@@ -170,7 +177,9 @@ def sensitivity_settings(cfg: Config) -> list[dict]:
     return list({g["arm"]: g for g in grid}.values())
 
 
-def run_sensitivity(cfg: Config, paths: Paths, setting: Setting, device: str) -> list[dict]:
+def run_sensitivity(
+    cfg: Config, paths: Paths, setting: Setting, device: str, theta_h: torch.Tensor
+) -> list[dict]:
     """Short runs (first seed) showing how optimizer, lr and batch size move the early steps."""
     steps = min(cfg.finetune.steps, SENSITIVITY_STEPS[-1])
     log_steps = tuple(s for s in SENSITIVITY_STEPS if s <= steps)
@@ -186,7 +195,9 @@ def run_sensitivity(cfg: Config, paths: Paths, setting: Setting, device: str) ->
         )
         run_cfg = dataclasses.replace(cfg, finetune=fc)
         seed = cfg.finetune.seeds[0]
-        result = finetune_run(run_cfg, setting, seed, device, arm=g["arm"], judge_every_log=False)
+        result = finetune_run(
+            run_cfg, setting, seed, device, arm=g["arm"], judge_every_log=False, theta_h=theta_h
+        )
         save_run(result, paths.finetune)
         done.append({**g, "seed": seed})
     write_json(paths.finetune / "sensitivity.json", done)
@@ -197,16 +208,19 @@ def run_finetune(cfg: Config, paths: Paths, setting: Setting, device: str) -> pd
     """Every seed unblocked, and (if asked) the control runs with the safety data mixed in."""
     arms = [("unblocked", False)] + ([("mixed", True)] if cfg.finetune.mixed_control else [])
     logs, timings = [], {}
+    theta_h = witness_params(setting)
     for arm, mix in arms:
         for seed in cfg.finetune.seeds:
-            result = finetune_run(cfg, setting, seed, device, arm=arm, mix_safety=mix)
+            result = finetune_run(
+                cfg, setting, seed, device, arm=arm, mix_safety=mix, theta_h=theta_h
+            )
             save_run(result, paths.finetune)
             logs.append(result.log)
             timings[f"{arm}_seed{seed}"] = result.seconds
     log = pd.concat(logs, ignore_index=True)
     write_csv(paths.finetune / "log.csv", log)
     start = time.perf_counter()
-    run_sensitivity(cfg, paths, setting, device)
+    run_sensitivity(cfg, paths, setting, device, theta_h)
     timings["sensitivity"] = time.perf_counter() - start
     write_json(paths.finetune / "timings.json", timings)
     write_csv(paths.finetune / "probes.csv", setting.probes)

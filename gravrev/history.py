@@ -185,12 +185,7 @@ def build_history(cfg: Config, paths: Paths, device: str) -> dict:
         for (branch, name), m in models.items():
             dest = out / name if branch == "main" else out / branch / name
             save_checkpoint(m, tok, dest)
-            write_npz(
-                dest.parent / f"acts_{name}.npz"
-                if branch == "main"
-                else out / branch / f"acts_{name}.npz",
-                **acts[(branch, name)],
-            )
+            write_npz(dest.parent / f"acts_{name}.npz", **acts[(branch, name)])
         for branch, b in branches.items():
             base = out if branch == "main" else out / branch
             write_npz(base / "safe_trajectory.npz", steps=b["trajectory_steps"], **b["trajectory"])
