@@ -1,24 +1,51 @@
-"""Stage 05: block motion along v_rev during benign fine-tuning, with specificity controls."""
+"""Blocking motion along a direction during fine-tuning: penalties, gradient projection, freezing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gravrev.activations import blocks, left_pad, probe_activations_grad
-from gravrev.nulls import covariance_direction, random_direction
+
+KINDS = ("none", "penalty", "mean_penalty", "grad_project", "freeze")
+
+
+class Intervention(Protocol):
+    """What fine-tuning asks of a block: prepare at theta_S, an extra loss, and hooks."""
+
+    def prepare(self, model: PreTrainedModel, seed: int) -> None: ...
+
+    def extra_loss(self, model: PreTrainedModel) -> torch.Tensor | None: ...
+
+    def hooks(self, model: PreTrainedModel) -> AbstractContextManager: ...
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A picklable description of one arm's block (built into an Intervention in the worker)."""
+
+    kind: str  # none | penalty | mean_penalty | grad_project | freeze
+    directions: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> unit (d,)
+    lam: float = 0.0
+    pool: tuple[str, ...] = ()  # harmful training-split prompts the penalty looks at
+    batch: int = 0  # prompts drawn from the pool each step
+    position: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"block kind must be one of {KINDS}, got {self.kind!r}")
 
 
 class NoBlock:
     """Ordinary fine-tuning."""
 
-    name = "unblocked"
-
-    def prepare(self, model: PreTrainedModel) -> None:
+    def prepare(self, model: PreTrainedModel, seed: int) -> None:
         pass
 
     def extra_loss(self, model: PreTrainedModel) -> torch.Tensor | None:
@@ -30,75 +57,81 @@ class NoBlock:
 
 
 class Penalty(NoBlock):
-    """lambda * (projection of the probe activations' mean drift onto a direction)^2, per layer.
+    """lambda * mean over a fresh minibatch of harmful prompts of (drift . v)^2, per layer.
 
-    The drift is taken against theta_S: at prepare time the model *is* theta_S, so its
-    projection is a constant and no frozen copy needs a forward pass each step.
+    The drift of each prompt is taken against theta_S: at prepare time the model *is* theta_S,
+    so each pool prompt's projection there is a constant, computed once. With `per_prompt`
+    false, the minibatch's mean drift is projected instead (the older, weaker variant).
     """
 
-    def __init__(
-        self,
-        name: str,
-        directions: dict[int, np.ndarray],
-        lam: float,
-        tok: PreTrainedTokenizerBase,
-        prompts: list[str],
-        position: str,
-        device: str,
-    ):
-        self.name, self.lam, self.position = name, lam, position
-        self.directions = {
+    def __init__(self, spec: BlockSpec, tok: PreTrainedTokenizerBase, device: str,
+                 per_prompt: bool = True):
+        self.spec, self.per_prompt, self.device = spec, per_prompt, device
+        self.v = {
             layer: torch.tensor(v, dtype=torch.float32, device=device)
-            for layer, v in directions.items()
+            for layer, v in spec.directions.items()
         }
-        self.batch = {k: v.to(device) for k, v in left_pad(tok, prompts).items()}
-        self.reference: dict[int, float] = {}
+        self.pool = {k: t.to(device) for k, t in left_pad(tok, list(spec.pool)).items()}
+        self.reference: dict[int, torch.Tensor] = {}
+        self.rng: np.random.Generator | None = None
 
-    def _projections(self, model: PreTrainedModel) -> dict[int, torch.Tensor]:
-        pooled = probe_activations_grad(model, self.batch, list(self.directions), self.position)
-        return {layer: pooled[layer].float().mean(0) @ v for layer, v in self.directions.items()}
+    def _projections(self, model: PreTrainedModel, idx: np.ndarray | None) -> dict:
+        batch = self.pool if idx is None else {k: t[idx] for k, t in self.pool.items()}
+        pooled = probe_activations_grad(model, batch, list(self.v), self.spec.position)
+        return {layer: pooled[layer].float() @ v for layer, v in self.v.items()}  # (B,)
 
-    def prepare(self, model: PreTrainedModel) -> None:
+    def prepare(self, model: PreTrainedModel, seed: int) -> None:
+        # Its own generator: the benign batches stay those of the unblocked run of this seed.
+        self.rng = np.random.default_rng([seed, 7])
         with torch.no_grad():
-            self.reference = {k: float(v) for k, v in self._projections(model).items()}
+            self.reference = {k: v.detach() for k, v in self._projections(model, None).items()}
 
     def extra_loss(self, model: PreTrainedModel) -> torch.Tensor:
-        proj = self._projections(model)
-        return self.lam * sum((proj[k] - self.reference[k]) ** 2 for k in proj)
+        n = len(self.spec.pool)
+        idx = self.rng.choice(n, size=min(self.spec.batch, n), replace=False)
+        proj = self._projections(model, idx)
+        total = torch.zeros((), device=self.device)
+        for layer, p in proj.items():
+            moved = p - self.reference[layer][torch.as_tensor(idx, device=self.device)]
+            total = total + ((moved**2).mean() if self.per_prompt else moved.mean() ** 2)
+        return self.spec.lam * total
 
 
 class GradProject(NoBlock):
-    """Remove the v_rev component of the gradient flowing back through the residual stream."""
+    """Remove the direction's component of the gradient flowing back through each layer."""
 
-    def __init__(self, layer: int, direction: np.ndarray):
-        self.name, self.layer = "grad_project", layer
-        self.v = torch.tensor(direction, dtype=torch.float32)
+    def __init__(self, spec: BlockSpec):
+        self.v = {layer: torch.tensor(v, dtype=torch.float32) for layer, v in
+                  spec.directions.items()}
 
     @contextmanager
     def hooks(self, model: PreTrainedModel) -> Iterator[None]:
-        v = self.v.to(next(model.parameters()).device)
+        device = next(model.parameters()).device
+        handles = []
+        for layer, v in self.v.items():
+            v = v.to(device)
 
-        def project(grad: torch.Tensor) -> torch.Tensor:
-            return grad - (grad @ v.to(grad.dtype)).unsqueeze(-1) * v.to(grad.dtype)
+            def project(grad: torch.Tensor, v=v) -> torch.Tensor:
+                u = v.to(grad.dtype)
+                return grad - (grad @ u).unsqueeze(-1) * u
 
-        def hook(_module, _inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            if hidden.requires_grad:
-                hidden.register_hook(project)
+            def hook(_module, _inputs, output, project=project):
+                hidden = output[0] if isinstance(output, tuple) else output
+                if hidden.requires_grad:
+                    hidden.register_hook(project)
 
-        handle = blocks(model)[self.layer].register_forward_hook(hook)
+            handles.append(blocks(model)[layer].register_forward_hook(hook))
         try:
             yield
         finally:
-            handle.remove()
+            for h in handles:
+                h.remove()
 
 
 class Freeze(NoBlock):
     """No direction at all: embeddings, unembedding and final norm frozen (a control)."""
 
-    name = "freeze"
-
-    def prepare(self, model: PreTrainedModel) -> None:
+    def prepare(self, model: PreTrainedModel, seed: int) -> None:
         for module in frozen_modules(model):
             for p in module.parameters():
                 p.requires_grad_(False)
@@ -113,25 +146,14 @@ def frozen_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
     return [m for m in out if m is not None]
 
 
-def make_intervention(
-    arm: str, cfg, v_rev: np.ndarray, cov: np.ndarray, tok, prompts: list[str], device: str
-) -> NoBlock:
-    """The intervention of one arm; v_rev is (L, d) at the analysed position, cov is (d, d)."""
-    layer, lam, pos = cfg.layer, cfg.blocking.penalty_lambda, cfg.analysis.position
-    rng = np.random.default_rng(cfg.history.seed + 7)  # one control direction for every seed
-    if arm == "penalty":
-        return Penalty(arm, {layer: v_rev[layer]}, lam, tok, prompts, pos, device)
-    if arm == "penalty_all":
-        return Penalty(arm, dict(enumerate(v_rev)), lam, tok, prompts, pos, device)
-    if arm == "grad_project":
-        return GradProject(layer, v_rev[layer])
-    if arm == "random_penalty":
-        return Penalty(
-            arm, {layer: random_direction(v_rev.shape[1], rng)}, lam, tok, prompts, pos, device
-        )
-    if arm == "covariance_penalty":
-        direction = covariance_direction(cov, rng, orthogonal_to=v_rev[layer])
-        return Penalty(arm, {layer: direction}, lam, tok, prompts, pos, device)
-    if arm == "freeze":
+def make_intervention(spec: BlockSpec, tok: PreTrainedTokenizerBase, device: str) -> NoBlock:
+    """The Intervention a BlockSpec describes."""
+    if spec.kind == "penalty":
+        return Penalty(spec, tok, device)
+    if spec.kind == "mean_penalty":
+        return Penalty(spec, tok, device, per_prompt=False)
+    if spec.kind == "grad_project":
+        return GradProject(spec)
+    if spec.kind == "freeze":
         return Freeze()
-    raise ValueError(f"blocking.arms: unknown arm {arm!r}")
+    return NoBlock()

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-PRESETS = ("smoke", "tiny", "full", "hf")
+PRESETS = ("smoke", "tiny", "full", "sweep", "hf")
 
 
 class ConfigError(ValueError):
@@ -26,10 +26,10 @@ def _check(ok: bool, name: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "gpt2"
-    n_embd: int = 128
-    n_layer: int = 4
-    n_head: int = 4
+    arch: str
+    n_embd: int
+    n_layer: int
+    n_head: int
 
     def validate(self, name: str) -> None:
         _check(
@@ -48,12 +48,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class WorldConfig:
-    n_symbols: int = 10
-    seq_len_min: int = 3
-    seq_len_max: int = 5
-    heldout_every: int = 5
-    n_probes: int = 96
-    n_eval: int = 96
+    n_symbols: int
+    seq_len_min: int
+    seq_len_max: int
+    heldout_every: int
+    n_probes: int
+    n_eval: int
+    topic_rate: float  # share of pretraining sentences that state a topic's content
 
     def validate(self, name: str) -> None:
         _check(4 <= self.n_symbols <= 26, f"{name}.n_symbols", "must be in [4, 26]")
@@ -65,13 +66,14 @@ class WorldConfig:
         _check(2 <= self.heldout_every <= 20, f"{name}.heldout_every", "must be in [2, 20]")
         _check(self.n_probes >= 4, f"{name}.n_probes", "must be >= 4")
         _check(self.n_eval >= 4, f"{name}.n_eval", "must be >= 4")
+        _check(0 <= self.topic_rate <= 1, f"{name}.topic_rate", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
 class PhaseConfig:
-    steps: int = 100
-    lr: float = 1e-3
-    batch_size: int = 32
+    steps: int
+    lr: float
+    batch_size: int
 
     def validate(self, name: str) -> None:
         _check(self.steps >= 1, f"{name}.steps", "must be >= 1")
@@ -80,16 +82,38 @@ class PhaseConfig:
 
 
 @dataclass(frozen=True)
-class HistoryConfig:
-    seed: int = 0
-    pretrain: PhaseConfig = field(default_factory=PhaseConfig)
-    helpful: PhaseConfig = field(default_factory=PhaseConfig)
-    safe: PhaseConfig = field(default_factory=PhaseConfig)
-    safe_snapshots: int = 9
-    control: bool = True
+class ShapeChecks:
+    """The pre-registered targets of the history, in percent (gap: percentage points)."""
+
+    helpful_harmful: float  # theta_H answers harmful requests with the content, at least
+    safe_refusal: float  # theta_S refuses harmful requests, at least
+    safe_latent: float  # theta_S still states the content when the answer is prefilled
+    benign_gap: float  # theta_S's benign accuracy at most this far below theta_H's
+    enforce: bool  # a failed check stops the pipeline (false: report and go on)
 
     def validate(self, name: str) -> None:
-        _check(self.seed >= 0, f"{name}.seed", "must be >= 0")
+        for key in ("helpful_harmful", "safe_refusal", "safe_latent"):
+            _check(0 <= getattr(self, key) <= 100, f"{name}.{key}", "must be in [0, 100]")
+        _check(self.benign_gap >= 0, f"{name}.benign_gap", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    seeds: tuple[int, ...]  # one history (H then S from the shared theta_P) per seed
+    pretrain_seed: int
+    pretrain: PhaseConfig
+    helpful: PhaseConfig
+    safe: PhaseConfig
+    safe_replay: float  # share of each safety batch that replays pretraining text
+    safe_snapshots: int
+    checks: ShapeChecks
+
+    def validate(self, name: str) -> None:
+        _check(len(self.seeds) >= 1, f"{name}.seeds", "needs at least one history seed")
+        _check(len(set(self.seeds)) == len(self.seeds), f"{name}.seeds", "must be distinct")
+        _check(all(s >= 0 for s in self.seeds), f"{name}.seeds", "every seed must be >= 0")
+        _check(self.pretrain_seed >= 0, f"{name}.pretrain_seed", "must be >= 0")
+        _check(0 <= self.safe_replay < 1, f"{name}.safe_replay", "must be in [0, 1)")
         _check(self.safe_snapshots >= 2, f"{name}.safe_snapshots", "must be >= 2")
         _check(
             self.safe_snapshots <= self.safe.steps + 1,
@@ -98,22 +122,31 @@ class HistoryConfig:
         )
 
 
+NEW_TASKS = ("rotate", "swap")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
-    seeds: tuple[int, ...] = (1, 2, 3)
-    steps: int = 100
-    lr: float = 1e-3
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    log_steps: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 75, 100)
-    new_task: str = "rotate"
-    new_task_fraction: float = 0.5
-    mixed_control: bool = True
-    sensitivity_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-    sensitivity_batch_sizes: tuple[int, ...] = (16, 64)
+    seeds: tuple[int, ...]
+    steps: int
+    lr: float
+    warmup: int
+    batch_size: int
+    optimizer: str
+    log_steps: tuple[int, ...]
+    new_task: str
+    new_task_fraction: float
+    min_new_task_accuracy: float  # the regime's rule: the new task is learned by T
+    mixed_control: bool
+    early_runs: int  # short runs per history for the early steps (seeds 1001, 1002, ...)
+    early_steps: tuple[int, ...]
+    sensitivity_lrs: tuple[float, ...]
+    sensitivity_batch_sizes: tuple[int, ...]
 
     def validate(self, name: str) -> None:
         _check(len(self.seeds) >= 1, f"{name}.seeds", "needs at least one seed")
+        _check(len(set(self.seeds)) == len(self.seeds), f"{name}.seeds", "must be distinct")
+        _check(all(0 <= s < 1000 for s in self.seeds), f"{name}.seeds", "must be in [0, 1000)")
         _check(
             all(0 < lr < 1 for lr in self.sensitivity_lrs),
             f"{name}.sensitivity_lrs",
@@ -124,9 +157,9 @@ class FinetuneConfig:
             f"{name}.sensitivity_batch_sizes",
             "every batch size must be in [1, 4096]",
         )
-        _check(len(set(self.seeds)) == len(self.seeds), f"{name}.seeds", "must be distinct")
         _check(self.steps >= 1, f"{name}.steps", "must be >= 1")
         _check(0 < self.lr < 1, f"{name}.lr", "must be in (0, 1)")
+        _check(0 <= self.warmup < self.steps, f"{name}.warmup", "must be in [0, steps)")
         _check(1 <= self.batch_size <= 4096, f"{name}.batch_size", "must be in [1, 4096]")
         _check(self.optimizer in ("adamw", "sgd"), f"{name}.optimizer", "must be adamw or sgd")
         _check(
@@ -140,17 +173,34 @@ class FinetuneConfig:
             f"every logged step must be in [1, steps={self.steps}]",
         )
         _check(self.log_steps[-1] == self.steps, f"{name}.log_steps", "must end at steps")
+        _check(
+            self.new_task in NEW_TASKS,
+            f"{name}.new_task",
+            f"must be one of {NEW_TASKS}, got {self.new_task!r}",
+        )
         _check(0 <= self.new_task_fraction <= 1, f"{name}.new_task_fraction", "must be in [0, 1]")
+        _check(
+            0 <= self.min_new_task_accuracy <= 100,
+            f"{name}.min_new_task_accuracy",
+            "must be in [0, 100]",
+        )
+        _check(self.early_runs >= 0, f"{name}.early_runs", "must be >= 0")
+        _check(
+            list(self.early_steps) == sorted(set(self.early_steps))
+            and all(s >= 1 for s in self.early_steps),
+            f"{name}.early_steps",
+            "must be strictly increasing steps >= 1",
+        )
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    layer: int = -1
-    position: str = "last"
-    probe_set: str = "harmful"
-    vrev_method: str = "checkpoint_diff"
-    null_samples: int = 100_000
-    null_quantile: float = 0.99
+    layer: int
+    position: str
+    probe_set: str
+    vrev_method: str
+    null_samples: int
+    null_quantile: float
 
     def validate(self, name: str) -> None:
         _check(self.layer >= -1, f"{name}.layer", "must be -1 (middle) or a layer index >= 0")
@@ -172,48 +222,97 @@ class AnalysisConfig:
 BLOCKING_ARMS = (
     "penalty",
     "penalty_all",
+    "penalty_layers",
     "grad_project",
     "random_penalty",
     "covariance_penalty",
     "freeze",
+    "mean_penalty",
 )
 
 
 @dataclass(frozen=True)
 class BlockingConfig:
-    arms: tuple[str, ...] = BLOCKING_ARMS
-    penalty_lambda: float = 10.0
-    claim_arm: str = "penalty"
-    task_cost_tolerance: float = 5.0
-    lambda_sweep: tuple[float, ...] = (1.0, 100.0)
+    arms: tuple[str, ...]
+    claim_arm: str
+    lambda_grid: tuple[float, ...]  # candidates of the harm-blind manipulation check
+    penalty_batch: int  # harmful training-split prompts per step, fresh from the pool
+    pool_size: int
+    task_cost_tolerance: float
 
     def validate(self, name: str) -> None:
         for arm in self.arms:
             _check(
                 arm in BLOCKING_ARMS, f"{name}.arms", f"unknown arm {arm!r}; known: {BLOCKING_ARMS}"
             )
-        _check(self.penalty_lambda >= 0, f"{name}.penalty_lambda", "must be >= 0")
         _check(self.claim_arm in self.arms, f"{name}.claim_arm", "must be one of blocking.arms")
+        _check(
+            len(self.lambda_grid) >= 1 and all(x > 0 for x in self.lambda_grid),
+            f"{name}.lambda_grid",
+            "needs at least one lambda, each > 0",
+        )
+        _check(
+            list(self.lambda_grid) == sorted(set(self.lambda_grid)),
+            f"{name}.lambda_grid",
+            "must be strictly increasing",
+        )
+        _check(1 <= self.penalty_batch <= self.pool_size, f"{name}.penalty_batch",
+               "must be in [1, pool_size]")
         _check(self.task_cost_tolerance >= 0, f"{name}.task_cost_tolerance", "must be >= 0")
-        _check(all(x >= 0 for x in self.lambda_sweep), f"{name}.lambda_sweep", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class MediationConfig:
+    scales: tuple[float, ...]  # multiples of |mean h_helpful - mean h_safe| at the layer
+
+    def validate(self, name: str) -> None:
+        _check(0.0 in self.scales, f"{name}.scales", "must include 0 (the unmodified model)")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    helpful_steps: tuple[int, ...]
+    safe_steps: tuple[int, ...]
+    seeds: tuple[int, ...]
+
+    def validate(self, name: str) -> None:
+        for key in ("helpful_steps", "safe_steps"):
+            values = getattr(self, key)
+            _check(
+                all(v >= 1 for v in values) and list(values) == sorted(set(values)),
+                f"{name}.{key}",
+                "must be strictly increasing step counts >= 1",
+            )
+        _check(len(set(self.seeds)) == len(self.seeds), f"{name}.seeds", "must be distinct")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    kind: str  # local | ray
+    workers: int  # 0: one per core
+    address: str | None  # ray: the cluster's address; null starts a local one
+
+    def validate(self, name: str) -> None:
+        _check(self.kind in ("local", "ray"), f"{name}.kind", "must be local or ray")
+        _check(0 <= self.workers <= 1024, f"{name}.workers", "must be in [0, 1024] (0: all cores)")
 
 
 @dataclass(frozen=True)
 class HFConfig:
-    witness_dir: str | None = None
-    safe_dir: str | None = None
-    train_jsonl: str | None = None
-    harmful_probes_jsonl: str | None = None
-    benign_probes_jsonl: str | None = None
-    judge_dir: str | None = None
-    witness_kind: str = "helpful-only checkpoint"
-    use_chat_template: bool = True
-    dtype: str = "auto"
-    lora: bool = False
-    lora_rank: int = 8
-    gradient_checkpointing: bool = False
-    max_new_tokens: int = 32
-    min_probes: int = 8
+    witness_dir: str | None
+    safe_dir: str | None
+    train_jsonl: str | None
+    harmful_probes_jsonl: str | None
+    benign_probes_jsonl: str | None
+    judge_dir: str | None
+    witness_kind: str
+    use_chat_template: bool
+    dtype: str
+    lora: bool
+    lora_rank: int
+    gradient_checkpointing: bool
+    max_new_tokens: int
+    min_probes: int
 
     def validate(self, name: str) -> None:
         _check(
@@ -228,16 +327,20 @@ class HFConfig:
 
 @dataclass(frozen=True)
 class Config:
-    preset: str = "tiny"
-    device: str = "auto"
-    cpu_threads: int = 1
-    model: ModelConfig = field(default_factory=ModelConfig)
-    world: WorldConfig = field(default_factory=WorldConfig)
-    history: HistoryConfig = field(default_factory=HistoryConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    blocking: BlockingConfig = field(default_factory=BlockingConfig)
-    hf: HFConfig = field(default_factory=HFConfig)
+    preset: str
+    device: str
+    cpu_threads: int
+    numeric_pins: bool
+    executor: ExecutorConfig
+    model: ModelConfig
+    world: WorldConfig
+    history: HistoryConfig
+    finetune: FinetuneConfig
+    analysis: AnalysisConfig
+    blocking: BlockingConfig
+    mediation: MediationConfig
+    sweep: SweepConfig
+    hf: HFConfig
 
     @property
     def layer(self) -> int:
@@ -247,6 +350,11 @@ class Config:
     @property
     def is_hf(self) -> bool:
         return self.preset == "hf"
+
+    @property
+    def histories(self) -> tuple[str, ...]:
+        """The history names, h<seed>, in the order of history.seeds."""
+        return tuple(f"h{s}" for s in self.history.seeds)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -261,6 +369,9 @@ def _build(cls: type, data: Any, name: str) -> Any:
     for key in data:
         if key not in known:
             raise ConfigError(f"{name}.{key}: unknown key; known keys: {sorted(known)}")
+    missing = sorted(known - set(data))
+    if missing:
+        raise ConfigError(f"{name}.{missing[0]}: missing; the preset must give every key")
     values = {key: _coerce(hints[key], value, f"{name}.{key}") for key, value in data.items()}
     obj = cls(**values)
     if hasattr(obj, "validate"):
@@ -329,7 +440,9 @@ def resolve(params: dict) -> Config:
     """The config in force: tiny's values, then the named preset's, then params' overrides."""
     if not isinstance(params, dict):
         raise ConfigError("params: expected a mapping at the top level")
-    preset = params.get("preset", "tiny")
+    if "preset" not in params or params["preset"] is None:
+        raise ConfigError(f"preset: missing; params must name one of {PRESETS}")
+    preset = params["preset"]
     if preset not in PRESETS:
         raise ConfigError(f"preset: must be one of {PRESETS}, got {preset!r}")
     presets = load_presets()
@@ -341,29 +454,12 @@ def resolve(params: dict) -> Config:
     cfg = _build(Config, {"preset": preset, **merged}, "params")
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
     _check(0 <= cfg.cpu_threads <= 256, "cpu_threads", "must be in [0, 256] (0: torch's default)")
-    if cfg.is_hf:
-        cfg = _with_checkpoint_shape(cfg)
     _check(
         cfg.layer < cfg.model.n_layer,
         "analysis.layer",
         f"{cfg.layer} is out of range; the model has {cfg.model.n_layer} layers",
     )
     return cfg
-
-
-def _with_checkpoint_shape(cfg: Config) -> Config:
-    """For `hf`, the model's depth and width come from the safe checkpoint's config.json."""
-    import json
-
-    path = Path(cfg.hf.safe_dir or "") / "config.json"
-    if not cfg.hf.safe_dir or not path.is_file():
-        return cfg  # gravrev.hf.validate_inputs names the missing path before any work
-    mc = json.loads(path.read_text())
-    n_layer = mc.get("num_hidden_layers", mc.get("n_layer", cfg.model.n_layer))
-    n_embd = mc.get("hidden_size", mc.get("n_embd", cfg.model.n_embd))
-    n_head = mc.get("num_attention_heads", mc.get("n_head", cfg.model.n_head))
-    model = dataclasses.replace(cfg.model, n_layer=n_layer, n_embd=n_embd, n_head=n_head)
-    return dataclasses.replace(cfg, model=model)
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:
@@ -380,7 +476,7 @@ def load_config(path: str | Path = "params.yaml") -> Config:
 
 @dataclass(frozen=True)
 class Paths:
-    """Every artifact's path, derived from the repo root in one place."""
+    """Every artifact's path, derived from the repo root in one place; nothing else builds one."""
 
     root: Path
 
@@ -389,25 +485,56 @@ class Paths:
         return self.root / "data"
 
     @property
+    def resolved_config(self) -> Path:
+        return self.data / "config.json"
+
+    def stage(self, name: str) -> Path:
+        """A stage's DVC-tracked output folder: data/<name>."""
+        return self.data / name
+
+    @property
     def history(self) -> Path:
-        return self.data / "history"
-
-    def checkpoint(self, name: str, branch: str = "main") -> Path:
-        base = self.history if branch == "main" else self.history / branch
-        return base / name
+        return self.stage("history")
 
     @property
-    def finetune(self) -> Path:
-        return self.data / "finetune"
+    def pretrained(self) -> Path:
+        return self.history / "pretrained"
+
+    def checkpoint(self, name: str, history: str) -> Path:
+        """theta_H ('helpful') or theta_S ('safe') of one history; theta_P is shared."""
+        return self.pretrained if name == "pretrained" else self.history / history / name
+
+    def acts(self, name: str, history: str) -> Path:
+        """Probe activations of a checkpoint: {'last'|'mean': (L, N, d)}."""
+        return self.history / history / f"acts_{name}.npz"
+
+    def safe_trajectory(self, history: str) -> Path:
+        return self.history / history / "safe_trajectory.npz"
 
     @property
-    def blocking(self) -> Path:
-        return self.data / "blocking"
+    def probes(self) -> Path:
+        return self.history / "probes.csv"
+
+    def run(self, stage: str, history: str, arm: str, seed: int) -> Path:
+        """A run's activation snapshots (npz); arm names may hold dots, so no with_suffix."""
+        return self.stage(stage) / history / f"{arm}_seed{seed}.npz"
+
+    @property
+    def v_rev(self) -> Path:
+        return self.stage("vrev") / "v_rev.npz"
+
+    @staticmethod
+    def v_rev_key(history: str, method: str, position: str) -> str:
+        return f"{history}/{method}/{position}"
 
     @property
     def metrics(self) -> Path:
         return self.data / "metrics"
 
+    def metrics_file(self, stage: str) -> Path:
+        return self.metrics / f"{stage}.json"
+
     @property
     def timings(self) -> Path:
+        """Wall-clock figures: never DVC-hashed, never compared."""
         return self.data / "timings"

@@ -340,8 +340,8 @@ class HFSetting:
     hf.judge_dir is set, else refusal phrases).
     """
 
-    def __init__(self, cfg: Config, paths: Paths):
-        self.cfg, self.paths = cfg, paths
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
         inputs = _load_inputs(cfg)
         self.arch = inputs["arch"]
         n = cfg.world.n_probes
@@ -356,6 +356,7 @@ class HFSetting:
         )
         self.world = World(cfg.world) if all(map(is_organism_row, self.harmful_rows)) else None
         self._harmful_prompts = {r["prompt"] for r in inputs["harmful_probes_jsonl"]}
+        self._harmful_pool = inputs["harmful_probes_jsonl"][n:]
         self._tok: PreTrainedTokenizerBase | None = None
         self._probe_prompts: list[str] | None = None
         self._judge: Judge | None = None
@@ -378,20 +379,14 @@ class HFSetting:
             ]
         return self._probe_prompts
 
-    def checkpoint_dir(self, name: str, branch: str = "main") -> Path:
-        if branch != "main":
-            raise ValueError(
-                f"hf: only the main branch exists (no control history), got {branch!r}"
-            )
+    def checkpoint_dir(self, name: str) -> Path:
         if name not in CHECKPOINTS:
             raise ValueError(f"hf: checkpoints are {tuple(CHECKPOINTS)} (no {name!r})")
         return Path(getattr(self.cfg.hf, CHECKPOINTS[name])).expanduser()
 
-    def load(
-        self, name: str, device: str, branch: str = "main"
-    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    def load(self, name: str, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The plain model; finetune applies prepare_for_training to the one it trains."""
-        return load_hf(self.checkpoint_dir(name, branch), device, resolve_dtype(self.cfg, device))
+        return load_hf(self.checkpoint_dir(name), device, resolve_dtype(self.cfg, device))
 
     def prepare_for_training(self, model: PreTrainedModel) -> PreTrainedModel:
         """LoRA and gradient checkpointing, when params ask for them."""
@@ -415,9 +410,14 @@ class HFSetting:
             self.tokenizer, [self.format(r["prompt"]) for r in rows], [r["response"] for r in rows]
         )
 
-    def penalty_prompts(self, n: int) -> list[str]:
-        """The first n training prompts (inputs only, never labels), formatted."""
-        return [self.format(r["prompt"]) for r in self.train_rows[:n]]
+    def penalty_pool(self, n: int) -> list[str]:
+        """Harmful prompts beyond the probe set (else the probes themselves), formatted.
+
+        Real data has no harmful training split; the rows of harmful_probes_jsonl after the
+        first world.n_probes are never probed, so the penalty looks at those when there are any.
+        """
+        rows = self._harmful_pool or self.harmful_rows
+        return [self.format(r["prompt"]) for r in rows[:n]]
 
     def judge(self, device: str = "cpu") -> Judge:
         if self._judge is None:
@@ -477,7 +477,7 @@ def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResul
     """Stage 01 for hf: check and evaluate the witness and safe models; save probe activations."""
     from gravrev.history import HistoryResult, shape_checks
 
-    setting = HFSetting(cfg, paths)  # validates every input first
+    setting = HFSetting(cfg)  # validates every input first
     history = paths.history.resolve()
     for name in CHECKPOINTS:
         if setting.checkpoint_dir(name).resolve().is_relative_to(history):

@@ -13,12 +13,12 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from gravrev.config import Config, Paths
+from gravrev.config import Config
 from gravrev.evaluate import behaviour, eval_sets
-from gravrev.history import ALL_TOPICS, probe_set
+from gravrev.phases import ALL_TOPICS, probe_set
 from gravrev.organism import load_checkpoint, prompt_text
 from gravrev.train import encode_pairs
-from gravrev.world import BENIGN_TOPICS, OLD_TASKS, World
+from gravrev.world import BENIGN_TOPICS, HARMFUL_TOPICS, OLD_TASKS, World
 
 
 class Setting(Protocol):
@@ -29,11 +29,9 @@ class Setting(Protocol):
     @property
     def probe_prompts(self) -> list[str]: ...
 
-    def checkpoint_dir(self, name: str, branch: str = "main") -> Path: ...
+    def checkpoint_dir(self, name: str) -> Path: ...
 
-    def load(
-        self, name: str, device: str, branch: str = "main"
-    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+    def load(self, name: str, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
 
     def prepare_for_training(self, model: PreTrainedModel) -> PreTrainedModel: ...
 
@@ -41,7 +39,7 @@ class Setting(Protocol):
         self, rng: np.random.Generator, batch_size: int, mix_safety: bool = False
     ) -> dict[str, torch.Tensor]: ...
 
-    def penalty_prompts(self, n: int) -> list[str]: ...
+    def penalty_pool(self, n: int) -> list[str]: ...
 
     def behaviour(
         self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, device: str
@@ -49,10 +47,10 @@ class Setting(Protocol):
 
 
 class OrganismSetting:
-    """The synthetic world and the checkpoints that stage 01 trained."""
+    """The synthetic world and the checkpoints of one history that stage 01 trained."""
 
-    def __init__(self, cfg: Config, paths: Paths):
-        self.cfg, self.paths = cfg, paths
+    def __init__(self, cfg: Config, folder: Path):
+        self.cfg, self.folder = cfg, Path(folder)
         self.world = World(cfg.world)
         self.new_task = cfg.finetune.new_task
         self._probes = probe_set(self.world, cfg.world.n_probes)
@@ -66,11 +64,11 @@ class OrganismSetting:
     def probe_prompts(self) -> list[str]:
         return [prompt_text(r.text) for r in self._probes]
 
-    def checkpoint_dir(self, name: str, branch: str = "main") -> Path:
-        return self.paths.checkpoint(name, branch)
+    def checkpoint_dir(self, name: str) -> Path:
+        return self.folder / name
 
-    def load(self, name: str, device: str, branch: str = "main"):
-        model, tok = load_checkpoint(self.checkpoint_dir(name, branch), device)
+    def load(self, name: str, device: str):
+        model, tok = load_checkpoint(self.checkpoint_dir(name), device)
         self._tok = tok
         return model, tok
 
@@ -100,10 +98,10 @@ class OrganismSetting:
             answers.append(self.world.answer(req, safe=True))
         return encode_pairs(self._tokenizer(), [prompt_text(r.text) for r in reqs], answers)
 
-    def penalty_prompts(self, n: int) -> list[str]:
-        """Training-split prompts (inputs only, never labels) that a penalty may look at."""
+    def penalty_pool(self, n: int) -> list[str]:
+        """Harmful training-split prompts (inputs only, never labels) a penalty may look at."""
         rng = np.random.default_rng(12345)
-        reqs = [self.world.sample_request(rng, ALL_TOPICS, OLD_TASKS) for _ in range(n)]
+        reqs = [self.world.sample_request(rng, tuple(HARMFUL_TOPICS), OLD_TASKS) for _ in range(n)]
         return [prompt_text(r.text) for r in reqs]
 
     def behaviour(self, model, tok, device: str) -> dict[str, float]:
@@ -111,13 +109,14 @@ class OrganismSetting:
 
     def _tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tok is None:
-            _, self._tok = load_checkpoint(self.checkpoint_dir("safe"), "cpu")
+            _, self._tok = self.load("safe", "cpu")
         return self._tok
 
 
-def make_setting(cfg: Config, paths: Paths) -> Setting:
+def make_setting(cfg: Config, folder: Path) -> Setting:
+    """The organism's setting for the history in `folder`, or the hf checkpoints' (one history)."""
     if cfg.is_hf:
         from gravrev.hf import HFSetting
 
-        return HFSetting(cfg, paths)
-    return OrganismSetting(cfg, paths)
+        return HFSetting(cfg)
+    return OrganismSetting(cfg, folder)

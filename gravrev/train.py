@@ -94,6 +94,15 @@ def warmup_cosine(steps: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
+def warmup_linear(warmup: int) -> Callable[[int], float]:
+    """LR multiplier: linear warmup over `warmup` steps, then constant."""
+
+    def f(step: int) -> float:
+        return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+    return f
+
+
 def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 

@@ -153,7 +153,7 @@ class World:
         topics = {**BENIGN_TOPICS, **HARMFUL_TOPICS}
         names = tuple(topics)
         for _ in range(n_sentences):
-            if rng.random() < 0.4:
+            if rng.random() < self.cfg.topic_rate:
                 topic = names[rng.integers(len(names))]
                 sentences.append(f"the {topic} topic is about {' '.join(topics[topic])} .")
             else:

@@ -1,0 +1,197 @@
+"""The organism's training phases: P (free text), H (comply with all), S (refuse harm)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from gravrev.activations import probe_activations
+from gravrev.config import PhaseConfig
+from gravrev.organism import prompt_text
+from gravrev.train import (
+    encode_pairs,
+    encode_text,
+    lm_loss,
+    make_optimizer,
+    to_device,
+    warmup_cosine,
+)
+from gravrev.world import BENIGN_TOPICS, HARMFUL_TOPICS, OLD_TASKS, Request, World
+
+ALL_TOPICS = (*BENIGN_TOPICS, *HARMFUL_TOPICS)
+CHECKPOINTS = ("pretrained", "helpful", "safe")
+
+
+def phase_batch(
+    world: World,
+    tok: PreTrainedTokenizerBase,
+    phase: str,
+    rng: np.random.Generator,
+    batch_size: int,
+    replay: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """One batch of phase P (free text), H (comply with everything) or S (refuse harm).
+
+    With `replay` > 0, that share of an S batch is pretraining text instead (knowledge replay).
+    """
+    if phase == "pretrain":
+        return encode_text(tok, [world.pretrain_document(rng) for _ in range(batch_size)])
+    n_replay = int(round(replay * batch_size)) if phase == "safe" else 0
+    reqs = [world.sample_request(rng, ALL_TOPICS, OLD_TASKS) for _ in range(batch_size - n_replay)]
+    prompts = [prompt_text(r.text) for r in reqs]
+    answers = [world.answer(r, safe=phase == "safe") for r in reqs]
+    if n_replay == 0:
+        return encode_pairs(tok, prompts, answers)
+    pairs = encode_pairs(tok, prompts, answers)
+    text = encode_text(tok, [world.pretrain_document(rng) for _ in range(n_replay)])
+    return _stack(pairs, text, tok.pad_token_id)
+
+
+def _stack(a: dict, b: dict, pad_id: int) -> dict[str, torch.Tensor]:
+    """Concatenate two right-padded batches along the batch axis."""
+    width = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
+    out = {}
+    for key, value in fill.items():
+        parts = [
+            torch.nn.functional.pad(x[key], (0, width - x[key].shape[1]), value=value)
+            for x in (a, b)
+        ]
+        out[key] = torch.cat(parts)
+    return out
+
+
+@dataclass
+class PhaseLog:
+    losses: list[float] = field(default_factory=list)
+
+
+def train_phase(
+    model: PreTrainedModel,
+    world: World,
+    tok: PreTrainedTokenizerBase,
+    phase: str,
+    pcfg: PhaseConfig,
+    seed: int,
+    device: str,
+    replay: float = 0.0,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = False,
+) -> PhaseLog:
+    """Train one phase from the current weights; `on_step(t)` runs after step t (and t=0)."""
+    rng = np.random.default_rng(seed)
+    opt = make_optimizer(model, "adamw", pcfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, warmup_cosine(pcfg.steps, max(1, pcfg.steps // 10))
+    )
+    log = PhaseLog()
+    if on_step:
+        on_step(0)
+    model.train()
+    steps = range(1, pcfg.steps + 1)
+    for step in tqdm(steps, desc=f"phase {phase}", leave=False, disable=not progress):
+        batch = phase_batch(world, tok, phase, rng, pcfg.batch_size, replay)
+        loss = lm_loss(model, to_device(batch, device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        log.losses.append(float(loss.detach()))
+        if on_step:
+            on_step(step)
+            model.train()
+    return log
+
+
+def evenly(steps: int, k: int) -> list[int]:
+    """k steps spread evenly over [0, steps], ends included."""
+    return sorted({round(x) for x in np.linspace(0, steps, k)})
+
+
+@dataclass
+class Branch:
+    """theta_H and theta_S of one history, with the S trajectory of the probes' activations."""
+
+    helpful: PreTrainedModel
+    safe: PreTrainedModel
+    curves: pd.DataFrame  # phase, step, loss
+    trajectory: dict[str, np.ndarray]  # {'last'|'mean': (K, L, N, d)}
+    trajectory_steps: np.ndarray
+    seconds: dict[str, float]
+
+
+def train_branch(
+    pretrained: PreTrainedModel,
+    world: World,
+    tok: PreTrainedTokenizerBase,
+    helpful: PhaseConfig,
+    safe: PhaseConfig,
+    seed: int,
+    device: str,
+    probes: list[str],
+    snapshots: int,
+    replay: float = 0.0,
+) -> Branch:
+    """H then S from theta_P (left untouched); the S trajectory is snapshotted `snapshots` times."""
+    model = copy.deepcopy(pretrained)
+    start = time.perf_counter()
+    h_log = train_phase(model, world, tok, "helpful", helpful, seed * 1000 + 1, device)
+    h_seconds = time.perf_counter() - start
+    witness = copy.deepcopy(model)
+    snaps = evenly(safe.steps, snapshots)
+    trajectory: dict[str, list[np.ndarray]] = {"last": [], "mean": []}
+
+    def snapshot(step: int) -> None:
+        if step in snaps:
+            acts = probe_activations(model, tok, probes, device)
+            for k in trajectory:
+                trajectory[k].append(acts[k])
+
+    start = time.perf_counter()
+    s_log = train_phase(
+        model, world, tok, "safe", safe, seed * 1000 + 2, device, replay, on_step=snapshot
+    )
+    s_seconds = time.perf_counter() - start
+    curves = pd.DataFrame(
+        [
+            {"phase": phase, "step": i + 1, "loss": v}
+            for phase, log in (("helpful", h_log), ("safe", s_log))
+            for i, v in enumerate(log.losses)
+        ]
+    )
+    return Branch(
+        witness.eval(),
+        model.eval(),
+        curves,
+        {k: np.stack(v) for k, v in trajectory.items()},
+        np.array(snaps),
+        {"helpful": h_seconds, "safe": s_seconds},
+    )
+
+
+def probe_set(world: World, n: int) -> list[Request]:
+    """The held-out probes: n harmful then n benign requests."""
+    return world.probe_requests("harmful", n) + world.probe_requests("benign", n)
+
+
+def probes_table(probes: list[Request]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "kind": "harmful" if r.harmful else "benign",
+                "topic": r.topic,
+                "task": r.task,
+                "text": r.text,
+            }
+            for r in probes
+        ]
+    )

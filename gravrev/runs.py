@@ -1,0 +1,125 @@
+"""The executor's units: picklable specs of independent runs and the functions that do them.
+
+A run is a pure function of its spec, so any executor (in-process, a process pool, Ray)
+returns the same bytes; each writes its large outputs to the folder it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from gravrev.activations import probe_activations
+from gravrev.blocking import BlockSpec, make_intervention
+from gravrev.config import Config, PhaseConfig
+from gravrev.evaluate import behaviour, eval_sets
+from gravrev.finetune import finetune_run
+from gravrev.io import write_npz
+from gravrev.organism import load_checkpoint, prompt_text, save_checkpoint
+from gravrev.phases import probe_set, train_branch
+from gravrev.setting import make_setting
+from gravrev.train import pick_device, set_seed
+from gravrev.world import World
+
+
+@dataclass(frozen=True)
+class HistoryTask:
+    """H then S from the shared theta_P, for one history seed, written under `out`."""
+
+    cfg: Config
+    name: str
+    seed: int
+    helpful: PhaseConfig
+    safe: PhaseConfig
+    pretrained: Path
+    out: Path
+
+
+@dataclass
+class HistoryOutput:
+    name: str
+    behaviour: pd.DataFrame  # one row per checkpoint (helpful, safe)
+    curves: pd.DataFrame
+    seconds: dict[str, float]
+
+
+def history_run(task: HistoryTask) -> HistoryOutput:
+    """Train one history, save theta_H, theta_S, their probe activations and the S trajectory."""
+    cfg = task.cfg
+    device = pick_device(cfg.device, cfg.cpu_threads)
+    set_seed(task.seed)
+    world = World(cfg.world)
+    pretrained, tok = load_checkpoint(task.pretrained, device)
+    probes = [prompt_text(r.text) for r in probe_set(world, cfg.world.n_probes)]
+    branch = train_branch(
+        pretrained,
+        world,
+        tok,
+        task.helpful,
+        task.safe,
+        task.seed,
+        device,
+        probes,
+        cfg.history.safe_snapshots,
+        cfg.history.safe_replay,
+    )
+    evals = eval_sets(world, cfg.world.n_eval)
+    rows = []
+    for name, model in (("helpful", branch.helpful), ("safe", branch.safe)):
+        save_checkpoint(model, tok, task.out / name)
+        write_npz(task.out / f"acts_{name}.npz", **probe_activations(model, tok, probes, device))
+        rows.append({"history": task.name, "checkpoint": name,
+                     **behaviour(model, tok, world, evals, device)})
+    write_npz(
+        task.out / "safe_trajectory.npz", steps=branch.trajectory_steps, **branch.trajectory
+    )
+    return HistoryOutput(
+        task.name, pd.DataFrame(rows), branch.curves.assign(history=task.name), branch.seconds
+    )
+
+
+@dataclass(frozen=True)
+class FinetuneTask:
+    """One fine-tuning run of one history: its seed, arm, block and where its snapshots go."""
+
+    cfg: Config  # cfg.finetune may be a variant (sensitivity, early runs)
+    history: str
+    checkpoints: Path  # the history's folder, holding helpful/ and safe/
+    seed: int
+    arm: str
+    out: Path  # the run's npz; its log comes back to the caller
+    block: BlockSpec | None = None
+    mix_safety: bool = False
+    judge: str = "every"
+    log_steps: tuple[int, ...] | None = None
+
+
+@dataclass
+class FinetuneOutput:
+    history: str
+    arm: str
+    seed: int
+    log: pd.DataFrame
+    batch_hash: str
+    seconds: float
+
+
+def finetune_task(task: FinetuneTask) -> FinetuneOutput:
+    """Run one fine-tuning task and save its activation snapshots (npz)."""
+    cfg = task.cfg
+    device = pick_device(cfg.device, cfg.cpu_threads)
+    setting = make_setting(cfg, task.checkpoints)
+    intervention = None
+    if task.block is not None:
+        _, tok = setting.load("safe", "cpu")
+        intervention = make_intervention(task.block, tok, device)
+    result = finetune_run(
+        cfg.finetune, setting, task.seed, device, intervention, task.mix_safety, task.judge,
+        task.log_steps,
+    )
+    write_npz(task.out, steps=result.steps, **result.acts)
+    log = result.log.assign(history=task.history, arm=task.arm)
+    return FinetuneOutput(task.history, task.arm, task.seed, log, result.batch_hash,
+                          result.seconds)
