@@ -40,14 +40,24 @@ def tasks(cfg: Config, paths: Paths, out) -> list[FinetuneTask]:
     for h in cfg.histories:
         ckpt = paths.history / h
         for seed in fc.seeds:
-            todo.append(FinetuneTask(cfg, h, ckpt, seed, "unblocked", out / h / f"unblocked_seed{seed}.npz"))
+            npz = out / h / f"unblocked_seed{seed}.npz"
+            todo.append(FinetuneTask(cfg, h, ckpt, seed, "unblocked", npz))
         if fc.mixed_control:
             for seed in fc.seeds:
-                todo.append(FinetuneTask(cfg, h, ckpt, seed, "mixed", out / h / f"mixed_seed{seed}.npz",
-                                         mix_safety=True, judge="ends"))
+                npz = out / h / f"mixed_seed{seed}.npz"
+                todo.append(FinetuneTask(cfg, h, ckpt, seed, "mixed", npz, mix_safety=True,
+                                         judge="ends"))
         for seed in early_seeds(cfg):
             todo.append(FinetuneTask(cfg, h, ckpt, seed, "early", out / h / f"early_seed{seed}.npz",
                                      judge="none", log_steps=early))
+    # The expected direction of the first updates: one run per history at 16x the batch.
+    large_fc = dataclasses.replace(fc, batch_size=16 * fc.batch_size)
+    large = dataclasses.replace(cfg, finetune=large_fc)
+    for h in cfg.histories:
+        seed = fc.seeds[0]
+        todo.append(FinetuneTask(large, h, paths.history / h, seed, "large_batch",
+                                 out / h / f"large_batch_seed{seed}.npz", judge="none",
+                                 log_steps=early))
     h, seed = cfg.histories[0], fc.seeds[0]
     for arm, variant in sensitivity_variants(cfg):
         todo.append(FinetuneTask(variant, h, paths.history / h, seed, arm,
