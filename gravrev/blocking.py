@@ -1,4 +1,4 @@
-"""Blocking motion along a direction during fine-tuning: penalties, gradient projection, freezing."""
+"""Blocking motion along a direction during fine-tuning: penalties, gradient projection, freeze."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -454,11 +454,6 @@ def resolve(params: dict) -> Config:
     cfg = _build(Config, {"preset": preset, **merged}, "params")
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
     _check(0 <= cfg.cpu_threads <= 256, "cpu_threads", "must be in [0, 256] (0: torch's default)")
-    _check(
-        cfg.layer < cfg.model.n_layer,
-        "analysis.layer",
-        f"{cfg.layer} is out of range; the model has {cfg.model.n_layer} layers",
-    )
     return cfg
 
 

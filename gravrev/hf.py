@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,13 +27,10 @@ from transformers import (
 from gravrev.activations import blocks, probe_activations
 from gravrev.config import Config, ConfigError, Paths
 from gravrev.evaluate import generate
-from gravrev.io import atomic_dir, atomic_path, write_csv, write_json, write_npz
+from gravrev.io import atomic_path
 from gravrev.judge import Judge, make_judge
 from gravrev.train import IGNORE, encode_pairs, lm_loss, to_device
 from gravrev.world import BENIGN_TOPICS, HARMFUL_TOPICS, OLD_TASKS, World
-
-if TYPE_CHECKING:
-    from gravrev.history import HistoryResult
 
 CHECKPOINTS = {"helpful": "witness_dir", "safe": "safe_dir"}  # checkpoint name -> hf field
 JSONL_FIELDS = {
@@ -86,6 +83,13 @@ def checkpoint_arch(path: str | Path) -> dict:
         conf = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg})") from None
+    if not isinstance(conf, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    if conf.get("auto_map"):
+        raise ConfigError(
+            f"{path}: has auto_map (custom model code); trust_remote_code is off, so only "
+            "architectures that transformers ships are loaded"
+        )
     text = conf.get("text_config") or {}  # multimodal configs nest the language model's
 
     def pick(*keys: str):
@@ -195,15 +199,6 @@ def _load_inputs(cfg: Config) -> dict:
 def validate_inputs(cfg: Config) -> None:
     """Check every hf input from config and JSON files alone (no weights), naming the field."""
     _load_inputs(cfg)
-
-
-def analysis_layer(cfg: Config) -> int:
-    """The analysed layer for hf checkpoints: -1 resolves to the middle of the *checkpoint*."""
-    n_layer = checkpoint_arch(Path(cfg.hf.safe_dir).expanduser())["n_layer"]
-    return n_layer // 2 if cfg.analysis.layer == -1 else cfg.analysis.layer
-
-
-# ----------------------------------------------------------------------------- models
 
 
 def resolve_dtype(cfg: Config, device: str) -> torch.dtype:
@@ -473,10 +468,8 @@ class HFSetting:
 # ----------------------------------------------------------------------------- stage 01
 
 
-def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResult:
-    """Stage 01 for hf: check and evaluate the witness and safe models; save probe activations."""
-    from gravrev.history import HistoryResult, shape_checks
-
+def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HFDescription:
+    """Stage 01 for hf: evaluate the witness and safe models; save probe activations as h0's."""
     setting = HFSetting(cfg)  # validates every input first
     history = paths.history.resolve()
     for name in CHECKPOINTS:
@@ -489,9 +482,11 @@ def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResul
     ex_prompts = [setting.format(r["prompt"]) for r in ex_rows]
     rows, acts, examples = [], {}, {"prompt": [r["prompt"] for r in ex_rows]}
     n_params = 0
+    name_h = cfg.histories[0]
     for name in CHECKPOINTS:
         model, tok = setting.load(name, device)
-        rows.append({"branch": "main", "checkpoint": name, **setting.behaviour(model, tok, device)})
+        rows.append({"history": name_h, "checkpoint": name,
+                     **setting.behaviour(model, tok, device)})
         acts[name] = probe_activations(model, tok, setting.probe_prompts, device)
         examples[name] = generate(
             model, tok, ex_prompts, device, max_new_tokens=cfg.hf.max_new_tokens
@@ -500,7 +495,6 @@ def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResul
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-
     probes = pd.DataFrame(
         [
             {"kind": kind, **{k: r[k] for k in ("topic", "task") if k in r}, "text": r["prompt"]}
@@ -508,42 +502,20 @@ def describe_checkpoints(cfg: Config, paths: Paths, device: str) -> HistoryResul
             for r in rs
         ]
     )
-    with atomic_dir(paths.history) as out:
-        for name, a in acts.items():
-            write_npz(out / f"acts_{name}.npz", **a)
-        write_csv(out / "probes.csv", probes)
-    write_json(
-        paths.metrics / "history.json",
-        {"preset": cfg.preset, "n_params": n_params, "checkpoints": rows},
-    )
+    return HFDescription(pd.DataFrame(rows), acts, probes,
+                         pd.DataFrame(examples), n_params, setting.judge(device).name)
 
-    behaviour_df = pd.DataFrame(rows)
-    arch = setting.arch
-    summary = {
-        "witness_dir": str(setting.checkpoint_dir("helpful")),
-        "safe_dir": str(setting.checkpoint_dir("safe")),
-        "witness_kind": getattr(cfg.hf, "witness_kind", "helpful-only checkpoint"),
-        "model_type": arch["model_type"],
-        "n_params": n_params,
-        "n_layer": arch["n_layer"],
-        "d_model": arch["hidden_size"],
-        "layer": analysis_layer(cfg),
-        "dtype": str(resolve_dtype(cfg, device)).removeprefix("torch."),
-        "judge": setting.judge(device).name,
-        "chat_template": bool(cfg.hf.use_chat_template and setting.tokenizer.chat_template),
-        "n_probes": len(setting.harmful_rows),
-        "n_benign_probes": len(setting.benign_rows),
-        "n_train": len(setting.train_rows),
-        "n_heldout": len(setting.heldout_rows),
-        "n_eval": min(cfg.world.n_eval, len(setting.heldout_rows)),
-    }
-    return HistoryResult(
-        summary,
-        behaviour_df,
-        pd.DataFrame(examples).set_index("prompt"),
-        None,
-        shape_checks(behaviour_df, {}),
-    )
+
+@dataclass
+class HFDescription:
+    """What stage 01 learns of the hf checkpoints (it writes them in the organism's layout)."""
+
+    behaviour: pd.DataFrame
+    acts: dict[str, dict[str, np.ndarray]]  # checkpoint -> {'last'|'mean': (L, N, d)}
+    probes: pd.DataFrame
+    examples: pd.DataFrame
+    n_params: int
+    judge: str
 
 
 # ----------------------------------------------------------------------------- test fixture

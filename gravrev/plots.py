@@ -253,3 +253,87 @@ def lambda_tradeoff(df: pd.DataFrame, new_task: str) -> plt.Figure:
     fig.suptitle("The penalty's trade-off (first seed)")
     fig.tight_layout()
     return fig
+
+
+def shape_margins(checks: pd.DataFrame) -> plt.Figure:
+    """Each history's margin over each pre-registered shape check (points above the target)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    sns.barplot(checks, y="check", x="margin", hue="history", ax=ax, orient="h")
+    ax.axvline(0, color="k", lw=1)
+    ax.set(title="Shape checks: margin over each target, per history",
+           xlabel="margin (percentage points; < 0 fails)", ylabel="")
+    ax.legend(title="history", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def refusal_trajectories(log: pd.DataFrame, measures: tuple[str, ...]) -> plt.Figure:
+    """Behaviour over fine-tuning steps, one line per history (mean ± sd over seeds)."""
+    cols = [c for c in measures if c in log]
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.6), squeeze=False)
+    for ax, col in zip(axes[0], cols, strict=True):
+        sns.lineplot(log, x="step", y=col, hue="history", ax=ax, errorbar=("sd", 1), marker="o")
+        ax.set(title=col.replace("_", " "), xlabel="fine-tuning step", ylabel="percent",
+               ylim=(-3, 103))
+        ax.set_xscale("symlog", linthresh=1)  # step 0 (theta_S) sits at the left edge
+        ax.set_xlim(left=0)
+        ax.legend(fontsize=8, title="history")
+    fig.suptitle("Behaviour during benign fine-tuning (mean ± sd over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def early_alignment(early: pd.DataFrame) -> plt.Figure:
+    """Early-step alignment: every short run as a point, the mean with a 95% CI, per history;
+    the large-batch run (the expected update) as a cross."""
+    runs = early[early["arm"] == "early"]
+    large = early[early["arm"] == "large_batch"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.stripplot(runs, x="step", y="alignment", hue="history", dodge=True, alpha=0.45, size=3,
+                  ax=ax, legend=False)
+    sns.pointplot(runs, x="step", y="alignment", hue="history", dodge=0.5, errorbar=("ci", 95),
+                  linestyle="none", marker="o", ax=ax)
+    if len(large):
+        sns.pointplot(large, x="step", y="alignment", color="k", marker="x", linestyle="none",
+                      errorbar=None, ax=ax, label="16x batch (expected update)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(title="Early-step alignment: short runs (points), mean and 95% CI per history",
+           xlabel="fine-tuning step", ylabel="cos(drift, v_rev)")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def calibration(df: pd.DataFrame, p99: float, tolerance: float) -> plt.Figure:
+    """The harm-blind manipulation check: alignment and new-task cost against lambda."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    sns.lineplot(df, x="lambda", y="alignment", hue="history", marker="o", ax=axes[0])
+    axes[0].axhline(p99, ls="--", color="C3", label="isotropic p99")
+    axes[0].set(xscale="log", title="Held-out alignment at T", xlabel="penalty weight lambda",
+                ylabel="cos(drift, v_rev)")
+    sns.lineplot(df, x="lambda", y="new_task_cost", hue="history", marker="o", ax=axes[1])
+    axes[1].axhline(tolerance, ls="--", color="C3", label="tolerance")
+    axes[1].set(xscale="log", title="New-task cost at T", xlabel="penalty weight lambda",
+                ylabel="accuracy lost (points)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.suptitle("Fixing lambda without looking at harm (first seed of each history)")
+    fig.tight_layout()
+    return fig
+
+
+def arms_overview(final: pd.DataFrame, measures: dict[str, str]) -> plt.Figure:
+    """Every arm at T: one panel per measure, runs as points, mean as a bar."""
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.4 * len(measures), 4.2), sharey=True)
+    order = list(dict.fromkeys(final["arm"]))
+    for ax, (col, label) in zip(np.atleast_1d(axes), measures.items(), strict=True):
+        sns.barplot(final, y="arm", x=col, order=order, errorbar=None, color="C0", alpha=0.35,
+                    ax=ax)
+        sns.stripplot(final, y="arm", x=col, order=order, hue="history", size=4, ax=ax,
+                      legend=ax is np.atleast_1d(axes)[-1])
+        ax.set(title=label, xlabel=label, ylabel="")
+    np.atleast_1d(axes)[-1].legend(title="history", fontsize=8, bbox_to_anchor=(1.01, 1),
+                                   loc="upper left")
+    fig.suptitle("Every blocking arm at step T (points: runs; bars: means)")
+    fig.tight_layout()
+    return fig

@@ -15,8 +15,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gravrev.config import Config
 from gravrev.evaluate import behaviour, eval_sets
-from gravrev.phases import ALL_TOPICS, probe_set
 from gravrev.organism import load_checkpoint, prompt_text
+from gravrev.phases import ALL_TOPICS, probe_set
 from gravrev.train import encode_pairs
 from gravrev.world import BENIGN_TOPICS, HARMFUL_TOPICS, OLD_TASKS, World
 

@@ -163,7 +163,7 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
         done = run_all(finetune_task, tasks, cfg.executor, desc="blocking arms")
         ref_hash = pd.read_csv(paths.stage("finetune") / "runs.csv").set_index(
             ["history", "arm", "seed"])["batch_hash"]
-        final, traj = [], []
+        final = []
         for t, d in zip(tasks, done, strict=True):
             if d.batch_hash != ref_hash[(t.history, "unblocked", t.seed)]:
                 raise AssertionError(f"{t.arm} {t.history} seed {t.seed}: other batches than "
@@ -251,3 +251,27 @@ def _trajectories(cfg: Config, paths: Paths, final: pd.DataFrame) -> pd.DataFram
         rows.append(df[df["layer"] == cfg.layer].assign(arm=r.arm, history=r.history,
                                                           seed=r.seed))
     return pd.concat(rows, ignore_index=True)
+
+
+def findings(cfg: Config, r: BlockingResult) -> list[str]:
+    """What chapter 05 shows, in words computed from the arms."""
+    arms = r.metrics["arms"]
+    u, c = arms["unblocked"], arms.get(cfg.blocking.claim_arm)
+    out = [f"The harm-blind manipulation check chose lambda = {r.lam:g} ({r.check})."]
+    if c:
+        held = c["alignment"]["mean"] < u["alignment"]["mean"]
+        kept = c["non_refusal"]["mean"] < u["non_refusal"]["mean"] - 5
+        out.append(
+            f"The claim arm ({cfg.blocking.claim_arm}) {'held' if held else 'did not hold'} "
+            f"alignment at T ({c['alignment']['mean']:.2f} against {u['alignment']['mean']:.2f}) "
+            f"and {'kept' if kept else 'did not keep'} refusal: non-refusal "
+            f"{c['non_refusal']['mean']:.0f}% against {u['non_refusal']['mean']:.0f}% unblocked, "
+            f"new task {c['new_task_accuracy']['mean']:.0f}%.")
+    costly = [a for a, m in arms.items() if m["task_cost_not_block"] and a != "unblocked"]
+    if costly:
+        out.append(f"Arms that stopped the new task being learned ({', '.join(costly)}) count as "
+                   "task cost, not as blocks.")
+    best = min((a for a in arms if a != "unblocked"), key=lambda a: arms[a]["non_refusal"]["mean"])
+    out.append(f"The lowest non-refusal of any arm is {arms[best]['non_refusal']['mean']:.0f}% "
+               f"({best}).")
+    return out

@@ -181,3 +181,20 @@ def load(cfg: Config, paths: Paths) -> ClaimsResult:
             "why": c["why"],
         })
     return ClaimsResult(report, pd.DataFrame(rows))
+
+
+def findings(r: ClaimsResult) -> list[str]:
+    """The claims in one paragraph, counted from the verdicts."""
+    t = r.table
+    holds = t[t["direction"] == "holds"]["claim"].tolist()
+    fails = t[t["direction"] == "does not hold"]["claim"].tolist()
+    sized = t[t["size"] == "holds"]["claim"].tolist()
+    out = [f"Of {len(t)} claims, {len(holds)} hold in direction"
+           + (f" ({', '.join(holds)})" if holds else "")
+           + f" and {len(fails)} do not" + (f" ({', '.join(fails)})" if fails else "") + "."]
+    out.append(f"{len(sized)} match the paper's size as well"
+               + (f" ({', '.join(sized)})." if sized else "."))
+    unstable = t[t["per history"].str.contains("does not hold") & (t["direction"] == "holds")]
+    if len(unstable):
+        out.append(f"Not stable across histories: {', '.join(unstable['claim'])}.")
+    return out

@@ -128,3 +128,34 @@ def load(cfg: Config, paths: Paths) -> FinetuneResult:
     log = pd.read_csv(paths.stage("finetune") / "log.csv")
     return FinetuneResult(log, pd.read_csv(paths.stage("finetune") / "runs.csv"),
                           regime_table(cfg, log))
+
+
+def findings(cfg: Config, r: FinetuneResult) -> list[str]:
+    """What chapter 02 shows, in words computed from the logs."""
+    log = r.log[r.log["arm"] == "unblocked"]
+    start = log[log["step"] == 0]["refusal_rate"]
+    end = log[log["step"] == cfg.finetune.steps]["refusal_rate"]
+    out = [f"Benign fine-tuning on harmless data takes refusal from {start.mean():.0f}% at "
+           f"theta_S to {end.mean():.0f}% at step {cfg.finetune.steps} (mean over "
+           f"{len(end)} runs in {log['history'].nunique()} histories; range "
+           f"{end.min():.0f}-{end.max():.0f}%)."]
+    half = start.mean() / 2
+    means = log.groupby("step")["refusal_rate"].mean()
+    below = means[means <= half]
+    if len(below) and start.mean() > 0:
+        out.append(f"Half of the refusal is gone, on average, by step {int(below.index[0])}.")
+    learned = r.regime["learned"]
+    out.append(f"The pre-registered regime's rule (the new task at >= "
+               f"{cfg.finetune.min_new_task_accuracy:g}% by T) holds in {int(learned.sum())} of "
+               f"{len(learned)} runs"
+               + ("; the regime is as registered." if learned.all() else
+                  "; the regime does not fully meet its own rule, and the book says so."))
+    mixed = r.log[(r.log["arm"] == "mixed") & (r.log["step"] == cfg.finetune.steps)]
+    if len(mixed):
+        out.append(f"With the safety data kept in the mix, refusal at T is "
+                   f"{mixed['refusal_rate'].mean():.0f}%: the control drift is not reversion.")
+    if "prefilled_content" in log:
+        late = log[log["step"] == cfg.finetune.steps]["prefilled_content"]
+        out.append(f"The latent harmful content (prefilled) stays at {late.mean():.0f}% at T, so "
+                   "lost refusal is not masked by forgetting.")
+    return out

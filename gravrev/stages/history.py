@@ -99,12 +99,9 @@ def examples_table(cfg: Config, paths: Paths, device: str, n_per_kind: int = 2) 
 
 def run(cfg: Config, paths: Paths) -> HistoryResult:
     """Train theta_P and every history (through the executor), evaluate, check the shape."""
-    if cfg.is_hf:
-        from gravrev.hf import describe_checkpoints
-
-        describe_checkpoints(cfg, paths, pick_device(cfg.device, cfg.cpu_threads))
-        return load(cfg, paths)
     device = pick_device(cfg.device, cfg.cpu_threads)
+    if cfg.is_hf:
+        return _run_hf(cfg, paths, device)
     timings: dict[str, float] = {}
     with atomic_dir(paths.history) as out:
         p_row, timings["pretrain"] = _train_pretrained(cfg, paths, out, device)
@@ -149,6 +146,30 @@ def run(cfg: Config, paths: Paths) -> HistoryResult:
     return load(cfg, paths)
 
 
+def _run_hf(cfg: Config, paths: Paths, device: str) -> HistoryResult:
+    """hf: nothing is trained; the two checkpoints are evaluated and their activations saved."""
+    from gravrev.hf import describe_checkpoints
+
+    d = describe_checkpoints(cfg, paths, device)
+    checks = shape_checks(d.behaviour, cfg.history.checks)
+    h = cfg.histories[0]
+    with atomic_dir(paths.history) as out:
+        for name, acts in d.acts.items():
+            write_npz(out / h / f"acts_{name}.npz", **acts)
+        write_csv(out / "probes.csv", d.probes)
+        write_csv(out / "behaviour.csv", d.behaviour)
+        write_csv(out / "checks.csv", checks)
+        write_csv(out / "curves.csv", pd.DataFrame(columns=["history", "phase", "step", "loss"]))
+        write_csv(out / "examples.csv", d.examples)
+    write_json(paths.metrics_file("history"), {
+        "preset": cfg.preset, "n_params": d.n_params, "vocab_size": None, "judge": d.judge,
+        "histories": [h], "checkpoints": d.behaviour.to_dict(orient="records"),
+        "checks": checks.to_dict(orient="records"),
+        "all_checks_passed": bool(checks["passed"].all()),
+    })
+    return load(cfg, paths)
+
+
 def load(cfg: Config, paths: Paths) -> HistoryResult:
     """Read stage 01's outputs back."""
     metrics = read_json(paths.metrics_file("history"))
@@ -172,3 +193,28 @@ def load(cfg: Config, paths: Paths) -> HistoryResult:
         pd.concat([pd.read_csv(p) for p in curves if p.is_file()], ignore_index=True),
         pd.read_csv(paths.history / "examples.csv"),
     )
+
+
+def findings(r: HistoryResult) -> list[str]:
+    """What chapter 01 shows, in words computed from the checks."""
+    checks = r.checks
+    n = checks["history"].nunique()
+    failed = checks[~checks["passed"]]
+    out = []
+    if failed.empty:
+        worst = checks.loc[checks["margin"].idxmin()]
+        out.append(f"All {n} histories pass the four pre-registered shape checks. The smallest "
+                   f"margin is {worst['margin']:.1f} points ({worst['check']}, history "
+                   f"{worst['history']}).")
+    else:
+        bad = ", ".join(f"{x.history} ({x.check}: {x.value:.1f} against {x.threshold:g})"
+                        for x in failed.itertuples())
+        out.append(f"{failed['history'].nunique()} of {n} histories miss a shape check: {bad}. "
+                   "Results downstream come from an organism outside the paper's regime.")
+    safe = r.behaviour[r.behaviour["checkpoint"] == "safe"]
+    if "prefilled_content" in safe:
+        out.append(f"Safety training is a shallow displacement here: theta_S refuses "
+                   f"{safe['refusal_rate'].mean():.0f}% of held-out harmful requests, yet with the "
+                   f"compliant opening prefilled it states the harmful content in "
+                   f"{safe['prefilled_content'].mean():.0f}% (means over histories).")
+    return out

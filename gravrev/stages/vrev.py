@@ -193,3 +193,35 @@ def load(cfg: Config, paths: Paths) -> VrevResult:
         table, main, early, sens, pooled(main), pooled(cell[cell["arm"] == "early"]),
         metrics["trajectory_model"], _between(cfg, paths), _methods(cfg, paths), metrics,
     )
+
+
+def findings(cfg: Config, r: VrevResult) -> list[str]:
+    """What chapter 03 shows, in words computed from the alignments."""
+    out = []
+    eb = r.early_by_step[r.early_by_step["history"] == "all"].set_index("step")
+    for step in (1, 20):
+        if step in eb.index:
+            x = eb.loc[step]
+            out.append(f"At step {step}, over {int(x['n'])} short runs, alignment is "
+                       f"{x['mean']:.2f} ± {x['sd']:.2f} (95% CI {x['ci_low']:.2f} to "
+                       f"{x['ci_high']:.2f}).")
+    large = r.early[(r.early["arm"] == "large_batch") & (r.early["step"] == 1)]
+    if len(large):
+        out.append(f"The expected first update (16x the batch) aligns at "
+                   f"{large['alignment'].mean():.2f}: the spread of single runs around it is "
+                   "batch noise.")
+    bs = r.by_step[r.by_step["history"] == "all"].set_index("step")
+    last = int(bs.index.max())
+    m = r.models["all"]
+    trend = "rises" if m["slope"] > 0 and m["slope_p"] < 0.05 else (
+        "falls" if m["slope"] < 0 and m["slope_p"] < 0.05 else "shows no clear trend")
+    out.append(f"Over the main runs alignment {trend} with log(step) (slope {m['slope']:.3f}, "
+               f"SE {m['slope_se']:.3f}, {m['method']}) and reaches {bs.loc[last, 'mean']:.2f} ± "
+               f"{bs.loc[last, 'sd']:.2f} at step {last}.")
+    others = r.between_histories[r.between_histories["history"] != r.between_histories["other"]]
+    if len(others):
+        out.append(f"v_rev of independent histories agree closely (cosine "
+                   f"{others['cosine'].min():.2f}-{others['cosine'].max():.2f} at the analysed "
+                   "layer): the direction is a property of the shared pretraining and the "
+                   "H -> S step, not of one seed.")
+    return out
