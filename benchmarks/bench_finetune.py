@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gravrev.config import Paths, resolve
-from gravrev.history import build_history
+from gravrev.phases import build_history
 from gravrev.setting import OrganismSetting
 from gravrev.train import lm_loss, make_optimizer
 

@@ -49,8 +49,8 @@ def n_workers(cfg: ExecutorConfig) -> int:
 
 
 def _name_task(exc: BaseException, index: int, task: Any) -> None:
-    exc.add_note(f"in task {index}: {type(task).__name__} {getattr(task, 'name', '')}"
-                 f"{getattr(task, 'arm', '')} {getattr(task, 'seed', '')}".rstrip())
+    label = getattr(task, "label", None) or repr(task)[:200]
+    exc.add_note(f"in task {index}: {label}")
 
 
 @contextmanager

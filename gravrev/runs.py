@@ -36,6 +36,10 @@ class HistoryTask:
     pretrained: Path
     out: Path
 
+    @property
+    def label(self) -> str:
+        return f"history {self.name} (H {self.helpful.steps}, S {self.safe.steps} steps)"
+
 
 @dataclass
 class HistoryOutput:
@@ -94,6 +98,10 @@ class FinetuneTask:
     mix_safety: bool = False
     judge: str = "every"
     log_steps: tuple[int, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"fine-tuning {self.history} {self.arm} seed {self.seed}"
 
 
 @dataclass

@@ -36,7 +36,7 @@ def test_two_workers_give_the_bytes_of_one(one_worker):
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 def test_ray_gives_the_bytes_of_one_worker(one_worker):
-    assert run_all(train_20_steps, SEEDS, ExecutorConfig(kind="ray", workers=2), "runs") == (
+    assert run_all(train_20_steps, SEEDS, ExecutorConfig("ray", 2, None), "runs") == (
         one_worker
     )
 
@@ -44,10 +44,10 @@ def test_ray_gives_the_bytes_of_one_worker(one_worker):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_task_raises_its_own_exception_naming_the_task(workers):
     with pytest.raises(ValueError, match="two is not allowed") as info:
-        run_all(fail_on_two, [1, 2, 3], ExecutorConfig(workers=workers), "runs")
+        run_all(fail_on_two, [1, 2, 3], ExecutorConfig("local", workers, None), "runs")
     assert "in task 1: 2" in info.value.__notes__
 
 
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="executor.kind"):
-        run_all(fail_on_two, [1], ExecutorConfig(kind="dask"), "runs")
+        run_all(fail_on_two, [1], ExecutorConfig("dask", 1, None), "runs")

@@ -16,7 +16,7 @@ from gravrev.analysis import alignment_table, chosen, directions
 from gravrev.config import Paths, resolve
 from gravrev.finetune import run_finetune
 from gravrev.hf import HFSetting, describe_checkpoints, export_organism
-from gravrev.history import build_history
+from gravrev.phases import build_history
 from gravrev.setting import OrganismSetting
 
 ALIGNMENT_TOLERANCE = 0.25  # |mean alignment difference| per logged step, organism vs hf
