@@ -22,9 +22,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(cwd: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+def run(
+    cwd: Path, *args: str, timeout: int = 1200, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """A command in `cwd` with the venv on PATH; `env` adds to (or overrides) the environment."""
     return subprocess.run(
-        list(args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+        list(args), cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True,
+        timeout=timeout,
     )
 
 

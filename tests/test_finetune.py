@@ -10,8 +10,8 @@ from gravrev.activations import blocks
 from gravrev.blocking import Freeze, GradProject, Penalty, frozen_modules
 from gravrev.config import Paths, resolve
 from gravrev.finetune import finetune_run
-from gravrev.phases import build_history
 from gravrev.organism import build_model, build_tokenizer, load_checkpoint, prompt_text
+from gravrev.phases import build_history
 from gravrev.setting import OrganismSetting
 from gravrev.train import encode_pairs, lm_loss
 

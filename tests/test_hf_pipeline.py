@@ -11,8 +11,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from gravrev.analysis import alignment_table, chosen, directions
+
 from gravrev.config import Paths, resolve
 from gravrev.finetune import run_finetune
 from gravrev.hf import HFSetting, describe_checkpoints, export_organism

@@ -2,24 +2,25 @@
 
 One pipeline run (the `smoke_repo` fixture of tests/conftest.py, shared with the browser test)
 serves the tests below, which run in file order: the first repro builds everything, the second
-has nothing to do, then an edited notebook re-runs only what follows it.
+has nothing to do but validate, an edited chapter or figure re-runs no training, a bad value
+changes no file, and stage history trains the same bytes whatever CPU path the shell asks for.
 """
 
+import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
-from smoke_pipeline import dvc, ran, tail
+from smoke_pipeline import dvc, ran, run, tail
 
 from gravrev.claims import validate_report
-from gravrev.cli import STAGES
+from gravrev.cli import NOTEBOOKS, STAGES
 
 pytestmark = pytest.mark.pipeline
 
-CHAPTERS = STAGES  # every stage renders one chapter
+TRAINING = {"history", "finetune", "blocking", "mediation", "sweep"}
 
 
 def lock_md5(root: Path, stage: str, out: str) -> str:
@@ -28,75 +29,104 @@ def lock_md5(root: Path, stage: str, out: str) -> str:
     return entry["md5"]
 
 
+def data_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under data/."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((root / "data").rglob("*"))
+        if p.is_file()
+    }
+
+
 @pytest.fixture(scope="module")
 def repo(smoke_repo) -> Path:
     """The shared smoke copy (tests/conftest.py), already built by its first repro."""
     return smoke_repo
 
 
-@pytest.fixture(scope="module")
-def first_repro(smoke_repro) -> subprocess.CompletedProcess:
-    return smoke_repro
-
-
-def test_first_repro_builds_the_book_and_valid_claims(repo, first_repro):
-    assert ran(first_repro) >= {
-        "history",
-        "finetune",
-        "vrev",
-        "nulls",
-        "blocking",
-        "claims",
-        "book",
-    }
+def test_first_repro_builds_the_book_and_valid_claims(repo, smoke_repro):
+    assert ran(smoke_repro) >= {"config", *STAGES, *(f"render_{s}" for s in STAGES), "book"}
     html = repo / "book" / "_build" / "html"
     assert (html / "index.html").is_file()
-    for page in ("claims", "reproduce", "own_model", *(f"executed/{c}" for c in CHAPTERS)):
+    pages = ("claims", "reproduce", "own_model", "scale", *(f"executed/{c}" for c in NOTEBOOKS))
+    for page in pages:
         assert (html / f"{page}.html").is_file(), page
     report = json.loads((repo / "data" / "metrics" / "claims.json").read_text())
     validate_report(report)
     assert report["preset"] == "smoke"
-    for stage in ("history", "finetune", "alignment", "nulls", "blocking"):
-        assert (repo / "data" / "metrics" / f"{stage}.json").is_file(), stage
+    assert all(c["why"] and c["per_history"] for c in report["claims"])
+    for name in ("history", "finetune", "alignment", "nulls", "blocking", "mediation", "sweep"):
+        metrics = (repo / "data" / "metrics" / f"{name}.json").read_text()
+        assert "seconds" not in metrics, f"{name}.json holds wall-clock figures"
 
 
-def test_second_repro_has_nothing_to_do(repo, first_repro):
+def test_second_repro_only_validates(repo, smoke_repro):
     proc = dvc(repo, "repro")
     assert proc.returncode == 0, tail(proc)
-    assert ran(proc) == set(), tail(proc)
-    status = dvc(repo, "status")
-    assert status.returncode == 0, tail(status)
-    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    assert ran(proc) <= {"config"}, tail(proc)  # validation always runs; nothing else does
 
 
-def test_editing_a_notebook_reruns_that_stage_and_nothing_before(repo, first_repro):
-    before = {
-        out: lock_md5(repo, stage, out)
-        for stage, out in [
-            ("history", "data/history"),
-            ("finetune", "data/finetune"),
-            ("vrev", "data/vrev"),
-        ]
-    }
+def test_editing_a_chapter_reruns_only_its_rendering(repo, smoke_repro):
+    before = {s: lock_md5(repo, s, f"data/{s}") for s in ("history", "finetune", "vrev")}
     path = repo / "notebooks" / "04_nulls.ipynb"
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_markdown_cell("A note added by the pipeline test."))
     nbformat.write(nb, path)
-
-    status = dvc(repo, "status", "--json")
-    assert status.returncode == 0, tail(status)
-    changed = set(json.loads(status.stdout))
-    assert "nulls" in changed
-    assert not changed & {"history", "finetune", "vrev", "blocking"}, changed
-
     proc = dvc(repo, "repro")
     assert proc.returncode == 0, tail(proc)
-    # The book shows the edited chapter; claims re-runs only if nulls.json changed.
-    assert {"nulls", "book"} <= ran(proc), tail(proc)
-    assert not ran(proc) & {"history", "finetune", "vrev", "blocking"}, tail(proc)
-    for out, md5 in before.items():
-        stage = out.split("/")[1]
-        assert lock_md5(repo, stage, out) == md5, out
+    assert {"render_nulls", "book"} <= ran(proc), tail(proc)
+    assert not ran(proc) & {*STAGES}, tail(proc)
+    for stage, md5 in before.items():
+        assert lock_md5(repo, stage, f"data/{stage}") == md5, stage
     executed = nbformat.read(repo / "book" / "executed" / "04_nulls.ipynb", as_version=4)
     assert executed.cells[-1].source == "A note added by the pipeline test."
-    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def test_editing_figure_code_reruns_no_training(repo, smoke_repro):
+    plots = repo / "gravrev" / "plots.py"
+    original = plots.read_text()
+    plots.write_text(original + "\n# an edit to the figures\n")
+    try:
+        proc = dvc(repo, "repro", "--dry")
+        assert proc.returncode == 0, tail(proc)
+        assert not ran(proc) & {*STAGES}, tail(proc)
+        assert ran(proc) & {f"render_{s}" for s in STAGES}, tail(proc)
+    finally:
+        plots.write_text(original)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("finetune:\n  steps: -5\n", "finetune.steps"), ("preset: huge\n", "preset")],
+)
+def test_a_bad_value_after_a_run_fails_fast_and_changes_no_file(repo, smoke_repro, override,
+                                                                 field):
+    params = repo / "params.yaml"
+    original = params.read_text()
+    data = yaml.safe_load(original)
+    data.update(yaml.safe_load(override))
+    params.write_text(yaml.safe_dump(data))
+    before = data_digest(repo)
+    try:
+        proc = dvc(repo, "repro")
+        assert proc.returncode != 0
+        assert field in tail(proc), tail(proc)
+        assert not ran(proc) - {"config"}, tail(proc)
+        assert data_digest(repo) == before
+    finally:
+        params.write_text(original)
+
+
+def test_stage_history_trains_the_same_bytes_whatever_the_shell_asks(repo, smoke_repro, tmp_path):
+    """The numeric pins win over the shell: another ATEN/MKL path, the same checkpoints."""
+    other = tmp_path / "repo"
+    for rel in ("params.yaml",):
+        (other / rel).parent.mkdir(parents=True, exist_ok=True)
+        (other / rel).write_text((repo / rel).read_text())
+    env = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}
+    proc = run(other, "gravrev", "run", "history", env=env)
+    assert proc.returncode == 0, tail(proc)
+    for name in ("pretrained", "h0/helpful", "h0/safe", "h1/safe"):
+        a = (repo / "data" / "history" / name / "model.safetensors").read_bytes()
+        b = (other / "data" / "history" / name / "model.safetensors").read_bytes()
+        assert a == b, name
