@@ -43,6 +43,7 @@ class RunResult:
     steps: np.ndarray
     batch_hash: str
     seconds: float
+    model: PreTrainedModel | None = None  # theta_T, only when asked for (keep_model=True)
 
 
 def finetune_run(
@@ -54,12 +55,15 @@ def finetune_run(
     mix_safety: bool = False,
     judge: str = "every",
     log_steps: tuple[int, ...] | None = None,
+    *,
+    keep_model: bool = False,
 ) -> RunResult:
     """T steps from theta_S on harmless data; the batches depend on the seed only.
 
     Activations are snapshotted at every logged step; behaviour (generation and judging, the
     slow part) at every logged step (`every`), at steps 0 and T (`ends`), at T only (`end`:
     step 0 is theta_S, judged once by the unblocked run) or never (`none`).
+    With `keep_model`, the result also holds the trained model theta_T (in eval mode).
     """
     if judge not in JUDGE_MODES:
         raise ValueError(f"judge must be one of {JUDGE_MODES}, got {judge!r}")
@@ -119,4 +123,5 @@ def finetune_run(
         np.array([0, *log_steps]),
         digest.hexdigest(),
         time.perf_counter() - start,
+        model.eval() if keep_model else None,
     )
