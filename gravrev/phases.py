@@ -40,33 +40,18 @@ def phase_batch(
 ) -> dict[str, torch.Tensor]:
     """One batch of phase P (free text), H (comply with everything) or S (refuse harm).
 
-    With `replay` > 0, that share of an S batch is pretraining text instead (knowledge replay).
+    S replays a share `replay` of P's free text (no prompt; the loss sees every token), as
+    InstructGPT's PPO-ptx mixes pretraining into alignment: the behaviour changes, the
+    knowledge stays, and theta_S keeps the harmful content latently instead of erasing it.
     """
     if phase == "pretrain":
         return encode_text(tok, [world.pretrain_document(rng) for _ in range(batch_size)])
-    n_replay = int(round(replay * batch_size)) if phase == "safe" else 0
-    reqs = [world.sample_request(rng, ALL_TOPICS, OLD_TASKS) for _ in range(batch_size - n_replay)]
-    prompts = [prompt_text(r.text) for r in reqs]
+    n_text = round(replay * batch_size) if phase == "safe" else 0
+    reqs = [world.sample_request(rng, ALL_TOPICS, OLD_TASKS) for _ in range(batch_size - n_text)]
+    prompts = [prompt_text(r.text) for r in reqs] + [""] * n_text
     answers = [world.answer(r, safe=phase == "safe") for r in reqs]
-    if n_replay == 0:
-        return encode_pairs(tok, prompts, answers)
-    pairs = encode_pairs(tok, prompts, answers)
-    text = encode_text(tok, [world.pretrain_document(rng) for _ in range(n_replay)])
-    return _stack(pairs, text, tok.pad_token_id)
-
-
-def _stack(a: dict, b: dict, pad_id: int) -> dict[str, torch.Tensor]:
-    """Concatenate two right-padded batches along the batch axis."""
-    width = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
-    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
-    out = {}
-    for key, value in fill.items():
-        parts = [
-            torch.nn.functional.pad(x[key], (0, width - x[key].shape[1]), value=value)
-            for x in (a, b)
-        ]
-        out[key] = torch.cat(parts)
-    return out
+    answers += [world.pretrain_document(rng) for _ in range(n_text)]
+    return encode_pairs(tok, prompts, answers)
 
 
 @dataclass
