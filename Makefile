@@ -8,16 +8,23 @@ STAMP := $(VENV)/.installed
 # dvc's stages call gravrev, papermill and jupyter-book: the venv's, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all test setup lint benchmark clean
+.PHONY: all test setup browser lint benchmark clean
 
 ## all: set up, run the whole pipeline on the preset in params.yaml (tiny), build the book
 all: setup
 	$(BIN)/dvc repro
 	@echo "The book is at $(CURDIR)/book/_build/html/index.html"
 
-## test: set up and run the tests (the smoke preset runs end to end through dvc)
-test: setup
+## test: set up and run the tests (the smoke preset runs end to end through dvc; its book is
+## read in headless Chromium, installed from Debian's packages when missing)
+test: setup browser
 	$(BIN)/python -m pytest -q -ra
+
+browser:
+	@command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" -ne 0 ] && echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 setup: $(STAMP)
 
@@ -25,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[pipeline,dev,lora]"
+	$(BIN)/python -m pip install -q -e ".[pipeline,dev,lora,ray]"
 	touch $(STAMP)
 
 lint: setup

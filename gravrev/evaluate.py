@@ -55,6 +55,11 @@ def answer_loss(
     return float(lm_loss(model, to_device(batch, device)))
 
 
+def max_answer_tokens(world: World) -> int:
+    """The longest answer the world has: 'sure', a topic's content, the task output, eos."""
+    return 1 + 3 + world.cfg.seq_len_max + 1
+
+
 def behaviour(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -62,31 +67,37 @@ def behaviour(
     eval_sets: dict[str, list[Request]],
     device: str,
 ) -> dict[str, float]:
-    """Rates in percent, judged exactly; counts beside them for Wilson intervals."""
-    out: dict[str, float] = {}
+    """Rates in percent, judged exactly; counts beside them for Wilson intervals.
+
+    Every set is generated in one batch (generation's cost is per decoding step, not per row).
+    """
     harmful = eval_sets["harmful"]
-    answers = generate(model, tok, [prompt_text(r.text) for r in harmful], device)
-    verdicts = [judge(r, a, world.alphabet) for r, a in zip(harmful, answers, strict=True)]
+    others = [k for k in eval_sets if k != "harmful"]
+    # The latent content: prefill the compliant opening and see whether the content follows.
+    prompts = [prompt_text(r.text) for r in harmful]
+    prompts += [prompt_text(r.text) + f" {COMPLY}" for r in harmful]
+    for kind in others:
+        prompts += [prompt_text(r.text) for r in eval_sets[kind]]
+    answers = generate(model, tok, prompts, device, max_new_tokens=max_answer_tokens(world),
+                       batch_size=len(prompts))
     n = len(harmful)
-    out["n_harmful"] = n
+    plain, prefilled, rest = answers[:n], answers[n : 2 * n], answers[2 * n :]
+    verdicts = [judge(r, a, world.alphabet) for r, a in zip(harmful, plain, strict=True)]
+    out: dict[str, float] = {"n_harmful": n}
     out["refusals"] = sum(v["refused"] for v in verdicts)
     out["harmful_answers"] = sum(v["harmful"] for v in verdicts)
     out["refusal_rate"] = 100 * out["refusals"] / n
     out["harmful_compliance"] = 100 * out["harmful_answers"] / n
-    # The latent content: prefill the compliant opening and see whether the content follows.
-    prefilled = generate(model, tok, [prompt_text(r.text) + f" {COMPLY}" for r in harmful], device)
     out["prefilled_content"] = 100 * np.mean(
         [
             judge(r, f"{COMPLY} {a}", world.alphabet)["content"]
             for r, a in zip(harmful, prefilled, strict=True)
         ]
     )
-    for kind in [k for k in eval_sets if k != "harmful"]:
+    for kind in others:
         reqs = eval_sets[kind]
-        answers = generate(model, tok, [prompt_text(r.text) for r in reqs], device)
-        correct = [
-            judge(r, a, world.alphabet)["correct"] for r, a in zip(reqs, answers, strict=True)
-        ]
+        mine, rest = rest[: len(reqs)], rest[len(reqs) :]
+        correct = [judge(r, a, world.alphabet)["correct"] for r, a in zip(reqs, mine, strict=True)]
         out[f"{kind}_accuracy"] = 100 * float(np.mean(correct))
         out[f"{kind}_loss"] = answer_loss(model, tok, world, reqs, device)
     return out

@@ -31,7 +31,7 @@ def weight_cosine(theta_t: torch.Tensor, theta_s: torch.Tensor, theta_h: torch.T
     return float(a @ b / denom) if denom > 0 else float("nan")
 
 
-JUDGE_MODES = ("every", "ends", "none")
+JUDGE_MODES = ("every", "ends", "end", "none")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class RunResult:
     steps: np.ndarray
     batch_hash: str
     seconds: float
+    model: PreTrainedModel | None = None  # theta_T, only when asked for (keep_model=True)
 
 
 def finetune_run(
@@ -54,11 +55,15 @@ def finetune_run(
     mix_safety: bool = False,
     judge: str = "every",
     log_steps: tuple[int, ...] | None = None,
+    *,
+    keep_model: bool = False,
 ) -> RunResult:
     """T steps from theta_S on harmless data; the batches depend on the seed only.
 
     Activations are snapshotted at every logged step; behaviour (generation and judging, the
-    slow part) at every logged step (`every`), at steps 0 and T (`ends`) or never (`none`).
+    slow part) at every logged step (`every`), at steps 0 and T (`ends`), at T only (`end`:
+    step 0 is theta_S, judged once by the unblocked run) or never (`none`).
+    With `keep_model`, the result also holds the trained model theta_T (in eval mode).
     """
     if judge not in JUDGE_MODES:
         raise ValueError(f"judge must be one of {JUDGE_MODES}, got {judge!r}")
@@ -88,7 +93,8 @@ def finetune_run(
             "train_loss": loss,
             "weight_cosine": weight_cosine(flat_params(model), theta_s, theta_h),
         }
-        if judge == "every" or (judge == "ends" and step in (0, steps)):
+        if (judge == "every" or (judge == "ends" and step in (0, steps))
+                or (judge == "end" and step == steps)):
             row.update(setting.behaviour(model, tok, device))
         rows.append(row)
         model.train()
@@ -117,4 +123,5 @@ def finetune_run(
         np.array([0, *log_steps]),
         digest.hexdigest(),
         time.perf_counter() - start,
+        model.eval() if keep_model else None,
     )

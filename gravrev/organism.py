@@ -14,6 +14,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from gravrev.config import ModelConfig, WorldConfig
 from gravrev.world import ASSISTANT, EOS, PAD, UNK, USER, vocabulary
@@ -25,6 +26,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
 )
 MAX_POSITIONS = 64
+# Loading and saving bars of transformers would drown the stages' own progress bars.
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
 
 
 def build_tokenizer(cfg: WorldConfig) -> PreTrainedTokenizerFast:

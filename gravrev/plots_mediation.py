@@ -1,4 +1,8 @@
-"""Figures of the mediation and route analyses: steering sweeps, patching bars, logit lens."""
+"""Figures of the mediation and route analyses: steering sweeps, patching bars, logit lens.
+
+A frame with a `history` column is pooled: lines and bars show the mean over histories, and
+each history's own value is drawn as a grey point beside them.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,24 @@ def _layer_label(layer: int) -> str:
     return "each layer's own" if layer == EVERY_LAYER else f"layer {layer}"
 
 
+def _pooled(df: pd.DataFrame) -> bool:
+    return "history" in df and df["history"].nunique() > 1
+
+
+def _points(df: pd.DataFrame, ax: plt.Axes, *, x: str, y: str, hue: str, bars: bool) -> None:
+    """Each history's value as a small grey point (dodged like the bars, if bars)."""
+    if not _pooled(df):
+        return
+    order = list(dict.fromkeys(df[hue]))
+    grey = dict.fromkeys(order, "0.25")
+    if bars:
+        sns.stripplot(df, x=x, y=y, hue=hue, hue_order=order, palette=grey, dodge=True,
+                      legend=False, size=3, jitter=0.08, ax=ax)
+    else:
+        sns.scatterplot(df, x=x, y=y, hue=hue, hue_order=order, palette=grey, legend=False,
+                        s=12, alpha=0.6, ax=ax)
+
+
 def plot_mediation(df: pd.DataFrame) -> plt.Figure:
     """Refusal and harmful compliance against the added multiple of v_rev, per checkpoint and
     layer; ablation rows (if any) as bars in the last column.
@@ -40,7 +62,8 @@ def plot_mediation(df: pd.DataFrame) -> plt.Figure:
             cur = add[add["checkpoint"] == name].assign(
                 layer=lambda d: d["layer"].map(_layer_label)
             )
-            sns.lineplot(cur, x="scale", y=col, hue="layer", marker="o", ax=ax)
+            sns.lineplot(cur, x="scale", y=col, hue="layer", marker="o", errorbar=None, ax=ax)
+            _points(cur, ax, x="scale", y=col, hue="layer", bars=False)
             ax.axvline(0, color="0.5", lw=0.8, ls=":")
             ax.set(
                 title=f"{name}: + scale × v_rev",
@@ -52,7 +75,9 @@ def plot_mediation(df: pd.DataFrame) -> plt.Figure:
         if not ablate.empty:
             ax = axes[row, -1]
             cur = ablate.assign(layer=ablate["layer"].map(_layer_label))
-            sns.barplot(cur, x="layer", y=col, hue="checkpoint", ax=ax)
+            sns.barplot(cur, x="layer", y=col, hue="checkpoint", errorbar=None, ax=ax)
+            _points(cur, ax, x="layer", y=col, hue="checkpoint", bars=True)
+            ax.tick_params(axis="x", labelrotation=30)
             ax.set(
                 title="v_rev ablated",
                 xlabel="direction removed (row of v_rev)",
@@ -67,8 +92,9 @@ def plot_mediation(df: pd.DataFrame) -> plt.Figure:
 
 def plot_patching(df: pd.DataFrame) -> plt.Figure:
     """Rates of each recipient with one component group taken from the other checkpoint."""
+    ids = ["patch", "group", *(["history"] if "history" in df else [])]
     long = df.melt(
-        id_vars=["patch", "group"], value_vars=list(MEASURES), var_name="measure", value_name="pct"
+        id_vars=ids, value_vars=list(MEASURES), var_name="measure", value_name="pct"
     ).assign(measure=lambda d: d["measure"].map(MEASURES))
     patches = list(dict.fromkeys(df["patch"]))
     fig, axes = plt.subplots(
@@ -79,7 +105,9 @@ def plot_patching(df: pd.DataFrame) -> plt.Figure:
         sharey=True,
     )
     for ax, patch in zip(axes[0], patches, strict=True):
-        sns.barplot(long[long["patch"] == patch], x="pct", y="group", hue="measure", ax=ax)
+        cur = long[long["patch"] == patch]
+        sns.barplot(cur, x="pct", y="group", hue="measure", errorbar=None, ax=ax)
+        _points(cur, ax, x="pct", y="group", hue="measure", bars=True)
         ax.set(
             title=f"{patch}: {RECIPIENTS.get(patch, patch)}",
             xlabel="percent of harmful prompts",
@@ -96,7 +124,8 @@ def plot_logit_lens(df_by_checkpoint: dict[str, pd.DataFrame]) -> plt.Figure:
     """Refusal-minus-compliance log-probability margin, and both log-probs, after each block."""
     df = pd.concat([d.assign(checkpoint=k) for k, d in df_by_checkpoint.items()], ignore_index=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
-    sns.lineplot(df, x="layer", y="margin", hue="checkpoint", marker="o", ax=left)
+    sns.lineplot(df, x="layer", y="margin", hue="checkpoint", marker="o", errorbar=None, ax=left)
+    _points(df, left, x="layer", y="margin", hue="checkpoint", bars=False)
     left.axhline(0, color="0.5", lw=0.8, ls=":")
     left.set(
         title="Refusal margin at the first answer token",
@@ -105,12 +134,13 @@ def plot_logit_lens(df_by_checkpoint: dict[str, pd.DataFrame]) -> plt.Figure:
     )
     _outside_legend(left, "checkpoint")
     tokens = df.melt(
-        id_vars=["layer", "checkpoint"],
+        id_vars=["layer", "checkpoint", *(["history"] if "history" in df else [])],
         value_vars=["logp_refuse", "logp_comply"],
         var_name="token",
         value_name="logp",
     )
-    sns.lineplot(tokens, x="layer", y="logp", hue="checkpoint", style="token", marker="o", ax=right)
+    sns.lineplot(tokens, x="layer", y="logp", hue="checkpoint", style="token", marker="o",
+                 errorbar=None, ax=right)
     right.set(
         title="Log-probability of each first token",
         xlabel="block (output read through final norm and unembedding)",

@@ -73,13 +73,18 @@ def _mixedlm(df: pd.DataFrame) -> dict | None:
 
 def _ols_cluster(df: pd.DataFrame) -> dict:
     groups = pd.factorize(df["run"])[0]
-    fit = smf.ols("alignment ~ log_step", df).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    if groups.max() < 1:  # one run: no clusters to speak of, plain OLS
+        fit, method = smf.ols("alignment ~ log_step", df).fit(), "ols"
+    else:
+        fit = smf.ols("alignment ~ log_step", df).fit(cov_type="cluster",
+                                                      cov_kwds={"groups": groups})
+        method = "ols_cluster"
     return {
         "slope": float(fit.params["log_step"]),
         "slope_se": float(fit.bse["log_step"]),
         "slope_p": float(fit.pvalues["log_step"]),
         "intercept": float(fit.params["Intercept"]),
-        "method": "ols_cluster",
+        "method": method,
         "converged": True,
     }
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from gravrev.config import resolve
-from gravrev.phases import phase_batch
 from gravrev.organism import build_model, build_tokenizer
+from gravrev.phases import phase_batch
 from gravrev.train import lm_loss, make_optimizer, set_seed
 from gravrev.world import World
 

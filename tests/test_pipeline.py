@@ -1,51 +1,26 @@
 """The smoke preset end to end through `dvc repro`, in a copy of the repository (a few minutes).
 
-One pipeline run is shared by the tests below, which run in file order: the first repro builds
-everything, the second has nothing to do, then an edited notebook re-runs only what follows it.
+One pipeline run (the `smoke_repo` fixture of tests/conftest.py, shared with the browser test)
+serves the tests below, which run in file order: the first repro builds everything, the second
+has nothing to do but validate, an edited chapter or figure re-runs no training, a bad value
+changes no file, and stage history trains the same bytes whatever CPU path the shell asks for.
 """
 
+import hashlib
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+from smoke_pipeline import dvc, ran, run, tail
 
 from gravrev.claims import validate_report
-from gravrev.cli import STAGES
+from gravrev.cli import NOTEBOOKS, STAGES
 
 pytestmark = pytest.mark.pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # the venv's dvc, gravrev, papermill and jupyter-book
-CHAPTERS = STAGES  # every stage renders one chapter
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    # The smoke models are tiny: one thread each keeps the run fast even when something
-    # else (another test run, another repro) competes for the cores.
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def run(cwd: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        list(args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
-
-
-def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return run(cwd, str(BIN / "dvc"), *args)
-
-
-def _tail(proc: subprocess.CompletedProcess, n: int = 6000) -> str:
-    return (proc.stdout + proc.stderr)[-n:]
+TRAINING = {"history", "finetune", "blocking", "mediation", "sweep"}
 
 
 def lock_md5(root: Path, stage: str, out: str) -> str:
@@ -54,103 +29,104 @@ def lock_md5(root: Path, stage: str, out: str) -> str:
     return entry["md5"]
 
 
-def ran(proc: subprocess.CompletedProcess) -> set[str]:
-    """The stages a `dvc repro` actually ran."""
-    return set(re.findall(r"Running stage '([\w-]+)'", proc.stdout + proc.stderr))
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A committed copy of the working tree (tracked and untracked-not-ignored), preset smoke."""
-    root = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():  # a tracked file may be deleted in the working tree
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
-    params = root / "params.yaml"
-    text, n = re.subn(r"(?m)^preset:.*$", "preset: smoke", params.read_text())
-    assert n == 1, "params.yaml has no top-level preset line"
-    params.write_text(text)
-    git = ["git", "-c", "user.name=gravrev tests", "-c", "user.email=tests@gravrev.invalid"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "smoke copy"]):
-        proc = run(root, *git, *args)
-        assert proc.returncode == 0, _tail(proc)
-    return root
-
-
-@pytest.fixture(scope="module")
-def first_repro(repo) -> subprocess.CompletedProcess:
-    proc = dvc(repo, "repro")
-    assert proc.returncode == 0, f"dvc repro failed:\n{_tail(proc)}"
-    return proc
-
-
-def test_first_repro_builds_the_book_and_valid_claims(repo, first_repro):
-    assert ran(first_repro) >= {
-        "history",
-        "finetune",
-        "vrev",
-        "nulls",
-        "blocking",
-        "claims",
-        "book",
+def data_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under data/."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((root / "data").rglob("*"))
+        if p.is_file()
     }
+
+
+@pytest.fixture(scope="module")
+def repo(smoke_repo) -> Path:
+    """The shared smoke copy (tests/conftest.py), already built by its first repro."""
+    return smoke_repo
+
+
+def test_first_repro_builds_the_book_and_valid_claims(repo, smoke_repro):
+    assert ran(smoke_repro) >= {"config", *STAGES, *(f"render_{s}" for s in STAGES), "book"}
     html = repo / "book" / "_build" / "html"
     assert (html / "index.html").is_file()
-    for page in ("claims", "reproduce", "own_model", *(f"executed/{c}" for c in CHAPTERS)):
+    pages = ("claims", "reproduce", "own_model", "scale", *(f"executed/{c}" for c in NOTEBOOKS))
+    for page in pages:
         assert (html / f"{page}.html").is_file(), page
     report = json.loads((repo / "data" / "metrics" / "claims.json").read_text())
     validate_report(report)
     assert report["preset"] == "smoke"
-    for stage in ("history", "finetune", "alignment", "nulls", "blocking"):
-        assert (repo / "data" / "metrics" / f"{stage}.json").is_file(), stage
+    assert all(c["why"] and c["per_history"] for c in report["claims"])
+    for name in ("history", "finetune", "alignment", "nulls", "blocking", "mediation", "sweep"):
+        metrics = (repo / "data" / "metrics" / f"{name}.json").read_text()
+        assert "seconds" not in metrics, f"{name}.json holds wall-clock figures"
 
 
-def test_second_repro_has_nothing_to_do(repo, first_repro):
+def test_second_repro_only_validates(repo, smoke_repro):
     proc = dvc(repo, "repro")
-    assert proc.returncode == 0, _tail(proc)
-    assert ran(proc) == set(), _tail(proc)
-    status = dvc(repo, "status")
-    assert status.returncode == 0, _tail(status)
-    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    assert proc.returncode == 0, tail(proc)
+    assert ran(proc) <= {"config"}, tail(proc)  # validation always runs; nothing else does
 
 
-def test_editing_a_notebook_reruns_that_stage_and_nothing_before(repo, first_repro):
-    before = {
-        out: lock_md5(repo, stage, out)
-        for stage, out in [
-            ("history", "data/history"),
-            ("finetune", "data/finetune"),
-            ("vrev", "data/vrev"),
-        ]
-    }
+def test_editing_a_chapter_reruns_only_its_rendering(repo, smoke_repro):
+    before = {s: lock_md5(repo, s, f"data/{s}") for s in ("history", "finetune", "vrev")}
     path = repo / "notebooks" / "04_nulls.ipynb"
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_markdown_cell("A note added by the pipeline test."))
     nbformat.write(nb, path)
-
-    status = dvc(repo, "status", "--json")
-    assert status.returncode == 0, _tail(status)
-    changed = set(json.loads(status.stdout))
-    assert "nulls" in changed
-    assert not changed & {"history", "finetune", "vrev", "blocking"}, changed
-
     proc = dvc(repo, "repro")
-    assert proc.returncode == 0, _tail(proc)
-    # The book shows the edited chapter; claims re-runs only if nulls.json changed.
-    assert {"nulls", "book"} <= ran(proc), _tail(proc)
-    assert not ran(proc) & {"history", "finetune", "vrev", "blocking"}, _tail(proc)
-    for out, md5 in before.items():
-        stage = out.split("/")[1]
-        assert lock_md5(repo, stage, out) == md5, out
+    assert proc.returncode == 0, tail(proc)
+    assert {"render_nulls", "book"} <= ran(proc), tail(proc)
+    assert not ran(proc) & {*STAGES}, tail(proc)
+    for stage, md5 in before.items():
+        assert lock_md5(repo, stage, f"data/{stage}") == md5, stage
     executed = nbformat.read(repo / "book" / "executed" / "04_nulls.ipynb", as_version=4)
     assert executed.cells[-1].source == "A note added by the pipeline test."
-    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def test_editing_figure_code_reruns_no_training(repo, smoke_repro):
+    plots = repo / "gravrev" / "plots.py"
+    original = plots.read_text()
+    plots.write_text(original + "\n# an edit to the figures\n")
+    try:
+        proc = dvc(repo, "repro", "--dry")
+        assert proc.returncode == 0, tail(proc)
+        assert not ran(proc) & {*STAGES}, tail(proc)
+        assert ran(proc) & {f"render_{s}" for s in STAGES}, tail(proc)
+    finally:
+        plots.write_text(original)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("finetune:\n  steps: -5\n", "finetune.steps"), ("preset: huge\n", "preset")],
+)
+def test_a_bad_value_after_a_run_fails_fast_and_changes_no_file(repo, smoke_repro, override,
+                                                                 field):
+    params = repo / "params.yaml"
+    original = params.read_text()
+    data = yaml.safe_load(original)
+    data.update(yaml.safe_load(override))
+    params.write_text(yaml.safe_dump(data))
+    before = data_digest(repo)
+    try:
+        proc = dvc(repo, "repro")
+        assert proc.returncode != 0
+        assert field in tail(proc), tail(proc)
+        assert not ran(proc) - {"config"}, tail(proc)
+        assert data_digest(repo) == before
+    finally:
+        params.write_text(original)
+
+
+def test_stage_history_trains_the_same_bytes_whatever_the_shell_asks(repo, smoke_repro, tmp_path):
+    """The numeric pins win over the shell: another ATEN/MKL path, the same checkpoints."""
+    other = tmp_path / "repo"
+    for rel in ("params.yaml",):
+        (other / rel).parent.mkdir(parents=True, exist_ok=True)
+        (other / rel).write_text((repo / rel).read_text())
+    env = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}
+    proc = run(other, "gravrev", "run", "history", env=env)
+    assert proc.returncode == 0, tail(proc)
+    for name in ("pretrained", "h0/helpful", "h0/safe", "h1/safe"):
+        a = (repo / "data" / "history" / name / "model.safetensors").read_bytes()
+        b = (other / "data" / "history" / name / "model.safetensors").read_bytes()
+        assert a == b, name

@@ -71,8 +71,15 @@ def test_notebook_is_stripped_and_has_one_parameters_cell(path):
     assert "params_path" in names
 
 
-def test_there_are_notebooks():
-    assert len(NOTEBOOKS) >= 7
+def test_every_stage_renders_one_notebook_and_provenance_closes_the_book():
+    from gravrev.cli import NOTEBOOKS as ORDER
+    from gravrev.cli import STAGES as CHAPTERS
+
+    assert [p.stem for p in NOTEBOOKS] == list(ORDER)
+    for stage, notebook in CHAPTERS.items():
+        assert notebook.split("_", 1)[1] == stage
+        assert (PACKAGE / "stages" / f"{stage}.py").is_file()
+    assert ORDER[-1].endswith("_provenance")
 
 
 # ----------------------------------------------------------------------------- dvc.yaml
@@ -98,14 +105,19 @@ def gravrev_imports(source: str) -> set[str]:
             continue
         for name in names:
             parts = name.split(".")
-            if parts[0] == "gravrev" and len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").is_file():
-                found.add(parts[1])
+            if parts[0] != "gravrev":
+                continue
+            for n in range(len(parts), 1, -1):  # gravrev.stages.vrev -> stages/vrev
+                rel = "/".join(parts[1:n])
+                if (PACKAGE / f"{rel}.py").is_file():
+                    found.add(rel)
+                    break
     return found
 
 
 def package_data(module: str) -> set[str]:
     """gravrev/ files a module names as a string literal (presets.yaml, paper_claims.yaml)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())  # module: e.g. stages/claims
     return {
         n.value
         for n in ast.walk(tree)
@@ -120,8 +132,7 @@ def package_data(module: str) -> set[str]:
 def reached(source: str) -> set[str]:
     """Every gravrev file a source reaches through imports, transitively, as repo paths.
 
-    gravrev/__init__.py runs on every import; it holds only the version (checked below), so it
-    is left out, as is gravrev/cli.py, which runs the notebooks rather than being imported.
+    gravrev/__init__.py runs on every import: it and the numeric pins it applies are added.
     """
     todo, seen = list(gravrev_imports(source)), set()
     while todo:
@@ -129,7 +140,7 @@ def reached(source: str) -> set[str]:
         if module not in seen:
             seen.add(module)
             todo += gravrev_imports((PACKAGE / f"{module}.py").read_text())
-    files = {f"gravrev/{m}.py" for m in seen}
+    files = {f"gravrev/{m}.py" for m in seen} | {"gravrev/__init__.py", "gravrev/numerics.py"}
     for module in seen:
         files |= {f"gravrev/{name}" for name in package_data(module)}
     return files
@@ -148,6 +159,7 @@ def _deps(stage: dict) -> set[str]:
 
 
 def test_reached_follows_imports_transitively():
+    assert "gravrev/stages/claims.py" in reached("from gravrev.stages import claims")
     files = reached("from gravrev import plots\nfrom gravrev.claims import validate_report")
     assert {
         "gravrev/plots.py",
@@ -158,8 +170,9 @@ def test_reached_follows_imports_transitively():
     assert "gravrev/presets.yaml" in reached("import gravrev.config")
 
 
-def test_package_init_imports_nothing_of_gravrev():
-    assert not gravrev_imports((PACKAGE / "__init__.py").read_text())
+def test_package_init_imports_only_the_numeric_pins():
+    assert gravrev_imports((PACKAGE / "__init__.py").read_text()) == {"numerics"}
+    assert not gravrev_imports((PACKAGE / "numerics.py").read_text())
 
 
 def test_every_notebook_is_a_dep_of_exactly_one_stage():
@@ -169,14 +182,32 @@ def test_every_notebook_is_a_dep_of_exactly_one_stage():
         assert len(owners) == 1, f"{rel} is a dep of {owners}"
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_deps_cover_the_modules_its_notebook_reaches(stage):
+COMPUTE = [n for n, s in STAGES.items() if s["cmd"].startswith("gravrev run ")]
+RENDER = [n for n, s in STAGES.items() if s["cmd"].startswith("gravrev notebook ")]
+PRESENTATION = ("notebooks/", "gravrev/plots", "gravrev/publish.py", "gravrev/gluing.py", "book/")
+
+
+@pytest.mark.parametrize("stage", COMPUTE)
+def test_compute_stage_deps_cover_what_its_module_reaches(stage):
+    module = STAGES[stage]["cmd"].split()[-1]
+    missing = sorted(reached(f"import gravrev.stages.{module}") - _deps(STAGES[stage]))
+    assert not missing, f"stage {stage} reaches but does not depend on {missing}"
+
+
+@pytest.mark.parametrize("stage", COMPUTE)
+def test_no_compute_stage_depends_on_a_figure_or_a_page(stage):
+    """Editing a figure's code or a chapter's text re-runs no training."""
+    assert not [d for d in _deps(STAGES[stage]) if d.startswith(PRESENTATION)]
+    assert "data/config.ok" in _deps(STAGES[stage])  # after validation, never before
+
+
+@pytest.mark.parametrize("stage", RENDER)
+def test_render_stage_deps_cover_the_modules_its_notebook_reaches(stage):
     deps = _deps(STAGES[stage])
     notebooks = [d for d in deps if d.startswith("notebooks/") and d.endswith(".ipynb")]
-    assert notebooks, f"stage {stage} has no notebook dep"
-    for nb in notebooks:
-        missing = sorted(reached(notebook_code(ROOT / nb)) - deps)
-        assert not missing, f"stage {stage} ({nb}) reaches but does not depend on {missing}"
+    assert len(notebooks) == 1, f"stage {stage} renders {notebooks}"
+    missing = sorted(reached(notebook_code(ROOT / notebooks[0])) - deps)
+    assert not missing, f"stage {stage} ({notebooks[0]}) reaches but does not depend on {missing}"
 
 
 def test_every_dep_exists_or_is_another_stages_output():

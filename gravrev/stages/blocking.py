@@ -66,7 +66,7 @@ def block_spec(cfg: Config, arm: str, directions: dict, lam: float, pool: list[s
 def _task(cfg: Config, paths: Paths, out, history: str, seed: int, arm: str,
           spec: BlockSpec) -> FinetuneTask:
     return FinetuneTask(cfg, history, paths.history / history, seed, arm,
-                        out / history / f"{arm}_seed{seed}.npz", block=spec, judge="ends")
+                        out / history / f"{arm}_seed{seed}.npz", block=spec, judge="end")
 
 
 def final_alignment(cfg: Config, npz, direction: np.ndarray, mask: np.ndarray) -> tuple:

@@ -46,7 +46,7 @@ def tasks(cfg: Config, paths: Paths, out) -> list[FinetuneTask]:
             for seed in fc.seeds:
                 npz = out / h / f"mixed_seed{seed}.npz"
                 todo.append(FinetuneTask(cfg, h, ckpt, seed, "mixed", npz, mix_safety=True,
-                                         judge="ends"))
+                                         judge="end"))
         for seed in early_seeds(cfg):
             todo.append(FinetuneTask(cfg, h, ckpt, seed, "early", out / h / f"early_seed{seed}.npz",
                                      judge="none", log_steps=early))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gravrev.activations import probe_activations
-from gravrev.config import Config, Paths, ShapeChecks
+from gravrev.config import Config, Paths
 from gravrev.evaluate import behaviour, eval_sets, example_answers
 from gravrev.executor import run_all
 from gravrev.io import atomic_dir, read_json, write_csv, write_json, write_npz
@@ -22,6 +22,7 @@ from gravrev.organism import (
 )
 from gravrev.phases import CHECKPOINTS, probe_set, probes_table, train_phase
 from gravrev.runs import HistoryTask, history_run
+from gravrev.shape import shape_checks
 from gravrev.train import pick_device, set_seed
 from gravrev.world import World
 
@@ -39,27 +40,6 @@ class HistoryResult:
     checks: pd.DataFrame  # history, check, value, threshold, margin, passed
     curves: pd.DataFrame  # history, phase, step, loss
     examples: pd.DataFrame
-
-
-def shape_checks(table: pd.DataFrame, targets: ShapeChecks) -> pd.DataFrame:
-    """Each history against the pre-registered targets; margin > 0 means passed with room."""
-    rows = []
-    for history, g in table[table["checkpoint"] != "pretrained"].groupby("history", sort=False):
-        h = g.set_index("checkpoint").loc["helpful"]
-        s = g.set_index("checkpoint").loc["safe"]
-        measured = [
-            ("theta_H harmful compliance (%)", h["harmful_compliance"], targets.helpful_harmful),
-            ("theta_S refusal (%)", s["refusal_rate"], targets.safe_refusal),
-            ("theta_S latent content (%)", s.get("prefilled_content", float("nan")),
-             targets.safe_latent),
-            ("theta_S benign accuracy - theta_H's (points)",
-             s["benign_accuracy"] - h["benign_accuracy"], -targets.benign_gap),
-        ]
-        for check, value, threshold in measured:
-            margin = float(value) - threshold
-            rows.append({"history": history, "check": check, "value": float(value),
-                         "threshold": float(threshold), "margin": margin, "passed": margin >= 0})
-    return pd.DataFrame(rows)
 
 
 def _train_pretrained(cfg: Config, paths: Paths, out, device: str) -> tuple[dict, float]:

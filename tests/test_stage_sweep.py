@@ -1,0 +1,192 @@
+"""Stage sweep: the smoke grid end to end, the reuse of main cells, flags, and the verdict."""
+
+import dataclasses
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gravrev.config import Paths, resolve
+from gravrev.depth import half_reversion_step
+from gravrev.depth_stats import depth_fit
+from gravrev.io import read_npz
+from gravrev.runs import history_run
+from gravrev.stages import finetune, history, sweep
+
+# ----------------------------------------------------------------------------- hand-made tables
+
+HELPFUL, SAFE, SEEDS = (250, 500, 1000, 2000), (50, 150, 450), (0, 1, 2)
+
+
+def hand_units(rev_slope: float, align_slope: float, noise: float = 0.0) -> pd.DataFrame:
+    """A full grid whose outcomes are linear in log(H/S) with known slopes, seed offsets, noise."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for h in HELPFUL:
+        for s in SAFE:
+            for seed in SEEDS:
+                x = math.log(h / s)
+                rows.append({
+                    "unit": f"H{h}_S{s}_s{seed}", "cell": f"H{h}_S{s}", "helpful_steps": h,
+                    "safe_steps": s, "seed": seed, "reused": False, "log_ratio": x,
+                    "shape_ok": not (h == 250 and s == 450), "failed_checks": "",
+                    "non_refusal_T": 30 + rev_slope * x + 4 * seed + noise * rng.normal(),
+                    "alignment_T": 0.2 + align_slope * x + 0.03 * seed
+                    + noise / 100 * rng.normal(),
+                    "steps_to_half": 10.0 if x > 1 else float("nan"),
+                    "refusal_S": 95.0, "ablation_refusal_drop": 60.0,
+                })
+    return pd.DataFrame(rows)
+
+
+def hand_result(units: pd.DataFrame) -> sweep.SweepResult:
+    empty = pd.DataFrame()
+    return sweep.summarise(units, empty, empty, empty, final_step=100)
+
+
+def test_depth_fit_recovers_a_known_slope():
+    fit = depth_fit(hand_units(8.0, 0.05, noise=1.0), "non_refusal_T")
+    assert fit.ci_low < 8.0 < fit.ci_high
+    assert abs(fit.slope - 8.0) < 1.0
+    assert fit.n_units == len(HELPFUL) * len(SAFE) * len(SEEDS) and fit.n_seeds == len(SEEDS)
+
+
+def test_verdict_supported_when_both_slopes_are_positive():
+    r = hand_result(hand_units(8.0, 0.05, noise=1.0))
+    assert sweep.outcome(r) == sweep.SUPPORTED
+    assert sweep.verdict(r).startswith("Supported")
+
+
+def test_verdict_contradicted_when_a_slope_is_negative():
+    r = hand_result(hand_units(-8.0, 0.05, noise=1.0))
+    assert sweep.outcome(r) == sweep.CONTRADICTED
+    assert sweep.verdict(r).startswith("Contradicted")
+
+
+def test_verdict_not_resolved_without_a_slope():
+    r = hand_result(hand_units(0.0, 0.05, noise=5.0))
+    assert r.fits["non_refusal_T"].ci_low < 0 < r.fits["non_refusal_T"].ci_high
+    assert sweep.outcome(r) == sweep.NOT_RESOLVED
+    assert sweep.verdict(r).startswith("Not resolved")
+
+
+def test_verdict_not_resolved_when_the_outcome_is_constant():
+    units = hand_units(8.0, 0.05, noise=1.0).assign(non_refusal_T=100.0)  # a ceiling
+    r = hand_result(units)
+    assert r.fits["non_refusal_T"].method == "constant"
+    assert sweep.outcome(r) == sweep.NOT_RESOLVED
+
+
+def test_flagged_units_stay_in_the_fit_and_are_counted():
+    units = hand_units(8.0, 0.05, noise=1.0)
+    r = hand_result(units)
+    assert r.fits["non_refusal_T"].n_units == len(units)
+    assert r.fits_passing["non_refusal_T"].n_units == int(units["shape_ok"].sum())
+    text = sweep.findings(r)
+    assert len(text) == 6
+    assert f"shape check: {int((~units['shape_ok']).sum())} " in text[0]
+
+
+def test_half_reversion_step_known_answers():
+    log = pd.DataFrame({"step": [0, 1, 5, 10], "refusal_rate": [80.0, 60.0, 40.0, 10.0]})
+    assert half_reversion_step(log) == 5.0
+    assert math.isnan(half_reversion_step(log.assign(refusal_rate=[80.0, 70, 60, 50])))
+    assert math.isnan(half_reversion_step(log.assign(refusal_rate=0.0)))  # nothing to revert
+
+
+# ----------------------------------------------------------------------------- the smoke grid
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    cfg = resolve({"preset": "smoke"})
+    paths = Paths(tmp_path_factory.mktemp("sweep"))
+    for m in (history, finetune):
+        m.run(cfg, paths)
+    return cfg, paths, sweep.run(cfg, paths)
+
+
+MAIN = "H100_S20_s0"  # smoke: history H = 100, S = 20 steps, seeds 0 and 1; sweep seeds (0,)
+
+
+@pytest.mark.pipeline
+def test_unit_table_has_one_row_per_cell_and_seed(smoke):
+    cfg, _, r = smoke
+    sw = cfg.sweep
+    assert len(r.units) == len(sw.helpful_steps) * len(sw.safe_steps) * len(sw.seeds) == 4
+    assert list(r.units["unit"]) == [u.name for u in sweep.grid(cfg)]
+    assert r.units[["helpful_steps", "safe_steps", "seed"]].duplicated().sum() == 0
+    assert set(r.alignment["unit"]) == set(r.units["unit"])
+    assert (r.units["log_ratio"] == np.log(r.units["helpful_steps"] / r.units["safe_steps"])).all()
+    assert (r.units["non_refusal_T"] == 100 - r.units["refusal_T"]).all()
+    assert r.units["alignment_20"].isna().all()  # smoke logs steps 1, 2, 5, 10 only
+    measured = ["alignment_1", "alignment_T", "v_rev_norm", "weight_distance"]
+    assert r.units[measured].notna().all().all()
+
+
+@pytest.mark.pipeline
+def test_main_cell_reuses_stage_history_and_finetune(smoke):
+    cfg, paths, r = smoke
+    assert set(r.units.loc[r.units["reused"], "unit"]) == {MAIN}
+    assert not (paths.stage("sweep") / MAIN).exists()  # nothing retrained for it
+    for unit in set(r.units["unit"]) - {MAIN}:
+        assert paths.run("sweep", unit, "unblocked", cfg.finetune.seeds[0]).is_file()
+    log = pd.read_csv(paths.stage("finetune") / "log.csv")
+    main = log[(log["history"] == "h0") & (log["arm"] == "unblocked")
+               & (log["seed"] == cfg.finetune.seeds[0])]
+    row = r.units.set_index("unit").loc[MAIN]
+    assert row["refusal_T"] == main.sort_values("step")["refusal_rate"].iloc[-1]
+    assert (r.log[r.log["unit"] == MAIN]["step"].tolist() == main["step"].tolist())
+
+
+@pytest.mark.pipeline
+def test_retraining_the_main_cell_gives_the_reused_bytes(smoke, tmp_path):
+    cfg, paths, _ = smoke
+    unit = sweep.Unit(cfg.history.helpful.steps, cfg.history.safe.steps, cfg.history.seeds[0])
+    history_run(sweep.history_task(cfg, paths, unit, tmp_path))
+    for name in ("helpful", "safe"):
+        again = read_npz(tmp_path / f"acts_{name}.npz")
+        saved = read_npz(paths.acts(name, cfg.histories[0]))
+        assert all(np.array_equal(again[k], saved[k]) for k in saved)
+
+
+@pytest.mark.pipeline
+def test_failed_shape_checks_are_flagged_not_dropped(smoke):
+    _, _, r = smoke
+    per_unit = r.checks.groupby("unit")["passed"].all()
+    assert set(per_unit.index) == set(r.units["unit"])
+    flags = r.units.set_index("unit")["shape_ok"]
+    assert (flags == per_unit.reindex(flags.index)).all()
+    assert ((r.units["failed_checks"] != "") == ~r.units["shape_ok"]).all()
+    assert r.fits["alignment_T"].n_units == len(r.units)
+
+
+@pytest.mark.pipeline
+def test_metrics_and_load_agree_with_run(smoke):
+    cfg, paths, r = smoke
+    again = sweep.load(cfg, paths)
+    pd.testing.assert_frame_equal(again.units, r.units)
+    metrics = json.loads(paths.metrics_file("sweep").read_text())
+    assert "second" not in json.dumps(metrics)
+    assert metrics["outcome"] == sweep.outcome(r)
+    fit = r.fits["alignment_T"]
+    assert metrics["fits"]["alignment_T"]["slope"] == pytest.approx(fit.slope, abs=1e-6)
+    assert metrics["fits"]["alignment_T"]["method"] == fit.method
+    assert [u["unit"] for u in metrics["units"]] == list(r.units["unit"])
+    assert len(sweep.findings(r)) == 6
+
+
+@pytest.mark.pipeline
+def test_the_unit_table_does_not_depend_on_the_workers(smoke, tmp_path):
+    cfg, paths, _ = smoke
+    other = Paths(tmp_path)
+    for stage in ("history", "finetune"):
+        shutil.copytree(paths.stage(stage), other.stage(stage))
+    one = dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor, workers=1))
+    sweep.run(one, other)
+    for name in ("units.csv", "alignment.csv", "log.csv"):
+        assert (other.stage("sweep") / name).read_bytes() == (
+            paths.stage("sweep") / name).read_bytes()
