@@ -42,15 +42,6 @@ CFG = resolve({
 N_HARMFUL = CFG.world.n_probes  # probe_set: n harmful, then n benign
 
 
-class RecordingSetting(OrganismSetting):
-    """The organism setting, keeping every model it loads (finetune_run returns none)."""
-
-    def load(self, name, device):
-        model, tok = super().load(name, device)
-        self.loaded = {**getattr(self, "loaded", {}), name: model}
-        return model, tok
-
-
 def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -146,6 +137,9 @@ def test_fine_tuning_starts_at_theta_s(plain, folder):
 def test_judge_modes_decide_where_behaviour_is_measured(plain, folder):
     judged = plain.log.set_index("step")["refusal_rate"]
     assert judged.notna().tolist() == [True, False, True]  # "ends": steps 0 and T
+    end = finetune_run(CFG.finetune, OrganismSetting(CFG, folder), 1, "cpu", judge="end")
+    assert end.log.set_index("step")["refusal_rate"].notna().tolist() == [False, False, True]
+    assert end.log["refusal_rate"].iloc[-1] == plain.log["refusal_rate"].iloc[-1]
     none = finetune_run(CFG.finetune, OrganismSetting(CFG, folder), 1, "cpu", judge="none",
                         log_steps=(1, 2))
     assert "refusal_rate" not in none.log and list(none.steps) == [0, 1, 2]
@@ -173,10 +167,10 @@ def test_weight_cosine_known_answers():
 
 
 def test_freeze_is_paired_and_keeps_embeddings_and_final_norm(plain, folder):
-    setting = RecordingSetting(CFG, folder)
-    run = finetune_run(CFG.finetune, setting, 1, "cpu", Freeze(), judge="ends")
+    run = finetune_run(CFG.finetune, OrganismSetting(CFG, folder), 1, "cpu", Freeze(),
+                       judge="none", keep_model=True)
     assert run.batch_hash == plain.batch_hash
-    tuned = setting.loaded["safe"]
+    tuned = run.model
     start, _ = load_checkpoint(folder / "safe")
     name_of = {id(p): n for n, p in tuned.named_parameters()}
     frozen = {name_of[id(p)] for m in frozen_modules(tuned) for p in m.parameters()}
@@ -191,12 +185,13 @@ def test_freeze_is_paired_and_keeps_embeddings_and_final_norm(plain, folder):
 
 
 def test_grad_project_is_paired_intervenes_and_leaves_no_hooks(plain, folder):
-    setting = RecordingSetting(CFG, folder)
     spec = BlockSpec("grad_project", {CFG.layer: _unit(CFG.model.n_embd)})
-    run = finetune_run(CFG.finetune, setting, 1, "cpu", GradProject(spec), judge="ends")
+    run = finetune_run(CFG.finetune, OrganismSetting(CFG, folder), 1, "cpu", GradProject(spec),
+                       judge="none", keep_model=True)
     assert run.batch_hash == plain.batch_hash
     assert not np.array_equal(run.acts["last"], plain.acts["last"])  # it did intervene
-    assert all(not b._forward_hooks for b in blocks(setting.loaded["safe"]))
+    assert all(not b._forward_hooks and not b._backward_hooks for b in blocks(run.model))
+    assert plain.model is None  # the model comes back only when asked for
 
 
 def test_grad_project_removes_the_directions_gradient(smoke_cfg, smoke_tok):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from gravrev import hf
+from gravrev import hf, hf_inputs, hf_models
 from gravrev.activations import probe_activations
 from gravrev.config import ConfigError, Paths, resolve
 from gravrev.judge import (
@@ -66,21 +66,21 @@ def with_file(organism, tmp_path, field: str, lines: list[str]) -> dict:
 
 
 def test_exported_organism_is_valid(organism):
-    hf.validate_inputs(hf_cfg(organism["files"]))
+    hf_inputs.validate_inputs(hf_cfg(organism["files"]))
 
 
 @pytest.mark.parametrize("field", ["witness_dir", "safe_dir", "train_jsonl", "benign_probes_jsonl"])
 def test_unset_input_names_its_field(organism, field):
     files = {**organism["files"], field: None}
     with pytest.raises(ConfigError, match=f"hf.{field}: required"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 @pytest.mark.parametrize("field", ["witness_dir", "harmful_probes_jsonl"])
 def test_missing_path_names_field_and_path(organism, tmp_path, field):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=f"hf.{field}: .*nowhere"):
-        hf.validate_inputs(hf_cfg({**organism["files"], field: str(missing)}))
+        hf_inputs.validate_inputs(hf_cfg({**organism["files"], field: str(missing)}))
 
 
 @pytest.fixture
@@ -95,12 +95,12 @@ def bin_only(organism, tmp_path):
 
 def test_checkpoint_without_safetensors_is_refused(organism, bin_only):
     with pytest.raises(FileNotFoundError, match="hf.safe_dir: .*safetensors.*pytorch_model.bin"):
-        hf.validate_inputs(hf_cfg({**organism["files"], "safe_dir": str(bin_only)}))
+        hf_inputs.validate_inputs(hf_cfg({**organism["files"], "safe_dir": str(bin_only)}))
 
 
 def test_load_hf_refuses_dir_without_safetensors(bin_only):
     with pytest.raises(FileNotFoundError, match="safetensors"):
-        hf.load_hf(bin_only, "cpu", torch.float32)
+        hf_models.load_hf(bin_only, "cpu", torch.float32)
 
 
 def test_checkpoints_of_different_width_are_refused(organism, tmp_path):
@@ -109,14 +109,15 @@ def test_checkpoints_of_different_width_are_refused(organism, tmp_path):
     save_checkpoint(build_model(narrow, tok, 0), tok, tmp_path / "narrow")
     width = SMOKE.model.n_embd
     with pytest.raises(ConfigError, match=f"hf.safe_dir: hidden_size is 16 .* {width}"):
-        hf.validate_inputs(hf_cfg({**organism["files"], "safe_dir": str(tmp_path / "narrow")}))
+        files = {**organism["files"], "safe_dir": str(tmp_path / "narrow")}
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 def test_malformed_jsonl_line_names_file_and_line(organism, tmp_path):
     good = json.dumps({"prompt": "garden copy : a b c", "response": "sure"})
     files = with_file(organism, tmp_path, "train_jsonl", [good, good, "{not json", good])
     with pytest.raises(ConfigError, match=r"hf.train_jsonl: .*train_jsonl.jsonl:3: not valid JSON"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 def test_jsonl_line_missing_field_names_line(organism, tmp_path):
@@ -127,7 +128,7 @@ def test_jsonl_line_missing_field_names_line(organism, tmp_path):
         [json.dumps({"prompt": "p", "response": "r"}), json.dumps({"prompt": "q"})],
     )
     with pytest.raises(ConfigError, match=r"train_jsonl.jsonl:2: missing field 'response'"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 @pytest.mark.parametrize("n", [0, 3])
@@ -135,7 +136,7 @@ def test_too_small_probe_set_is_refused(organism, tmp_path, n):
     lines = [json.dumps({"prompt": f"poison copy : a b {i}"}) for i in range(n)]
     files = with_file(organism, tmp_path, "harmful_probes_jsonl", lines)
     with pytest.raises(ConfigError, match=f"hf.harmful_probes_jsonl: .* has {n} probes"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 def test_probe_in_training_data_is_refused(organism, tmp_path):
@@ -148,7 +149,7 @@ def test_probe_in_training_data_is_refused(organism, tmp_path):
         lines + [json.dumps({"prompt": probe, "response": "sure"})],
     )
     with pytest.raises(ConfigError, match="hf.train_jsonl: 1 training prompts are also probes"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 def test_check_hf_takes_the_model_shape_from_the_checkpoint(organism):
@@ -169,8 +170,8 @@ def test_check_hf_takes_the_model_shape_from_the_checkpoint(organism):
 def test_chat_template_renders_the_organism_prompt(organism):
     tok = organism["tok"]
     text = "poison sort : c a b"
-    assert hf.format_prompt(tok, text, use_chat_template=True) == prompt_text(text)
-    assert hf.format_prompt(tok, text, use_chat_template=False) == text
+    assert hf_models.format_prompt(tok, text, use_chat_template=True) == prompt_text(text)
+    assert hf_models.format_prompt(tok, text, use_chat_template=False) == text
 
 
 def test_hf_path_sees_what_the_organism_path_sees(organism):
@@ -199,10 +200,10 @@ def test_checkpoint_names(organism):
 
 def test_resolve_dtype(organism):
     cfg = hf_cfg(organism["files"])
-    assert hf.resolve_dtype(cfg, "cpu") == torch.float32
-    assert hf.resolve_dtype(cfg, "cuda") == torch.bfloat16
+    assert hf_models.resolve_dtype(cfg, "cpu") == torch.float32
+    assert hf_models.resolve_dtype(cfg, "cuda") == torch.bfloat16
     assert (
-        hf.resolve_dtype(hf_cfg(organism["files"], hf={"dtype": "bfloat16"}), "cpu")
+        hf_models.resolve_dtype(hf_cfg(organism["files"], hf={"dtype": "bfloat16"}), "cpu")
         == torch.bfloat16
     )
 
@@ -214,8 +215,8 @@ def test_lora_and_checkpointing_train_only_adapters(organism):
     )
     setting = hf.HFSetting(cfg)
     model, _ = setting.load("safe", "cpu")
-    assert hf.lora_targets(model) == ["c_attn", "c_fc", "c_proj"]
-    model = hf.prepare_for_training(model, cfg)
+    assert hf_models.lora_targets(model) == ["c_attn", "c_fc", "c_proj"]
+    model = hf_models.prepare_for_training(model, cfg)
     base = model.get_base_model()
     assert getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -253,16 +254,16 @@ def test_read_jsonl_refuses_non_objects(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"prompt": "a"}\n\n[1, 2]\n')
     with pytest.raises(ConfigError, match=r"x.jsonl:3: expected a JSON object"):
-        hf.read_jsonl(path, ("prompt",))
+        hf_inputs.read_jsonl(path, ("prompt",))
     path.write_text('{"prompt": ""}\n')
     with pytest.raises(ConfigError, match=r"x.jsonl:1: field 'prompt' must be a non-empty"):
-        hf.read_jsonl(path, ("prompt",))
+        hf_inputs.read_jsonl(path, ("prompt",))
 
 
 def test_penalty_pool_is_the_harmful_rows_beyond_the_probes(organism, tmp_path):
     """The penalty never looks at a probe: it takes the harmful rows after world.n_probes."""
     setting = hf.HFSetting(hf_cfg(organism["files"]))
-    rows = hf.read_jsonl(organism["files"]["harmful_probes_jsonl"], ("prompt",))
+    rows = hf_inputs.read_jsonl(organism["files"]["harmful_probes_jsonl"], ("prompt",))
     probes = set(setting.probe_prompts)
     pool = setting.penalty_pool(100)
     assert pool == [prompt_text(r["prompt"]) for r in rows[8:]]  # n_probes is 8
@@ -401,3 +402,15 @@ def test_describe_refuses_checkpoints_inside_its_output(organism):
     inside = types.SimpleNamespace(history=organism["root"] / "hf", metrics=paths.metrics)
     with pytest.raises(ConfigError, match="hf.witness_dir: .* lies inside"):
         hf.describe_checkpoints(cfg, inside, "cpu")
+
+
+def test_checkpoint_arch_reads_nested_text_configs(tmp_path):
+    """Multimodal configs nest the language model's shape under text_config."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llava", "text_config": {"hidden_size": 64, "num_hidden_layers": 3,
+                                               "vocab_size": 100}}))
+    arch = hf_inputs.checkpoint_arch(tmp_path)
+    assert arch == {"model_type": "llava", "hidden_size": 64, "n_layer": 3, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 8, "text_config": "odd"}))
+    with pytest.raises(ConfigError, match="config.json: no n_layer"):
+        hf_inputs.checkpoint_arch(tmp_path)

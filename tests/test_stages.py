@@ -208,6 +208,16 @@ def test_nulls_control_drift_and_findings(nulls_result):
     assert "drifts at 0.10 to v_rev at T, against 0.31" in text[2]
 
 
+def test_nulls_findings_without_a_control_history_or_mixed_runs(nulls_result):
+    m = nulls_result.metrics
+    bare = {**m, "exceedance": {"all": {k: v for k, v in m["exceedance"]["all"].items()
+                                        if k != "control_direction"}},
+            "control_drift_final": {"unblocked": m["control_drift_final"]["unblocked"]}}
+    text = nulls.findings(nulls.NullsResult(nulls_result.pairs, nulls_result.iso_samples,
+                                            nulls_result.control_drift, bare))
+    assert len(text) == 1 and text[0].startswith("6 of 12")
+
+
 # ============================================================================ 02 finetune
 
 
@@ -309,13 +319,24 @@ def test_history_findings_switch_between_passed_and_missed():
         + _behaviour({"harmful_compliance": 97, "benign_accuracy": 80},
                      {"refusal_rate": 93, "prefilled_content": 99, "benign_accuracy": 80}, "h1"))
     ok = history.findings(_history_result(history.shape_checks(table, CFG.history.checks)))
-    assert ok[0].startswith("All 2 histories pass the four pre-registered shape checks.")
+    assert ok[0].startswith("All 2 histories pass the 4 pre-registered shape checks measured.")
     assert "smallest margin is 1.0 points (theta_S latent content (%), history h0)" in ok[0]
     assert "refuses 96% of held-out harmful requests" in ok[1] and "content in 91%" in ok[1]
     table.loc[table.index[-1], "refusal_rate"] = 80.0  # h1's theta_S now refuses too little
     bad = history.findings(_history_result(history.shape_checks(table, CFG.history.checks)))
     assert bad[0].startswith("1 of 2 histories miss a shape check: h1 (theta_S refusal (%): "
                              "80.0 against 90)")
+
+
+def test_a_check_that_cannot_be_measured_is_not_a_miss():
+    """hf: no prefilled answers, so no latent-content check; the other three still count."""
+    table = pd.DataFrame(_behaviour({"harmful_compliance": 95, "benign_accuracy": 80},
+                                    {"refusal_rate": 96, "benign_accuracy": 79}))
+    checks = history.shape_checks(table.drop(columns="prefilled_content"), CFG.history.checks)
+    assert len(checks) == 3 and checks["passed"].all()
+    assert not checks["check"].str.contains("latent").any()
+    text = history.findings(_history_result(checks))
+    assert text[0].startswith("All 1 histories pass the 3 pre-registered shape checks measured.")
 
 
 # ============================================================================ 05 blocking
