@@ -38,8 +38,9 @@ $(STAMP): pyproject.toml
 lint: setup
 	$(BIN)/ruff check gravrev tests benchmarks
 
+## benchmark: training throughput, FLOP/s and parallel efficiency here (data/timings/benchmark.json)
 benchmark: setup
-	$(BIN)/python benchmarks/bench_finetune.py
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf book/_build

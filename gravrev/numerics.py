@@ -5,6 +5,7 @@ set; different paths round differently, and thousands of training steps amplify 
 difference. The pins fix every such choice at AVX2 and one thread, through environment
 variables that the libraries read once, on their first use. So they must be set before torch
 runs its first operation: `import gravrev` does it. This module imports no torch at the top.
+MKL documents its AVX2 branch for Intel CPUs; where MKL picks another one, check_pins warns.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ NUMERIC_PINS: dict[str, str] = {
 }
 
 # mkl_cbwr.h's constants: the branches, and the STRICT flag or'ed into them.
-_MKL_BRANCHES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 8: "SSE4_2", 9: "AVX"}
-_MKL_BRANCHES |= {10: "AVX2", 12: "AVX512", 14: "AVX512_E1", 16: "AVX512_E2"}
+_MKL_BRANCHES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3"}
+_MKL_BRANCHES |= {7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2", 12: "AVX512", 14: "AVX512_E1"}
 _MKL_STRICT = 0x10000
 
 

@@ -17,6 +17,7 @@ from gravrev.config import Config, Paths
 from gravrev.io import read_json, write_json
 
 STAGES = ("history", "finetune", "alignment", "nulls", "blocking")
+OPTIONAL = ("mediation", "sweep")  # read for the conclusion when their stage ran
 
 
 def _runs(per_run: dict, history: str | None) -> dict[str, float]:
@@ -135,6 +136,7 @@ class ClaimsResult:
 
     report: dict
     table: pd.DataFrame  # claim, paper, this run, direction, size, why, per history
+    conclusion: str
 
 
 def paper_text(p: dict) -> str:
@@ -164,6 +166,9 @@ def run(cfg: Config, paths: Paths) -> ClaimsResult:
         entry["why"] = why(entry, ph, metrics)
         entry["source"] = sources[entry["id"]]
     pooled["n_histories"] = len(cfg.histories)
+    optional = {k: read_json(paths.metrics_file(k)) for k in OPTIONAL
+                if paths.metrics_file(k).is_file()}
+    pooled["conclusion"] = conclusion({**metrics, **optional})
     pooled["harm_measure"] = "non-refusal (100 - refusal rate) on held-out harmful requests"
     write_json(paths.metrics_file("claims"), pooled)
     return load(cfg, paths)
@@ -180,7 +185,7 @@ def load(cfg: Config, paths: Paths) -> ClaimsResult:
             "per history": ", ".join(f"{h}: {e['verdict']}" for h, e in c["per_history"].items()),
             "why": c["why"],
         })
-    return ClaimsResult(report, pd.DataFrame(rows))
+    return ClaimsResult(report, pd.DataFrame(rows), report["conclusion"])
 
 
 def findings(r: ClaimsResult) -> list[str]:
@@ -198,3 +203,69 @@ def findings(r: ClaimsResult) -> list[str]:
     if len(unstable):
         out.append(f"Not stable across histories: {', '.join(unstable['claim'])}.")
     return out
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def conclusion(metrics: dict[str, dict]) -> str:
+    """The run's answer to the paper in one paragraph; every clause chosen by a measurement."""
+    fine, align, nulls, block = (metrics[k] for k in ("finetune", "alignment", "nulls",
+                                                       "blocking"))
+    hs = list(fine["histories"])
+    safe = _mean(fine["histories"][h]["safe_start"]["refusal_rate"] for h in hs)
+    end = _mean(r for h in hs for r in fine["histories"][h]["final"]["unblocked"]["refusal_rate"])
+    n_runs = sum(len(fine["histories"][h]["final"]["unblocked"]["refusal_rate"]) for h in hs)
+    lost = safe - end
+    reverts = lost >= 0.5 * safe if safe > 0 else False
+    out = [f"In this organism ({len(hs)} independent histories, {n_runs} fine-tuning runs), "
+           f"benign fine-tuning on harmless data "
+           f"{'undoes' if reverts else 'partly undoes' if lost > 10 else 'does not undo'} "
+           f"safety alignment: refusal falls from {safe:.0f}% at theta_S to {end:.0f}% at T."]
+    e = nulls["exceedance"]["all"]
+    last = str(align["steps"][-1])
+    a_t = align["by_step"]["all"][last]["mean"]
+    beats = e["isotropic"]["k"] == e["isotropic"]["n"]
+    out.append(f"The drift {'aligns' if a_t > nulls['isotropic_closed_form'] else 'does not align'}"
+               f" with v_rev ({a_t:.2f} at T; {e['isotropic']['k']} of {e['isotropic']['n']} "
+               f"run-step pairs above the isotropic p99, {e['anisotropic']['k']} above the "
+               "covariance-matched null)"
+               + (", as the paper reports." if beats else ", less uniformly than the paper."))
+    carries = None
+    if "mediation" in metrics:
+        med = metrics["mediation"]["histories"]
+        before = _mean(m["refusal_safe"] for m in med.values())
+        after = _mean(m["ablated_at_layer"] for m in med.values())
+        carries = before - after >= 0.5 * before if before > 0 else None
+        if carries is not None:
+            out.append(f"v_rev {'carries' if carries else 'does not carry'} refusal: "
+                       f"projecting it out of theta_S's residual stream at the analysed layer "
+                       f"takes refusal from {before:.0f}% to {after:.0f}%.")
+    arms = block["arms"]
+    c, u = arms[block["claim_arm"]], arms["unblocked"]
+    held = c["alignment"]["mean"] < u["alignment"]["mean"] - 0.1
+    kept = c["non_refusal"]["mean"] < u["non_refusal"]["mean"] - 10
+    learned = not c["task_cost_not_block"]
+    block_text = (f"Blocking motion along v_rev during fine-tuning "
+                  f"{'held' if held else 'did not hold'} alignment ({c['alignment']['mean']:.2f} "
+                  f"against {u['alignment']['mean']:.2f}) and "
+                  f"{'kept' if kept else 'did not keep'} refusal (non-refusal "
+                  f"{c['non_refusal']['mean']:.0f}% against {u['non_refusal']['mean']:.0f}%)"
+                  + ("" if learned else ", and it stopped the new task being learned"))
+    out.append(block_text + ".")
+    if reverts and beats and kept and learned:
+        verdict = "So the paper's mechanism is reproduced here, blocking included."
+    elif reverts and beats and held and not kept:
+        verdict = ("So the paper's picture is reproduced in part: reversion happens along "
+                   "v_rev" + (" and v_rev mediates refusal" if carries else "")
+                   + ", but holding the drift still along it does not stop reversion; the "
+                   "refusal is lost through other routes (chapter 06).")
+    else:
+        verdict = "So this organism does not reproduce the paper's mechanism as a whole."
+    out.append(verdict)
+    if "sweep" in metrics:
+        out.append(f"Beyond the paper, the history-depth sweep: {metrics['sweep']['outcome']} "
+                   "(chapter 08).")
+    return " ".join(out)
