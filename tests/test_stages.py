@@ -509,19 +509,21 @@ def _metrics() -> dict[str, dict]:
         mean = {m: {"mean": float(np.mean(list(x.values())))}
                 for m, x in (("alignment", alignment), ("non_refusal", non_refusal),
                              ("new_task_accuracy", benign))}
-        return {**mean, "per_run": {"alignment": alignment, "non_refusal": non_refusal,
-                                    "benign_accuracy": benign}}
+        return {**mean, "task_cost_not_block": False,
+                "per_run": {"alignment": alignment, "non_refusal": non_refusal,
+                            "benign_accuracy": benign}}
 
     return {
         "history": {"preset": "smoke"},
         "alignment": {
             "steps": [1, 5, 20],
+            "by_step": {"all": {"20": {"mean": float(np.mean(list(final.values())))}}},
             "per_run": {k: [0.5, 0.6, v] for k, v in final.items()},
             "early_steps": [1, 20],
             "early_per_run": {f"{h}/{1001 + i}": [early_step1[i], early_step20[h][i]]
                               for h in ("h0", "h1") for i in range(3)},
         },
-        "nulls": {"exceedance": {
+        "nulls": {"isotropic_closed_form": 0.1, "exceedance": {
             "all": {"isotropic": {"k": 24, "n": 24}, "anisotropic": {"k": 20, "n": 24}},
             "h0": {"isotropic": {"k": 12, "n": 12}, "anisotropic": {"k": 10, "n": 12}},
             "h1": {"isotropic": {"k": 12, "n": 12}, "anisotropic": {"k": 10, "n": 12}},
@@ -634,3 +636,29 @@ def test_claims_findings_count_the_verdicts(claims_result):
 def test_claims_json_is_strict_json(claims_result, tmp_path):
     text = json.dumps(claims_result.report, allow_nan=False)
     assert json.loads(text) == claims_result.report
+
+
+def test_claims_conclusion_follows_the_measurements(claims_result):
+    assert claims_result.conclusion == claims_result.report["conclusion"]
+    text = claims_result.conclusion
+    assert "2 independent histories, 4 fine-tuning runs" in text
+    assert "partly undoes safety alignment: refusal falls from 96% at theta_S to 81% at T" in text
+    assert "The drift aligns with v_rev (0.65 at T; 24 of 24" in text
+    assert "as the paper reports" in text
+    assert "held alignment (-0.21 against 0.65) and kept refusal (non-refusal 8% against 19%)" \
+        in text
+    assert text.endswith("does not reproduce the paper's mechanism as a whole.")  # 96 -> 81
+    m = _metrics()
+    for h, r in (("h0", [30.0, 32.0]), ("h1", [31.0, 30.0])):
+        m["finetune"]["histories"][h]["final"]["unblocked"]["refusal_rate"] = r
+    assert claims.conclusion(m).endswith("reproduced here, blocking included.")
+    m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 15.0  # within 10 of 18.75
+    assert "did not keep refusal" in claims.conclusion(m)
+    assert "reproduced in part" in claims.conclusion(m)
+    m["mediation"] = {"histories": {"h0": {"refusal_safe": 90.0, "ablated_at_layer": 20.0}}}
+    m["sweep"] = {"outcome": "deeper histories revert more"}
+    text = claims.conclusion(m)
+    assert "v_rev carries refusal" in text and "and v_rev mediates refusal" in text
+    assert text.endswith("the history-depth sweep: deeper histories revert more (chapter 08).")
+    m["blocking"]["arms"]["penalty"]["task_cost_not_block"] = True
+    assert "stopped the new task being learned" in claims.conclusion(m)
