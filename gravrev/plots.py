@@ -26,39 +26,6 @@ def training_curves(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def behaviour_bars(table: pd.DataFrame, hue: str = "checkpoint") -> plt.Figure:
-    """Refusal, harmful compliance and benign accuracy (percent) per checkpoint or arm."""
-    cols = [c for c in ("refusal_rate", "harmful_compliance", "benign_accuracy") if c in table]
-    long = table.melt(id_vars=[hue], value_vars=cols, var_name="measure", value_name="percent")
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    sns.barplot(long, x="measure", y="percent", hue=hue, ax=ax, errorbar=("sd", 1))
-    ax.set(
-        title="Behaviour on held-out prompts", xlabel="", ylabel="percent of prompts", ylim=(0, 105)
-    )
-    ax.legend(title=hue, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
-def behaviour_over_steps(log: pd.DataFrame, hue: str = "arm") -> plt.Figure:
-    """Harmful compliance, refusal and benign accuracy across fine-tuning steps."""
-    cols = [c for c in ("harmful_compliance", "refusal_rate", "benign_accuracy") if c in log]
-    fig, axes = plt.subplots(1, len(cols), figsize=(13, 3.4))
-    for ax, col in zip(axes, cols, strict=True):
-        sns.lineplot(log, x="step", y=col, hue=hue, ax=ax, errorbar=("sd", 1), marker="o")
-        ax.set(
-            title=col.replace("_", " "),
-            xlabel="fine-tuning step",
-            ylabel="percent",
-            ylim=(-3, 103),
-        )
-        ax.set_xscale("symlog", linthresh=1)  # step 0 (theta_S) sits at the left edge
-        ax.set_xlim(left=0)
-    fig.suptitle("Behaviour during benign fine-tuning (mean ± sd over seeds)")
-    fig.tight_layout()
-    return fig
-
-
 def alignment_trajectory(
     df: pd.DataFrame, nulls: dict[str, float] | None = None, hue: str | None = None
 ) -> plt.Figure:
@@ -94,18 +61,6 @@ def alignment_trajectory(
     return fig
 
 
-def alignment_vs_harm(df: pd.DataFrame, rho: float) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.scatterplot(df, x="alignment", y="harmful_compliance", hue="step", palette="viridis", ax=ax)
-    ax.set(
-        xlabel="cos(drift, v_rev)",
-        ylabel="harmful compliance (percent)",
-        title=f"Alignment against harmfulness, run-step pairs (Spearman rho = {rho:.2f})",
-    )
-    fig.tight_layout()
-    return fig
-
-
 def layer_position_heatmap(table: pd.DataFrame, title: str) -> plt.Figure:
     """A layer x position grid of mean alignment."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -136,29 +91,6 @@ def null_histograms(samples: dict[str, np.ndarray], observed: np.ndarray) -> plt
         title="Null distributions of cos(drift, direction)",
         xlim=(-1, 1),
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def per_arm(
-    df: pd.DataFrame,
-    y: str,
-    ylabel: str,
-    title: str,
-    intervals: dict[str, tuple[float, float]] | None = None,
-) -> plt.Figure:
-    """One point per arm (mean over seeds), seeds as dots, and an interval per arm if given."""
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    sns.stripplot(df, x="arm", y=y, color="0.5", ax=ax, size=4)
-    means = df.groupby("arm", sort=False)[y].mean()
-    ax.scatter(range(len(means)), means.values, color="C0", s=60, zorder=3, label="mean over seeds")
-    if intervals:
-        lo = [intervals[a][0] for a in means.index]
-        hi = [intervals[a][1] for a in means.index]
-        ax.vlines(range(len(means)), lo, hi, color="C0", lw=2, label="95% interval")
-    ax.set(xlabel="arm", ylabel=ylabel, title=title)
-    ax.tick_params(axis="x", rotation=20)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -219,38 +151,6 @@ def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
         title=f"Batch size ({optimizer}, lr {lr:g})", xlabel="fine-tuning step", xscale="log"
     )
     fig.suptitle("How the fine-tuning setting moves the early steps (first seed)")
-    fig.tight_layout()
-    return fig
-
-
-def lambda_tradeoff(df: pd.DataFrame, new_task: str) -> plt.Figure:
-    """Penalty weight against final alignment, refusal, and old and new task accuracy."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    sns.lineplot(df, x="lambda", y="alignment", marker="o", ax=axes[0])
-    axes[0].set(
-        title="Alignment at T",
-        xlabel="penalty weight lambda",
-        ylabel="cos(drift, v_rev)",
-    )
-    long = df.melt(
-        id_vars=["lambda"],
-        value_vars=[
-            c for c in ("refusal_rate", "benign_accuracy", f"{new_task}_accuracy") if c in df
-        ],
-        var_name="measure",
-        value_name="percent",
-    )
-    sns.lineplot(long, x="lambda", y="percent", hue="measure", marker="o", ax=axes[1])
-    axes[1].set(
-        title="Refusal and task accuracy at T",
-        xlabel="penalty weight lambda",
-        ylabel="percent of held-out prompts",
-        ylim=(-3, 103),
-    )
-    for ax in axes:
-        ax.set_xscale("symlog", linthresh=1)  # lambda 0 (unblocked) sits at the left edge
-        ax.set_xlim(left=0)
-    fig.suptitle("The penalty's trade-off (first seed)")
     fig.tight_layout()
     return fig
 

@@ -22,6 +22,8 @@ def shape_checks(table: pd.DataFrame, targets: ShapeChecks) -> pd.DataFrame:
              s["benign_accuracy"] - h["benign_accuracy"], -targets.benign_gap),
         ]
         for check, value, threshold in measured:
+            if pd.isna(value):  # not measured (hf has no prefilled answers): neither met nor missed
+                continue
             margin = float(value) - threshold
             rows.append({"history": history, "check": check, "value": float(value),
                          "threshold": float(threshold), "margin": margin, "passed": margin >= 0})

@@ -24,7 +24,7 @@ def check_organism(cfg: Config) -> None:
 
 def check_hf(cfg: Config) -> Config:
     """Every hf input (paths, JSONL, checkpoint configs); the model shape from the checkpoint."""
-    from gravrev.hf import checkpoint_arch, validate_inputs
+    from gravrev.hf_inputs import checkpoint_arch, validate_inputs
 
     _check(not cfg.finetune.mixed_control, "finetune.mixed_control",
            "must be false for hf: the mixed control needs the safety phase's data")

@@ -159,3 +159,32 @@ def test_validate_rejects_missing_number_in_compared_claim():
     del entry["rule"]
     with pytest.raises(ValueError, match="alignment_step20.*rule"):
         claims.validate_report(report)
+
+
+SIZE_CASES = [
+    # (claim, measured, direction, size verdict)
+    ({"mean": 0.4, "sd": 0.05}, {"mean": 0.9, "ci_low": 0.3, "ci_high": 1.5}, "holds", "holds"),
+    ({"mean": 0.4, "sd": 0.05}, {"mean": 0.49, "ci_low": 0.48, "ci_high": 0.5}, "holds", "holds"),
+    ({"mean": 0.4, "sd": 0.05}, {"mean": 0.52, "ci_low": 0.51, "ci_high": 0.53}, "holds",
+     "does not hold"),
+    ({"mean": 0.4, "sd": 0.05}, {"mean": 0.4, "ci_low": 0.3, "ci_high": 0.5}, "not comparable",
+     "not comparable"),
+    ({"count": 24, "of": 24}, {"k": 12, "n": 12}, "holds", "holds"),
+    ({"count": 24, "of": 24}, {"k": 11, "n": 12}, "does not hold", "does not hold"),
+    ({"statement": "little task cost"}, {"mean": 1.0}, "holds", "not comparable"),
+]
+
+
+@pytest.mark.parametrize(("claim", "measured", "direction", "size"), SIZE_CASES)
+def test_size_verdict(claim, measured, direction, size):
+    verdict, rule = claims.size_verdict(claim, measured, direction)
+    assert verdict == size
+    assert rule.endswith(".")
+
+
+def test_schema_names_are_importable_from_claims():
+    from gravrev import claims_schema
+
+    assert claims.validate_report is claims_schema.validate_report
+    assert claims.VERDICTS == claims_schema.VERDICTS == ("holds", "does not hold",
+                                                         "not comparable")

@@ -1,16 +1,16 @@
 """The hf preset on the organism's own checkpoints (random weights): validation, loading, judges."""
 
+import dataclasses
 import json
 import shutil
 import types
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from gravrev import hf
+from gravrev import hf, hf_inputs, hf_models
 from gravrev.activations import probe_activations
 from gravrev.config import ConfigError, Paths, resolve
 from gravrev.judge import (
@@ -28,6 +28,7 @@ from gravrev.organism import (
     prompt_text,
     save_checkpoint,
 )
+from gravrev.validation import check_hf
 from gravrev.world import Request, World, compliant_answer, judge, refusal_answer
 
 SMOKE = resolve({"preset": "smoke"})
@@ -65,21 +66,21 @@ def with_file(organism, tmp_path, field: str, lines: list[str]) -> dict:
 
 
 def test_exported_organism_is_valid(organism):
-    hf.validate_inputs(hf_cfg(organism["files"]))
+    hf_inputs.validate_inputs(hf_cfg(organism["files"]))
 
 
 @pytest.mark.parametrize("field", ["witness_dir", "safe_dir", "train_jsonl", "benign_probes_jsonl"])
 def test_unset_input_names_its_field(organism, field):
     files = {**organism["files"], field: None}
     with pytest.raises(ConfigError, match=f"hf.{field}: required"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 @pytest.mark.parametrize("field", ["witness_dir", "harmful_probes_jsonl"])
 def test_missing_path_names_field_and_path(organism, tmp_path, field):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=f"hf.{field}: .*nowhere"):
-        hf.validate_inputs(hf_cfg({**organism["files"], field: str(missing)}))
+        hf_inputs.validate_inputs(hf_cfg({**organism["files"], field: str(missing)}))
 
 
 @pytest.fixture
@@ -94,27 +95,29 @@ def bin_only(organism, tmp_path):
 
 def test_checkpoint_without_safetensors_is_refused(organism, bin_only):
     with pytest.raises(FileNotFoundError, match="hf.safe_dir: .*safetensors.*pytorch_model.bin"):
-        hf.validate_inputs(hf_cfg({**organism["files"], "safe_dir": str(bin_only)}))
+        hf_inputs.validate_inputs(hf_cfg({**organism["files"], "safe_dir": str(bin_only)}))
 
 
 def test_load_hf_refuses_dir_without_safetensors(bin_only):
     with pytest.raises(FileNotFoundError, match="safetensors"):
-        hf.load_hf(bin_only, "cpu", torch.float32)
+        hf_models.load_hf(bin_only, "cpu", torch.float32)
 
 
 def test_checkpoints_of_different_width_are_refused(organism, tmp_path):
     tok = organism["tok"]
-    narrow = SMOKE.model.__class__(arch="gpt2", n_embd=32, n_layer=2, n_head=2)
+    narrow = dataclasses.replace(SMOKE.model, n_embd=16)
     save_checkpoint(build_model(narrow, tok, 0), tok, tmp_path / "narrow")
-    with pytest.raises(ConfigError, match="hf.safe_dir: hidden_size is 32 .* 64"):
-        hf.validate_inputs(hf_cfg({**organism["files"], "safe_dir": str(tmp_path / "narrow")}))
+    width = SMOKE.model.n_embd
+    with pytest.raises(ConfigError, match=f"hf.safe_dir: hidden_size is 16 .* {width}"):
+        files = {**organism["files"], "safe_dir": str(tmp_path / "narrow")}
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 def test_malformed_jsonl_line_names_file_and_line(organism, tmp_path):
     good = json.dumps({"prompt": "garden copy : a b c", "response": "sure"})
     files = with_file(organism, tmp_path, "train_jsonl", [good, good, "{not json", good])
     with pytest.raises(ConfigError, match=r"hf.train_jsonl: .*train_jsonl.jsonl:3: not valid JSON"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 def test_jsonl_line_missing_field_names_line(organism, tmp_path):
@@ -125,7 +128,7 @@ def test_jsonl_line_missing_field_names_line(organism, tmp_path):
         [json.dumps({"prompt": "p", "response": "r"}), json.dumps({"prompt": "q"})],
     )
     with pytest.raises(ConfigError, match=r"train_jsonl.jsonl:2: missing field 'response'"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 @pytest.mark.parametrize("n", [0, 3])
@@ -133,7 +136,7 @@ def test_too_small_probe_set_is_refused(organism, tmp_path, n):
     lines = [json.dumps({"prompt": f"poison copy : a b {i}"}) for i in range(n)]
     files = with_file(organism, tmp_path, "harmful_probes_jsonl", lines)
     with pytest.raises(ConfigError, match=f"hf.harmful_probes_jsonl: .* has {n} probes"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
 def test_probe_in_training_data_is_refused(organism, tmp_path):
@@ -146,15 +149,19 @@ def test_probe_in_training_data_is_refused(organism, tmp_path):
         lines + [json.dumps({"prompt": probe, "response": "sure"})],
     )
     with pytest.raises(ConfigError, match="hf.train_jsonl: 1 training prompts are also probes"):
-        hf.validate_inputs(hf_cfg(files))
+        hf_inputs.validate_inputs(hf_cfg(files))
 
 
-def test_layer_out_of_range_for_checkpoint(organism):
-    hf.validate_inputs(hf_cfg(organism["files"], analysis={"layer": -1}))
-    hf.validate_inputs(hf_cfg(organism["files"], analysis={"layer": 1}))
+def test_check_hf_takes_the_model_shape_from_the_checkpoint(organism):
+    """The hf preset's model section is the organism's; the checkpoint decides the shape."""
+    cfg = hf_cfg(organism["files"])
+    assert cfg.model.n_layer != SMOKE.model.n_layer  # tiny's shape, before the check
+    checked = check_hf(cfg)
+    assert (checked.model.n_layer, checked.model.n_embd) == (2, SMOKE.model.n_embd)
+    assert checked.layer == 1  # -1: the middle of the checkpoint's 2 layers
+    assert check_hf(hf_cfg(organism["files"], analysis={"layer": 1})).layer == 1
     with pytest.raises(ConfigError, match="analysis.layer: 2 is out of range.* 2 layers"):
-        hf.validate_inputs(hf_cfg(organism["files"], analysis={"layer": 2}))
-    assert hf.analysis_layer(hf_cfg(organism["files"])) == 1
+        check_hf(hf_cfg(organism["files"], analysis={"layer": 2}))
 
 
 # ----------------------------------------------------------------------------- prompts, models
@@ -163,14 +170,14 @@ def test_layer_out_of_range_for_checkpoint(organism):
 def test_chat_template_renders_the_organism_prompt(organism):
     tok = organism["tok"]
     text = "poison sort : c a b"
-    assert hf.format_prompt(tok, text, use_chat_template=True) == prompt_text(text)
-    assert hf.format_prompt(tok, text, use_chat_template=False) == text
+    assert hf_models.format_prompt(tok, text, use_chat_template=True) == prompt_text(text)
+    assert hf_models.format_prompt(tok, text, use_chat_template=False) == text
 
 
 def test_hf_path_sees_what_the_organism_path_sees(organism):
     """Same probes, prompts and activations through load_hf as through the organism's loader."""
     cfg = hf_cfg(organism["files"])
-    setting = hf.HFSetting(cfg, Paths(organism["root"]))
+    setting = hf.HFSetting(cfg)
     world = World(cfg.world)
     reqs = world.probe_requests("harmful", 8) + world.probe_requests("benign", 8)
     assert setting.probe_prompts == [prompt_text(r.text) for r in reqs]
@@ -183,33 +190,33 @@ def test_hf_path_sees_what_the_organism_path_sees(organism):
     assert setting.judge().name == "organism_exact"
 
 
-def test_checkpoint_names_and_branches(organism):
-    setting = hf.HFSetting(hf_cfg(organism["files"]), Paths(organism["root"]))
+def test_checkpoint_names(organism):
+    setting = hf.HFSetting(hf_cfg(organism["files"]))
     assert str(setting.checkpoint_dir("helpful")) == organism["files"]["witness_dir"]
+    assert str(setting.checkpoint_dir("safe")) == organism["files"]["safe_dir"]
     with pytest.raises(ValueError, match="pretrained"):
         setting.checkpoint_dir("pretrained")
-    with pytest.raises(ValueError, match="control"):
-        setting.checkpoint_dir("safe", branch="control")
 
 
 def test_resolve_dtype(organism):
     cfg = hf_cfg(organism["files"])
-    assert hf.resolve_dtype(cfg, "cpu") == torch.float32
-    assert hf.resolve_dtype(cfg, "cuda") == torch.bfloat16
+    assert hf_models.resolve_dtype(cfg, "cpu") == torch.float32
+    assert hf_models.resolve_dtype(cfg, "cuda") == torch.bfloat16
     assert (
-        hf.resolve_dtype(hf_cfg(organism["files"], hf={"dtype": "bfloat16"}), "cpu")
+        hf_models.resolve_dtype(hf_cfg(organism["files"], hf={"dtype": "bfloat16"}), "cpu")
         == torch.bfloat16
     )
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft's call
 def test_lora_and_checkpointing_train_only_adapters(organism):
     cfg = hf_cfg(
         organism["files"], hf={"lora": True, "lora_rank": 2, "gradient_checkpointing": True}
     )
-    setting = hf.HFSetting(cfg, Paths(organism["root"]))
+    setting = hf.HFSetting(cfg)
     model, _ = setting.load("safe", "cpu")
-    assert hf.lora_targets(model) == ["c_attn", "c_fc", "c_proj"]
-    model = hf.prepare_for_training(model, cfg)
+    assert hf_models.lora_targets(model) == ["c_attn", "c_fc", "c_proj"]
+    model = hf_models.prepare_for_training(model, cfg)
     base = model.get_base_model()
     assert getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -229,7 +236,7 @@ def test_lora_and_checkpointing_train_only_adapters(organism):
 
 
 def test_benign_batch_is_deterministic_and_held_out(organism):
-    setting = hf.HFSetting(hf_cfg(organism["files"]), Paths(organism["root"]))
+    setting = hf.HFSetting(hf_cfg(organism["files"]))
     a = setting.benign_batch(np.random.default_rng(7), 8)
     b = setting.benign_batch(np.random.default_rng(7), 8)
     c = setting.benign_batch(np.random.default_rng(8), 8)
@@ -239,7 +246,6 @@ def test_benign_batch_is_deterministic_and_held_out(organism):
     assert len(setting.train_rows) == 180 and len(setting.heldout_rows) == 20
     held = {r["prompt"] for r in setting.heldout_rows}
     assert not held & {r["prompt"] for r in setting.train_rows}
-    assert setting.penalty_prompts(3) == [prompt_text(r["prompt"]) for r in setting.train_rows[:3]]
     with pytest.raises(NotImplementedError, match="mixed_control"):
         setting.benign_batch(np.random.default_rng(7), 8, mix_safety=True)
 
@@ -248,10 +254,25 @@ def test_read_jsonl_refuses_non_objects(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"prompt": "a"}\n\n[1, 2]\n')
     with pytest.raises(ConfigError, match=r"x.jsonl:3: expected a JSON object"):
-        hf.read_jsonl(path, ("prompt",))
+        hf_inputs.read_jsonl(path, ("prompt",))
     path.write_text('{"prompt": ""}\n')
     with pytest.raises(ConfigError, match=r"x.jsonl:1: field 'prompt' must be a non-empty"):
-        hf.read_jsonl(path, ("prompt",))
+        hf_inputs.read_jsonl(path, ("prompt",))
+
+
+def test_penalty_pool_is_the_harmful_rows_beyond_the_probes(organism, tmp_path):
+    """The penalty never looks at a probe: it takes the harmful rows after world.n_probes."""
+    setting = hf.HFSetting(hf_cfg(organism["files"]))
+    rows = hf_inputs.read_jsonl(organism["files"]["harmful_probes_jsonl"], ("prompt",))
+    probes = set(setting.probe_prompts)
+    pool = setting.penalty_pool(100)
+    assert pool == [prompt_text(r["prompt"]) for r in rows[8:]]  # n_probes is 8
+    assert pool and not set(pool) & probes
+    assert setting.penalty_pool(3) == pool[:3]
+    # With no rows beyond the probes, the probes themselves are all there is.
+    exact = with_file(organism, tmp_path, "harmful_probes_jsonl",
+                      [json.dumps(r) for r in rows[:8]])
+    assert hf.HFSetting(hf_cfg(exact)).penalty_pool(100) == setting.probe_prompts[:8]
 
 
 # ----------------------------------------------------------------------------- judges
@@ -349,29 +370,30 @@ def test_make_judge_picks_by_preset(organism, tmp_path):
 # ----------------------------------------------------------------------------- stage 01
 
 
-def test_describe_checkpoints_writes_metrics_and_activations(organism, tmp_path):
+def test_describe_checkpoints_evaluates_both_and_takes_their_activations(organism, tmp_path):
     cfg = hf_cfg(organism["files"])
-    paths = Paths(tmp_path / "repo")
-    result = hf.describe_checkpoints(cfg, paths, "cpu")
-    metrics = json.loads((paths.metrics / "history.json").read_text())
-    assert metrics["preset"] == "hf"
-    assert [(r["branch"], r["checkpoint"]) for r in metrics["checkpoints"]] == [
-        ("main", "helpful"),
-        ("main", "safe"),
-    ]
-    for row in metrics["checkpoints"]:
+    d = hf.describe_checkpoints(cfg, Paths(tmp_path / "repo"), "cpu")
+    assert not (tmp_path / "repo").exists()  # stage 01 writes; describe only measures
+    assert list(d.behaviour["checkpoint"]) == ["helpful", "safe"]
+    assert set(d.behaviour["history"]) == {cfg.histories[0]}
+    for row in d.behaviour.to_dict(orient="records"):
         assert row["n_harmful"] == 8 and row["refusals"] + row["harmful_answers"] <= 8
         assert 0 <= row["benign_accuracy"] <= 100 and row["benign_loss"] > 0
+    reqs = World(cfg.world).probe_requests("harmful", 8) + World(cfg.world).probe_requests(
+        "benign", 8)
+    prompts = [prompt_text(r.text) for r in reqs]
     for name in ("helpful", "safe"):
-        with np.load(paths.history / f"acts_{name}.npz") as z:
-            assert set(z.files) == {"last", "mean"} and z["last"].shape == (2, 16, 64)
-    probes = pd.read_csv(paths.history / "probes.csv")
-    assert list(probes.columns) == ["kind", "topic", "task", "text"] and len(probes) == 16
-    assert result.summary["witness_kind"] == "helpful-only checkpoint"
-    assert result.summary["judge"] == "organism_exact" and result.summary["n_layer"] == 2
-    assert list(result.examples.columns) == ["helpful", "safe"] and result.curves is None
-    assert {"helpful_verdict", "safe_verdict", "benign_verdict"} <= set(result.checks)
-    assert np.isnan(result.checks["seconds_safe"])
+        assert set(d.acts[name]) == {"last", "mean"}
+        assert d.acts[name]["last"].shape == (2, 16, SMOKE.model.n_embd)
+        model, tok = load_checkpoint(organism["root"] / "history" / name)
+        np.testing.assert_array_equal(d.acts[name]["last"],
+                                      probe_activations(model, tok, prompts, "cpu")["last"])
+    assert list(d.probes.columns) == ["kind", "topic", "task", "text"] and len(d.probes) == 16
+    assert list(d.probes["kind"]) == ["harmful"] * 8 + ["benign"] * 8
+    assert list(d.examples.columns) == ["prompt", "helpful", "safe"] and len(d.examples) == 4
+    assert d.judge == "organism_exact"
+    model, _ = load_checkpoint(organism["root"] / "history" / "safe")
+    assert d.n_params == sum(p.numel() for p in model.parameters())
 
 
 def test_describe_refuses_checkpoints_inside_its_output(organism):
@@ -380,3 +402,15 @@ def test_describe_refuses_checkpoints_inside_its_output(organism):
     inside = types.SimpleNamespace(history=organism["root"] / "hf", metrics=paths.metrics)
     with pytest.raises(ConfigError, match="hf.witness_dir: .* lies inside"):
         hf.describe_checkpoints(cfg, inside, "cpu")
+
+
+def test_checkpoint_arch_reads_nested_text_configs(tmp_path):
+    """Multimodal configs nest the language model's shape under text_config."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llava", "text_config": {"hidden_size": 64, "num_hidden_layers": 3,
+                                               "vocab_size": 100}}))
+    arch = hf_inputs.checkpoint_arch(tmp_path)
+    assert arch == {"model_type": "llava", "hidden_size": 64, "n_layer": 3, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 8, "text_config": "odd"}))
+    with pytest.raises(ConfigError, match="config.json: no n_layer"):
+        hf_inputs.checkpoint_arch(tmp_path)

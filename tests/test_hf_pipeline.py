@@ -1,8 +1,9 @@
 """The `hf` code path on the exported organism reproduces the organism path's science.
 
-Same checkpoints, same probes: v_rev must match to float precision. The fine-tuning data
-differ in order (the hf path samples JSONL rows, the organism samples its world), so the
-alignment trajectories are compared within a stated tolerance, ALIGNMENT_TOLERANCE.
+Same checkpoints, same probes: stage 01's activations and v_rev must match to float precision.
+The fine-tuning data differ in order (the hf path samples JSONL rows, the organism samples its
+world), so the alignment trajectories are compared within a stated tolerance,
+ALIGNMENT_TOLERANCE.
 """
 
 from __future__ import annotations
@@ -10,68 +11,106 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
-from gravrev.analysis import alignment_table, chosen, directions
 
 from gravrev.config import Paths, resolve
-from gravrev.finetune import run_finetune
-from gravrev.hf import HFSetting, describe_checkpoints, export_organism
-from gravrev.phases import build_history
-from gravrev.setting import OrganismSetting
+from gravrev.hf import export_organism
+from gravrev.io import read_npz, write_csv
+from gravrev.organism import build_model, build_tokenizer, save_checkpoint
+from gravrev.phases import probe_set, probes_table, train_phase
+from gravrev.runs import FinetuneTask, HistoryTask, finetune_task, history_run
+from gravrev.stages import history as history_stage
+from gravrev.stages import vrev
+from gravrev.validation import check_hf
+from gravrev.world import World
 
 ALIGNMENT_TOLERANCE = 0.25  # |mean alignment difference| per logged step, organism vs hf
+PRETRAIN_STEPS = 30
 
 FAST = {
-    "model": {"n_embd": 64, "n_layer": 2, "n_head": 2},
     "world": {"n_probes": 16, "n_eval": 16},
-    "history": {
-        "pretrain": {"steps": 120},
-        "helpful": {"steps": 120},
-        "safe": {"steps": 30},
-        "safe_snapshots": 2,
-        "control": False,
-    },
-    "finetune": {"seeds": [1, 2], "steps": 10, "log_steps": [1, 5, 10], "mixed_control": False},
+    "history": {"seeds": [0], "helpful": {"steps": 30, "batch_size": 16},
+                "safe": {"steps": 8, "batch_size": 16}, "safe_snapshots": 2},
+    "finetune": {"seeds": [1, 2], "steps": 10, "warmup": 2, "log_steps": [1, 5, 10],
+                 "mixed_control": False},
 }
+
+
+def _organism(cfg, paths: Paths) -> None:
+    """Stage 01's layout for one history: theta_P trained briefly, then H -> S."""
+    tok = build_tokenizer(cfg.world)
+    model = build_model(cfg.model, tok, 0)
+    train_phase(model, World(cfg.world), tok, "pretrain",
+                dataclasses.replace(cfg.history.pretrain, steps=PRETRAIN_STEPS), 0, "cpu")
+    save_checkpoint(model.eval(), tok, paths.pretrained)
+    h = cfg.histories[0]
+    history_run(HistoryTask(cfg, h, 0, cfg.history.helpful, cfg.history.safe, paths.pretrained,
+                            paths.checkpoint("safe", h).parent))
+    write_csv(paths.probes, probes_table(probe_set(World(cfg.world), cfg.world.n_probes)))
+
+
+def _finetune(cfg, paths: Paths) -> pd.DataFrame:
+    """The unblocked runs of stage 02 (what vrev reads), through the executor's unit."""
+    h, rows = cfg.histories[0], []
+    for seed in cfg.finetune.seeds:
+        task = FinetuneTask(cfg, h, paths.checkpoint("safe", h).parent, seed, "unblocked",
+                            paths.run("finetune", h, "unblocked", seed), judge="none")
+        rows.append({"history": h, "arm": "unblocked", "seed": seed,
+                     "batch_hash": finetune_task(task).batch_hash})
+    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
-    org_root = tmp_path_factory.mktemp("organism")
     org_cfg = resolve({"preset": "smoke", **FAST})
-    org_paths = Paths(org_root)
-    build_history(org_cfg, org_paths, "cpu")
-    run_finetune(org_cfg, org_paths, OrganismSetting(org_cfg, org_paths), "cpu")
+    org_paths = Paths(tmp_path_factory.mktemp("organism"))
+    _organism(org_cfg, org_paths)
+    org_runs = _finetune(org_cfg, org_paths)
 
-    files = export_organism(org_paths.history, tmp_path_factory.mktemp("export"), org_cfg)
-    hf_cfg = resolve(
-        {
-            "preset": "hf",
-            **{k: v for k, v in FAST.items() if k != "model"},
-            "hf": {k: str(v) for k, v in files.items()},
-        }
-    )
+    folder = org_paths.checkpoint("safe", org_cfg.histories[0]).parent
+    files = export_organism(folder, tmp_path_factory.mktemp("export"), org_cfg)
+    hf_cfg = check_hf(resolve({"preset": "hf", **FAST,
+                               "hf": {k: str(v) for k, v in files.items()}}))
     hf_cfg = dataclasses.replace(hf_cfg, finetune=org_cfg.finetune, analysis=org_cfg.analysis)
     hf_paths = Paths(tmp_path_factory.mktemp("hf"))
-    describe_checkpoints(hf_cfg, hf_paths, "cpu")
-    run_finetune(hf_cfg, hf_paths, HFSetting(hf_cfg, hf_paths), "cpu")
-    return (org_cfg, org_paths), (hf_cfg, hf_paths)
+    history_stage.run(hf_cfg, hf_paths)  # stage 01 of the hf preset: describe, no training
+    hf_runs = _finetune(hf_cfg, hf_paths)
+    return (org_cfg, org_paths, org_runs), (hf_cfg, hf_paths, hf_runs)
+
+
+def test_hf_stage_01_writes_the_organisms_layout(both):
+    (org_cfg, org_paths, _), (hf_cfg, hf_paths, _) = both
+    assert hf_cfg.model.n_layer == org_cfg.model.n_layer  # read from the checkpoint
+    for name in ("helpful", "safe"):
+        org = read_npz(org_paths.acts(name, "h0"))
+        hf = read_npz(hf_paths.acts(name, "h0"))
+        for pos in ("last", "mean"):
+            np.testing.assert_allclose(hf[pos], org[pos], atol=1e-5)
+    org_probes, hf_probes = pd.read_csv(org_paths.probes), pd.read_csv(hf_paths.probes)
+    assert list(hf_probes["kind"]) == list(org_probes["kind"])
+    assert list(hf_probes["text"]) == list(org_probes["text"])
 
 
 def test_v_rev_is_the_same_on_both_paths(both):
-    (org_cfg, org_paths), (hf_cfg, hf_paths) = both
-    org = directions(org_cfg, org_paths)["checkpoint_diff"]
-    hf = directions(hf_cfg, hf_paths)["checkpoint_diff"]
+    (org_cfg, org_paths, _), (hf_cfg, hf_paths, _) = both
+    org = vrev.directions(org_cfg, org_paths, "h0")
+    hf = vrev.directions(hf_cfg, hf_paths, "h0")
+    assert ("checkpoint_diff", "last") in hf
     for pos in ("last", "mean"):
-        np.testing.assert_allclose(hf[pos], org[pos], atol=1e-5)
+        key = ("checkpoint_diff", pos)
+        np.testing.assert_allclose(hf[key], org[key], atol=1e-5)
 
 
 def test_alignment_trajectory_agrees_within_tolerance(both):
     means = []
-    for cfg, paths in both:
-        v = directions(cfg, paths)["checkpoint_diff"]
-        table = chosen(alignment_table(cfg, paths, v, ["unblocked"]), cfg)
-        means.append(table.groupby("step")["alignment"].mean())
+    for cfg, paths, runs in both:
+        dirs = {"h0": {k: v for k, v in vrev.directions(cfg, paths, "h0").items()
+                       if k == ("checkpoint_diff", "last")}}
+        table = vrev.alignment_table(cfg, paths, "finetune", runs, dirs)
+        cell = table[table["layer"] == cfg.layer]
+        means.append(cell.groupby("step")["alignment"].mean())
     org, hf = means
-    assert list(org.index) == list(hf.index)
+    assert list(org.index) == list(hf.index) == [1, 5, 10]
+    assert (org > 0).all()  # the organism's drift does align with v_rev (not a vacuous match)
     assert np.all(np.abs(org.to_numpy() - hf.to_numpy()) <= ALIGNMENT_TOLERANCE), (org, hf)

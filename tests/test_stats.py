@@ -122,3 +122,11 @@ def test_trajectory_model_missing_column():
     df = _trajectory(0.05).drop(columns=["step"])
     with pytest.raises(ValueError, match="step"):
         stats.trajectory_model(df)
+
+
+def test_trajectory_model_of_one_run_is_plain_ols():
+    one = _trajectory(run_sd=0.05)
+    one = one[one["run"] == "seed0"]
+    r = stats.trajectory_model(one)
+    assert r["method"] == "ols"
+    assert abs(r["slope"] - 0.05) <= 3 * r["slope_se"] and r["slope_se"] > 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gravrev.config import Paths
-from gravrev.organism import build_model, save_checkpoint
+from gravrev.organism import build_model, prompt_text, save_checkpoint
 from gravrev.setting import OrganismSetting
 from gravrev.world import (
     BENIGN_TOPICS,
@@ -111,10 +111,9 @@ def test_safe_world_refuses_harm_and_answers_benign(world):
 @pytest.fixture(scope="module")
 def setting(smoke_cfg, smoke_tok, tmp_path_factory):
     paths = Paths(tmp_path_factory.mktemp("world_root"))
-    save_checkpoint(
-        build_model(smoke_cfg.model, smoke_tok, seed=0), smoke_tok, paths.checkpoint("safe")
-    )
-    return OrganismSetting(smoke_cfg, paths)
+    folder = paths.checkpoint("safe", "h0").parent
+    save_checkpoint(build_model(smoke_cfg.model, smoke_tok, seed=0), smoke_tok, folder / "safe")
+    return OrganismSetting(smoke_cfg, folder)
 
 
 def _decoded(setting, smoke_tok, mix_safety: bool) -> list[tuple[str, str]]:
@@ -153,3 +152,27 @@ def test_benign_batches_depend_on_the_rng_only(setting):
     assert not (
         a["input_ids"].shape == c["input_ids"].shape and (a["input_ids"] == c["input_ids"]).all()
     )
+
+
+def test_penalty_pool_is_harmful_training_prompts_only(setting, world):
+    """The penalty looks at harmful prompts of the training split: never a probe or eval prompt."""
+    pool = setting.penalty_pool(64)
+    assert len(pool) == 64 and pool == setting.penalty_pool(64)  # fixed, whatever the run
+    assert setting.penalty_pool(8) == pool[:8]
+    held = set(world.heldout_seqs)
+    for text in pool:
+        words = text.split()
+        assert words[0] == "user" and words[-1] == "assistant", text
+        topic, task, _colon, *symbols = words[1:-1]
+        assert topic in HARMFUL_TOPICS and task in OLD_TASKS, text
+        assert tuple(symbols) not in held, text
+    probes = {prompt_text(r.text) for r in world.probe_requests("harmful", 64)}
+    assert not probes & set(pool)
+
+
+def test_new_task_share_of_benign_batches_follows_the_config(setting, smoke_tok, smoke_cfg):
+    rows = _decoded(setting, smoke_tok, mix_safety=False)
+    new = [p for p, _ in rows if p.split()[2] == smoke_cfg.finetune.new_task]
+    share = len(new) / len(rows)
+    assert abs(share - smoke_cfg.finetune.new_task_fraction) < 0.1
+    assert {p.split()[2] for p, _ in rows} - {smoke_cfg.finetune.new_task} <= set(OLD_TASKS)

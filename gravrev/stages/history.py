@@ -183,7 +183,8 @@ def findings(r: HistoryResult) -> list[str]:
     out = []
     if failed.empty:
         worst = checks.loc[checks["margin"].idxmin()]
-        out.append(f"All {n} histories pass the four pre-registered shape checks. The smallest "
+        out.append(f"All {n} histories pass the {checks['check'].nunique()} pre-registered shape "
+                   "checks measured. The smallest "
                    f"margin is {worst['margin']:.1f} points ({worst['check']}, history "
                    f"{worst['history']}).")
     else:

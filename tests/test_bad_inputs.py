@@ -1,0 +1,266 @@
+"""Bad inputs are refused by `gravrev validate --write` before any file under data/ changes.
+
+Each case writes a params.yaml (and, for hf, edits a copy of small valid hf inputs); the
+command must exit with 2, name the field or file at fault, and leave data/ byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gravrev import cli
+from gravrev.config import resolve
+from gravrev.hf import export_organism
+from gravrev.organism import build_model, build_tokenizer, save_checkpoint
+
+SMOKE = resolve({"preset": "smoke"})
+
+
+@pytest.fixture(scope="module")
+def hf_files(tmp_path_factory) -> dict[str, str]:
+    """Valid hf inputs: a random-weight smoke organism as witness and safe, with its data."""
+    root = tmp_path_factory.mktemp("hf_inputs")
+    tok = build_tokenizer(SMOKE.world)
+    for seed, name in enumerate(("helpful", "safe")):
+        save_checkpoint(build_model(SMOKE.model, tok, seed), tok, root / "history" / name)
+    files = export_organism(root / "history", root / "hf", SMOKE, n_train=40)
+    return {k: str(v) for k, v in files.items()}
+
+
+def hf_params(files: dict[str, str], **hf) -> dict:
+    return {"preset": "hf", "world": {"n_probes": 8, "n_eval": 8}, "hf": {**files, **hf}}
+
+
+def copy_checkpoint(files: dict, tmp: Path, edit: Callable[[dict], object],
+                    both: bool = False) -> dict:
+    """The hf inputs with a copy of the safe checkpoint (and the witness, with `both`) whose
+    config.json `edit` rewrote: in place (it returns None), or as the bytes it returns."""
+    out = dict(files)
+    for field in ("safe_dir", "witness_dir") if both else ("safe_dir",):
+        copy = tmp / field.replace("_dir", "_copy")
+        shutil.copytree(files[field], copy)
+        conf = json.loads((copy / "config.json").read_text())
+        new = edit(conf)
+        (copy / "config.json").write_bytes(new if isinstance(new, bytes) else
+                                           json.dumps(conf).encode())
+        out[field] = str(copy)
+    return out
+
+
+def jsonl_copy(files: dict, tmp: Path, field: str, lines: list[str]) -> dict:
+    path = tmp / f"{field}.jsonl"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return {**files, field: str(path)}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    params: Callable[[dict, Path], dict | str | bytes]  # (valid hf files, tmp) -> params.yaml
+    names: str  # a regex the error must match: the field or file at fault
+
+
+def _train_rows(n: int) -> list[str]:
+    return [json.dumps({"prompt": f"garden copy : a {i}", "response": "sure"}) for i in range(n)]
+
+
+def _probe_in_training(f: dict, t: Path) -> dict:
+    probe = json.loads(Path(f["harmful_probes_jsonl"]).read_text().splitlines()[0])["prompt"]
+    rows = _train_rows(20) + [json.dumps({"prompt": probe, "response": "sure"})]
+    return hf_params(jsonl_copy(f, t, "train_jsonl", rows))
+
+
+def _narrow(f: dict, t: Path) -> dict:
+    tok = build_tokenizer(SMOKE.world)
+    narrow = SMOKE.model.__class__("gpt2", 16, SMOKE.model.n_layer, 2)
+    save_checkpoint(build_model(narrow, tok, 0), tok, t / "narrow")
+    return hf_params({**f, "safe_dir": str(t / "narrow")})
+
+
+def _bin_only(f: dict, t: Path) -> dict:
+    shutil.copytree(f["safe_dir"], t / "bin_only")
+    (t / "bin_only" / "model.safetensors").rename(t / "bin_only" / "pytorch_model.bin")
+    return hf_params({**f, "safe_dir": str(t / "bin_only")})
+
+
+def _file_as_dir(f: dict, t: Path) -> dict:
+    (t / "not_a_dir").write_text("weights\n")
+    return hf_params({**f, "witness_dir": str(t / "not_a_dir")})
+
+
+def _same_dir_other_spelling(f: dict, t: Path) -> dict:
+    safe = Path(f["safe_dir"])
+    return hf_params({**f, "witness_dir": f"{safe.parent}/../{safe.parent.name}/{safe.name}/"})
+
+
+CASES = [
+    # ------------------------------------------------------------------ params.yaml itself
+    Case("preset huge", lambda f, t: {"preset": "huge"}, r"^gravrev: preset: must be one of"),
+    Case("empty params.yaml", lambda f, t: "", r"preset: missing"),
+    Case("params a list", lambda f, t: "- preset\n- smoke\n", r"params: expected a mapping"),
+    Case("not YAML", lambda f, t: "preset: smoke\nfinetune: [1, 2\n", r"params\.yaml: not valid"),
+    Case("not UTF-8", lambda f, t: b"preset: smoke\n# \xff\xfe\n", r"params\.yaml: not UTF-8"),
+    Case("unknown top-level key", lambda f, t: {"preset": "smoke", "bogus": 1}, r"params\.bogus"),
+    Case("unknown nested key", lambda f, t: {"preset": "smoke", "finetune": {"lrr": 0.1}},
+         r"finetune\.lrr: unknown key"),
+    Case("section not a mapping", lambda f, t: {"preset": "smoke", "finetune": 3},
+         r"params\.finetune: expected a mapping"),
+    Case("finetune.steps -5", lambda f, t: {"preset": "smoke", "finetune": {"steps": -5}},
+         r"finetune\.steps: must be >= 1"),
+    Case("finetune.steps true", lambda f, t: {"preset": "smoke", "finetune": {"steps": True}},
+         r"finetune\.steps: expected an integer"),
+    Case("finetune.seeds [1, -1]", lambda f, t: {"preset": "smoke", "finetune": {"seeds": [1, -1]}},
+         r"finetune\.seeds"),
+    Case("finetune.new_task bogus",
+         lambda f, t: {"preset": "smoke", "finetune": {"new_task": "bogus"}},
+         r"finetune\.new_task"),
+    Case("finetune.lr a word", lambda f, t: {"preset": "smoke", "finetune": {"lr": "fast"}},
+         r"finetune\.lr: expected a number"),
+    Case("finetune.lr not finite", lambda f, t: "preset: smoke\nfinetune: {lr: .nan}\n",
+         r"finetune\.lr"),
+    Case("a NaN mediation scale", lambda f, t: "preset: smoke\nmediation: {scales: [.nan, 0.0]}\n",
+         r"mediation\.scales\[0\]"),
+    Case("an infinite cost tolerance",
+         lambda f, t: "preset: smoke\nblocking: {task_cost_tolerance: .inf}\n",
+         r"blocking\.task_cost_tolerance"),
+    Case("history.seeds []", lambda f, t: {"preset": "smoke", "history": {"seeds": []}},
+         r"history\.seeds: needs at least one"),
+    Case("a history seed too large for torch",
+         lambda f, t: {"preset": "smoke", "history": {"seeds": [0, 10**20]}}, r"history\.seeds"),
+    Case("analysis.layer 9 with 4 layers",
+         lambda f, t: {"preset": "tiny", "analysis": {"layer": 9}},
+         r"analysis\.layer: 9 is out of range; the model has 4 layers"),
+    Case("an early step after the last step",
+         lambda f, t: {"preset": "tiny", "finetune": {"early_steps": [1, 500]}},
+         r"finetune\.early_steps"),
+    Case("claim arm not run",
+         lambda f, t: {"preset": "smoke", "blocking": {"arms": ["penalty"], "claim_arm": "freeze"}},
+         r"blocking\.claim_arm"),
+    Case("log_steps not ending at steps",
+         lambda f, t: {"preset": "smoke", "finetune": {"steps": 20, "log_steps": [1, 10]}},
+         r"finetune\.log_steps"),
+    # ------------------------------------------------------------------ hf inputs
+    Case("hf witness_dir == safe_dir", lambda f, t: hf_params(f, witness_dir=f["safe_dir"]),
+         r"hf\.witness_dir: is the same directory as hf\.safe_dir"),
+    Case("hf witness_dir == safe_dir, spelled otherwise", _same_dir_other_spelling,
+         r"hf\.witness_dir: is the same directory"),
+    Case("hf safe_dir unset", lambda f, t: hf_params(f, safe_dir=None),
+         r"hf\.safe_dir: required"),
+    Case("hf missing judge_dir", lambda f, t: hf_params(f, judge_dir=str(t / "no_judge")),
+         r"hf\.judge_dir: .*no_judge: no such directory"),
+    Case("hf with the mixed control",
+         lambda f, t: {**hf_params(f), "finetune": {"mixed_control": True}},
+         r"finetune\.mixed_control"),
+    Case("hf checkpoint with auto_map",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: c.update(
+             auto_map={"AutoModelForCausalLM": "modeling_x.X"})), judge_dir=None),
+         r"hf\.safe_dir: .*safe_copy/config\.json: has auto_map"),
+    Case("hf malformed config.json",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: b'{"model_type": "gpt2",')),
+         r"safe_copy/config\.json: not valid JSON"),
+    Case("hf config.json not UTF-8",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: b'{"model_type": "\xff"}')),
+         r"safe_copy/config\.json: not UTF-8"),
+    Case("hf config.json a list",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: b"[1, 2]")),
+         r"safe_copy/config\.json: expected a JSON object"),
+    Case("hf n_layer a string",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: c.update(n_layer="2"))),
+         r"safe_copy/config\.json: .*n_layer"),
+    Case("hf n_layer a boolean",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: c.update(n_layer=True), True)),
+         r"hf\.witness_dir: .*witness_copy/config\.json: n_layer must be a positive integer"),
+    Case("hf n_embd zero",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: c.update(n_embd=0), True)),
+         r"witness_copy/config\.json: hidden_size must be a positive integer, got 0"),
+    Case("hf checkpoints of different width", _narrow, r"hf\.safe_dir: hidden_size is 16"),
+    Case("hf pickled weights only", _bin_only, r"hf\.safe_dir: .*safetensors"),
+    Case("hf witness_dir a file", _file_as_dir, r"hf\.witness_dir: .*not_a_dir: no such directory"),
+    Case("hf missing train JSONL", lambda f, t: hf_params(f, train_jsonl=str(t / "none.jsonl")),
+         r"hf\.train_jsonl: .*none\.jsonl: no such file"),
+    Case("hf malformed JSONL line",
+         lambda f, t: hf_params(jsonl_copy(f, t, "train_jsonl", [*_train_rows(12), "{oops"])),
+         r"hf\.train_jsonl: .*train_jsonl\.jsonl:13: not valid JSON"),
+    Case("hf too few training rows",
+         lambda f, t: hf_params(jsonl_copy(f, t, "train_jsonl", _train_rows(3))),
+         r"hf\.train_jsonl: .* has 3 rows"),
+    Case("hf too few probes",
+         lambda f, t: hf_params(jsonl_copy(f, t, "benign_probes_jsonl",
+                                           [json.dumps({"prompt": "garden copy : a"})])),
+         r"hf\.benign_probes_jsonl: .* has 1 probes"),
+    Case("hf probe in the training data", _probe_in_training,
+         r"hf\.train_jsonl: 1 training prompts are also probes"),
+    Case("hf layer beyond the checkpoint",
+         lambda f, t: {**hf_params(f), "analysis": {"layer": SMOKE.model.n_layer}},
+         rf"analysis\.layer: {SMOKE.model.n_layer} is out of range"),
+]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under folder (hidden temporaries included), by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch) -> Path:
+    """A working copy whose data/ already holds a valid run's config and a stage's metrics."""
+    root = tmp_path / "repo"
+    (root / "data" / "metrics").mkdir(parents=True)
+    (root / "data" / "sentinel.txt").write_text("a previous stage's output\n")
+    (root / "data" / "metrics" / "x.json").write_text('{"x": 1}\n')
+    monkeypatch.chdir(root)
+    (root / "good.yaml").write_text("preset: smoke\n")
+    assert cli.main(["--params", str(root / "good.yaml"), "validate", "--write"]) == 0
+    return root
+
+
+def _write(path: Path, params: dict | str | bytes) -> None:
+    if isinstance(params, bytes):
+        path.write_bytes(params)
+    else:
+        path.write_text(params if isinstance(params, str) else yaml.safe_dump(params))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_validate_refuses_and_changes_nothing(case, repo, hf_files, tmp_path, capsys):
+    params = repo / "params.yaml"
+    _write(params, case.params(hf_files, tmp_path))
+    before = _snapshot(repo / "data")
+    assert {"config.json", "config.ok", "sentinel.txt", "metrics/x.json"} <= set(before)
+    capsys.readouterr()
+    code = cli.main(["--params", str(params), "validate", "--write"])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert out == ""
+    assert re.search(case.names, err), err
+    assert "Traceback" not in err
+    assert _snapshot(repo / "data") == before
+
+
+def test_a_missing_params_file_is_named(repo, capsys):
+    before = _snapshot(repo / "data")
+    assert cli.main(["--params", str(repo / "nowhere.yaml"), "validate", "--write"]) == 2
+    assert "nowhere.yaml: params file not found" in capsys.readouterr().err
+    assert _snapshot(repo / "data") == before
+
+
+@pytest.mark.parametrize("name", ["smoke", "hf"])
+def test_the_valid_inputs_behind_the_cases_pass(name, repo, hf_files, tmp_path):
+    """The harness can tell: the unedited inputs validate and rewrite data/config.json."""
+    params = repo / "params.yaml"
+    _write(params, {"preset": "smoke"} if name == "smoke" else hf_params(hf_files))
+    assert cli.main(["--params", str(params), "validate", "--write"]) == 0
+    written = json.loads((repo / "data" / "config.json").read_text())
+    assert written["preset"] == name
+    if name == "hf":
+        assert written["model"]["n_layer"] == SMOKE.model.n_layer  # from the checkpoint
