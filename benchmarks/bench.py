@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
+from gravrev.phases import phase_batch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     PreTrainedModel,
@@ -37,7 +38,6 @@ from transformers import (
 
 from gravrev.config import Config, resolve
 from gravrev.executor import ExecutorConfig, run_all
-from gravrev.history import phase_batch
 from gravrev.numerics import check_pins, pins_in_force
 from gravrev.organism import build_model, build_tokenizer, n_params
 from gravrev.train import lm_loss, make_optimizer
