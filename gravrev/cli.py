@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gravrev.config import ConfigError, Paths
 from gravrev.io import atomic_path, write_json
+from gravrev.numerics import apply_pins
 
 # stage -> its chapter (notebook); the order is the pipeline's
 STAGES = {
@@ -31,6 +32,7 @@ def run_stage(name: str, root: Path, params: Path) -> float:
     from gravrev.validation import validated_config
 
     cfg = validated_config(params)
+    apply_pins(cfg.numeric_pins)  # before the stage's first torch operation
     module = importlib.import_module(f"gravrev.stages.{name}")
     start = time.perf_counter()
     module.run(cfg, Paths(root))
@@ -44,6 +46,9 @@ def run_notebook(name: str, root: Path, params: Path) -> float:
     import papermill
 
     from gravrev.publish import tidy_executed
+    from gravrev.validation import validated_config
+
+    apply_pins(validated_config(params).numeric_pins)  # the kernel inherits the choice
 
     src = root / "notebooks" / f"{name}.ipynb"
     if not src.is_file():

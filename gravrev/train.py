@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from gravrev.numerics import check_pins
+
 IGNORE = -100
 
 
@@ -31,6 +33,7 @@ def pick_device(choice: str = "auto", cpu_threads: int = 0) -> str:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice
     if device == "cpu" and cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
+    check_pins()  # the CPU's numeric code path is the pinned one, or this says why not
     return device
 
 
