@@ -245,7 +245,7 @@ def test_stage_params_are_config_keys():
 # are not numbers: an arXiv id ("arXiv 2606.28525") and a version after a name ("Python 3.11").
 TYPED_NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])|(?<![\w.])\d+(?:\.\d+)?\s?%")
 NOT_A_NUMBER = re.compile(r"\b(?:arXiv:?|Python|version|v)\s?\d+(?:\.\d+)+", re.IGNORECASE)
-INLINE = re.compile(r"\{glue(?::\w+)?\}`[^`]*`|`[^`]*`")
+INLINE = re.compile(r"\{glue(?::\w+)?\}`[^`]*`|`[^`]*`|\]\([^)]*\)")  # glue, code, link targets
 
 
 def typed_numbers(markdown: str) -> list[str]:
@@ -272,6 +272,8 @@ def test_the_typed_number_rule():
     assert typed_numbers("```python\nx = 0.5\n```") == []
     assert typed_numbers("> The paper: alignment is 0.429 after one step.") == []
     assert typed_numbers("From arXiv 2606.28525, on Python 3.11, with 16 GB.") == []
+    assert typed_numbers("The [paper](https://arxiv.org/abs/2606.28525) says so.") == []
+    assert typed_numbers("The paper (https://arxiv.org/abs/2606.28525) says 0.4.") != []
 
 
 @pytest.mark.parametrize("page", sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.name)
