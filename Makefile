@@ -28,11 +28,13 @@ browser:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package at the versions that made the committed metrics: the
+# same bytes need the same software as well as the same CPU code path.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[pipeline,dev,lora,ray]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[pipeline,dev,lora,ray]"
 	touch $(STAMP)
 
 lint: setup

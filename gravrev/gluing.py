@@ -19,3 +19,7 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     from myst_nb import glue as myst_glue
 
     myst_glue(name, plain(value), display=display)
+    if not display and type(value).__name__ == "Figure":
+        import matplotlib.pyplot as plt
+
+        plt.close(value)  # shown once, where the page's glue:figure puts it, not also here

@@ -269,3 +269,9 @@ def conclusion(metrics: dict[str, dict]) -> str:
         out.append(f"Beyond the paper, the history-depth sweep: {metrics['sweep']['outcome']} "
                    "(chapter 08).")
     return " ".join(out)
+
+
+def finding_lines(r: ClaimsResult) -> dict[str, str]:
+    """Per claim one line: paper, this run, both verdicts and the why (the intro's box)."""
+    return {row.claim: f"paper {row.paper}; this run {row._3}; direction {row.direction}, "
+                       f"size {row.size}. {row.why}" for row in r.table.itertuples()}
