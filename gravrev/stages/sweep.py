@@ -199,14 +199,22 @@ def outcome(result: SweepResult) -> str:
     return NOT_RESOLVED
 
 
+def fit_sentences(result: SweepResult) -> str:
+    """The two depth fits in words; a fit without an interval says so instead of 'nan'."""
+    return (_fit_text(result.fits["non_refusal_T"], "Non-refusal at T (points) moves") + ". "
+            + _fit_text(result.fits["alignment_T"], "Alignment with v_rev at T moves") + ".")
+
+
 def _fit_text(f: DepthFit, what: str) -> str:
     if f.method == "none":
         return f"{what}: no fit (the grid has fewer than two depth ratios with data)"
     if f.method == "constant":
         return f"{what}: {f.intercept:.2f} in every unit, so no slope to fit"
+    interval = (f"{CI_LEVEL:.0%} CI [{f.ci_low:+.2f}, {f.ci_high:+.2f}], p = {f.p:.3g}"
+                if np.isfinite(f.ci_low) and np.isfinite(f.ci_high) and np.isfinite(f.p)
+                else "no interval: too few units vary")
     return (f"{what} {f.slope * np.log(2):+.2f} per doubling of H/S (slope {f.slope:+.2f} per "
-            f"unit log ratio, {CI_LEVEL:.0%} CI [{f.ci_low:+.2f}, {f.ci_high:+.2f}], "
-            f"p = {f.p:.3g}, {f.method}, {f.n_units} units)")
+            f"unit log ratio, {interval}, {f.method}, {f.n_units} units)")
 
 
 def verdict(result: SweepResult) -> str:
