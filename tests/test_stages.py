@@ -658,7 +658,7 @@ def test_claims_conclusion_follows_the_measurements(claims_result):
     m["mediation"] = {"histories": {"h0": {"refusal_safe": 90.0, "ablated_at_layer": 20.0}}}
     m["sweep"] = {"outcome": "deeper histories revert more"}
     text = claims.conclusion(m)
-    assert "v_rev carries refusal" in text and "and v_rev mediates refusal" in text
+    assert "v_rev carries refusal: projecting" in text and "and v_rev carries refusal," in text
     assert text.endswith("the history-depth sweep: deeper histories revert more (chapter 08).")
     m["blocking"]["arms"]["penalty"]["task_cost_not_block"] = True
     assert "stopped the new task being learned" in claims.conclusion(m)

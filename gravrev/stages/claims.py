@@ -255,13 +255,21 @@ def conclusion(metrics: dict[str, dict]) -> str:
                   f"{c['non_refusal']['mean']:.0f}% against {u['non_refusal']['mean']:.0f}%)"
                   + ("" if learned else ", and it stopped the new task being learned"))
     out.append(block_text + ".")
-    if reverts and beats and kept and learned:
+    aligned = a_t > nulls["isotropic_closed_form"]
+    others = {a: m for a, m in arms.items() if a not in ("unblocked", block["claim_arm"])
+              and not m["task_cost_not_block"]}
+    best = min(others, key=lambda a: others[a]["non_refusal"]["mean"], default=None)
+    if best is not None and others[best]["non_refusal"]["mean"] < u["non_refusal"]["mean"] - 10:
+        out.append(f"Of the other arms, {best} kept the most refusal (non-refusal "
+                   f"{others[best]['non_refusal']['mean']:.0f}%, new task "
+                   f"{others[best]['new_task_accuracy']['mean']:.0f}%).")
+    if reverts and aligned and kept and learned:
         verdict = "So the paper's mechanism is reproduced here, blocking included."
-    elif reverts and beats and held and not kept:
-        verdict = ("So the paper's picture is reproduced in part: reversion happens along "
-                   "v_rev" + (" and v_rev mediates refusal" if carries else "")
-                   + ", but holding the drift still along it does not stop reversion; the "
-                   "refusal is lost through other routes (chapter 06).")
+    elif reverts and aligned and not kept:
+        verdict = ("So the paper's picture is reproduced in part: reversion happens, the drift "
+                   "aligns with v_rev" + (" and v_rev carries refusal" if carries else "")
+                   + ", but holding the drift still along v_rev at the analysed layer does not "
+                   "stop reversion; chapters 05 and 06 show where it goes instead.")
     else:
         verdict = "So this organism does not reproduce the paper's mechanism as a whole."
     out.append(verdict)
