@@ -90,7 +90,7 @@ def test_params_must_name_a_preset(params):
 
 @pytest.mark.parametrize("preset", ["smoke", "tiny", "full"])
 def test_organism_presets_have_the_papers_shape(preset):
-    """Two deep phases, then a shallow one (DESIGN.md: the history's shape)."""
+    """Two deep phases, then a shallow one: the shape of the paper's history."""
     h = resolve({"preset": preset}).history
     assert h.safe.steps < h.helpful.steps <= h.pretrain.steps
 

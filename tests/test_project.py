@@ -38,7 +38,7 @@ def conda_pip_requirements(path: Path) -> tuple[list, set[str]]:
 
 def test_environment_yml_and_pyproject_list_the_same_requirements():
     path = ROOT / "environment.yml"
-    assert path.is_file(), "environment.yml is missing (DESIGN.md: it and pyproject.toml agree)"
+    assert path.is_file(), "environment.yml is missing (it and pyproject.toml must agree)"
     deps, pip = conda_pip_requirements(path)
     assert pip == pyproject_requirements()
     assert "pip" in deps
