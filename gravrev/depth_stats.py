@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-from gravrev.stats import spearman
+from gravrev.stats import random_intercept_fit, spearman
 
 NAN = float("nan")
 CI_LEVEL = 0.95  # of every interval below
@@ -37,32 +37,6 @@ class DepthFit:
     n_ratios: int
 
 
-def _mixedlm(data: pd.DataFrame) -> tuple | None:
-    """The random-intercept fit, or None when it fails, does not converge or is singular."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            fit = smf.mixedlm("y ~ log_ratio", data, groups=data["seed"]).fit(reml=True)
-        except Exception:  # any failure of the optimiser means: fall back to OLS
-            return None
-    # As in gravrev.stats: "on the boundary" is no signal, a bad Hessian or a vanishing
-    # seed variance is.
-    hessian_bad = any("Hessian" in str(w.message) for w in caught)
-    re_ratio = float(np.asarray(fit.cov_re)[0, 0]) / float(fit.scale) if fit.scale > 0 else NAN
-    se = float(fit.bse["log_ratio"])
-    if not fit.converged or hessian_bad or not re_ratio > 1e-4 or not np.isfinite(se):
-        return None
-    return fit, "mixedlm"
-
-
-def _ols(data: pd.DataFrame) -> tuple:
-    if data["seed"].nunique() >= 2:
-        groups = pd.factorize(data["seed"])[0]
-        fit = smf.ols("y ~ log_ratio", data).fit(cov_type="cluster", cov_kwds={"groups": groups})
-        return fit, "ols_cluster"
-    return smf.ols("y ~ log_ratio", data).fit(), "ols"
-
-
 def depth_fit(units: pd.DataFrame, outcome: str) -> DepthFit:
     """Fit units[outcome] ~ log(H/S) over the units where the outcome is defined."""
     data = units.assign(y=units[outcome].astype(np.float64))[["seed", "log_ratio", "y"]]
@@ -74,10 +48,9 @@ def depth_fit(units: pd.DataFrame, outcome: str) -> DepthFit:
     if np.ptp(data["y"]) == 0:  # e.g. at a ceiling: no slope to estimate, and none claimed
         return DepthFit(outcome, 0.0, NAN, NAN, NAN, float(data["y"].iloc[0]), "constant",
                         **counts)
+    fit, method = random_intercept_fit(data, "y", "log_ratio", "seed")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mixed = _mixedlm(data) if counts["n_seeds"] >= 2 else None  # one seed: no seed variance
-        fit, method = mixed or _ols(data)
         low, high = (float(x) for x in fit.conf_int(alpha=1 - CI_LEVEL).loc["log_ratio"])
         p = float(fit.pvalues["log_ratio"])
     return DepthFit(outcome, float(fit.params["log_ratio"]), low, high, p,

@@ -46,47 +46,38 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     return float(max(low, 0.0)), float(min(high, 1.0))
 
 
-def _mixedlm(df: pd.DataFrame) -> dict | None:
+def _mixedlm(data: pd.DataFrame, formula: str, term: str, group: str):
     """Random-intercept fit, or None when it fails, does not converge or is singular."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit = smf.mixedlm("alignment ~ log_step", df, groups=df["run"]).fit(reml=True)
+            fit = smf.mixedlm(formula, data, groups=data[group]).fit(reml=True)
         except Exception:  # any failure of the optimiser means: fall back to OLS
             return None
     # statsmodels warns "on the boundary" for nearly every fit, so that one is no signal; a
-    # non-positive-definite Hessian is, and so is a run variance that vanishes beside the noise.
+    # non-positive-definite Hessian is, and so is a group variance that vanishes beside the noise.
     hessian_bad = any("Hessian" in str(w.message) for w in caught)
-    re_ratio = float(np.asarray(fit.cov_re)[0, 0]) / float(fit.scale)
-    slope_se = float(fit.bse["log_step"])
-    if not fit.converged or hessian_bad or not re_ratio > 1e-4 or not np.isfinite(slope_se):
+    re_ratio = float(np.asarray(fit.cov_re)[0, 0]) / float(fit.scale) if fit.scale > 0 else NAN
+    se = float(fit.bse[term])
+    if not fit.converged or hessian_bad or not re_ratio > 1e-4 or not np.isfinite(se):
         return None
-    return {
-        "slope": float(fit.params["log_step"]),
-        "slope_se": slope_se,
-        "slope_p": float(fit.pvalues["log_step"]),
-        "intercept": float(fit.params["Intercept"]),
-        "method": "mixedlm",
-        "converged": True,
-    }
+    return fit
 
 
-def _ols_cluster(df: pd.DataFrame) -> dict:
-    groups = pd.factorize(df["run"])[0]
-    if groups.max() < 1:  # one run: no clusters to speak of, plain OLS
-        fit, method = smf.ols("alignment ~ log_step", df).fit(), "ols"
-    else:
-        fit = smf.ols("alignment ~ log_step", df).fit(cov_type="cluster",
-                                                      cov_kwds={"groups": groups})
-        method = "ols_cluster"
-    return {
-        "slope": float(fit.params["log_step"]),
-        "slope_se": float(fit.bse["log_step"]),
-        "slope_p": float(fit.pvalues["log_step"]),
-        "intercept": float(fit.params["Intercept"]),
-        "method": method,
-        "converged": True,
-    }
+def random_intercept_fit(data: pd.DataFrame, y: str, x: str, group: str) -> tuple:
+    """(statsmodels fit, method) of y ~ x with a random intercept per group; OLS with
+    group-clustered SEs when the mixed model fails or is singular; plain OLS for one group."""
+    formula = f"{y} ~ {x}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if data[group].nunique() < 2:  # one group: no group variance, no clusters
+            return smf.ols(formula, data).fit(), "ols"
+        fit = _mixedlm(data, formula, x, group)
+        if fit is not None:
+            return fit, "mixedlm"
+        groups = pd.factorize(data[group])[0]
+        return smf.ols(formula, data).fit(cov_type="cluster", cov_kwds={"groups": groups}), (
+            "ols_cluster")
 
 
 def trajectory_model(df: pd.DataFrame) -> dict:
@@ -100,10 +91,15 @@ def trajectory_model(df: pd.DataFrame) -> dict:
         raise ValueError("step must be positive (its log is taken)")
     data["log_step"] = np.log(data["step"].astype(np.float64))
     data["alignment"] = data["alignment"].astype(np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = _mixedlm(data)
-        return fit if fit is not None else _ols_cluster(data)
+    fit, method = random_intercept_fit(data, "alignment", "log_step", "run")
+    return {
+        "slope": float(fit.params["log_step"]),
+        "slope_se": float(fit.bse["log_step"]),
+        "slope_p": float(fit.pvalues["log_step"]),
+        "intercept": float(fit.params["Intercept"]),
+        "method": method,
+        "converged": True,
+    }
 
 
 def _sign_flip_p(diff: np.ndarray) -> float:
