@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
-from gravrev.phases import phase_batch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     PreTrainedModel,
@@ -40,6 +39,7 @@ from gravrev.config import Config, resolve
 from gravrev.executor import ExecutorConfig, run_all
 from gravrev.numerics import check_pins, pins_in_force
 from gravrev.organism import build_model, build_tokenizer, n_params
+from gravrev.phases import phase_batch
 from gravrev.train import lm_loss, make_optimizer
 from gravrev.world import World
 

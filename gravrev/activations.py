@@ -47,7 +47,7 @@ def capture(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict[int,
 
 def left_pad(tok: PreTrainedTokenizerBase, prompts: list[str]) -> dict[str, torch.Tensor]:
     """Left-padded prompts with explicit position ids, so the last token sits at -1."""
-    rows = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+    rows = tok(list(prompts), add_special_tokens=False).input_ids
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -48,6 +48,12 @@ def n_workers(cfg: ExecutorConfig) -> int:
     return cfg.workers if cfg.workers > 0 else os.cpu_count() or 1
 
 
+def longest_first(tasks: Sequence[Any]) -> list[int]:
+    """Task indices by decreasing `cost` (ties in task order): the long runs start first, so
+    the last ones do not leave a worker idle; results still come back in task order."""
+    return sorted(range(len(tasks)), key=lambda i: -getattr(tasks[i], "cost", 0))
+
+
 def _name_task(exc: BaseException, index: int, task: Any) -> None:
     label = getattr(task, "label", None) or repr(task)[:200]
     exc.add_note(f"in task {index}: {label}")
@@ -97,7 +103,7 @@ def _run_pool(fn: Callable[[T], R], tasks: list[T], workers: int, bar: tqdm) -> 
         initializer=_init_worker,
         initargs=(pins_enabled(),),
     ) as pool:
-        futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+        futures = {pool.submit(fn, tasks[i]): i for i in longest_first(tasks)}
         for future in as_completed(futures):
             i = futures[future]
             try:
@@ -143,8 +149,8 @@ def _run_ray(fn: Callable[[T], R], tasks: list[T], cfg: ExecutorConfig, bar: tqd
         remote = ray.remote(num_cpus=1)(_ray_call).options(
             runtime_env={"env_vars": _ray_env(cfg.address is None)}
         )
-        refs = [remote.remote(fn, task) for task in tasks]
-        index = {ref: i for i, ref in enumerate(refs)}
+        index = {remote.remote(fn, tasks[i]): i for i in longest_first(tasks)}
+        refs = list(index)
         results: list[Any] = [None] * len(tasks)
         pending = list(refs)
         while pending:

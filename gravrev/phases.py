@@ -114,6 +114,20 @@ class Branch:
     seconds: dict[str, float]
 
 
+def train_helpful(
+    pretrained: PreTrainedModel,
+    world: World,
+    tok: PreTrainedTokenizerBase,
+    helpful: PhaseConfig,
+    seed: int,
+    device: str,
+) -> tuple[PreTrainedModel, PhaseLog]:
+    """Phase H of history `seed` from theta_P (left untouched): theta_H and its log."""
+    model = copy.deepcopy(pretrained)
+    log = train_phase(model, world, tok, "helpful", helpful, seed * 1000 + 1, device)
+    return model, log
+
+
 def train_branch(
     pretrained: PreTrainedModel,
     world: World,
@@ -125,11 +139,18 @@ def train_branch(
     probes: list[str],
     snapshots: int,
     replay: float = 0.0,
+    witness: PreTrainedModel | None = None,
 ) -> Branch:
-    """H then S from theta_P (left untouched); the S trajectory is snapshotted `snapshots` times."""
-    model = copy.deepcopy(pretrained)
+    """H then S from theta_P (left untouched); the S trajectory is snapshotted `snapshots` times.
+
+    A `witness` is this history's theta_H, already trained (the depth sweep shares one between
+    its S depths): S starts from it and H is not trained again (no H curve, 0 seconds).
+    """
     start = time.perf_counter()
-    h_log = train_phase(model, world, tok, "helpful", helpful, seed * 1000 + 1, device)
+    if witness is None:
+        model, h_log = train_helpful(pretrained, world, tok, helpful, seed, device)
+    else:
+        model, h_log = copy.deepcopy(witness), PhaseLog()
     h_seconds = time.perf_counter() - start
     witness = copy.deepcopy(model)
     snaps = evenly(safe.steps, snapshots)

@@ -11,13 +11,17 @@ sns.set_theme(style="whitegrid", context="notebook")
 
 
 def training_curves(curves: pd.DataFrame) -> plt.Figure:
-    """Loss per step of each history phase (P, H, S)."""
+    """Loss per step of each history phase (P, H, S), one line per history."""
     fig, axes = plt.subplots(1, curves["phase"].nunique(), figsize=(12, 3.2), sharey=True)
     for ax, (phase, df) in zip(
         np.atleast_1d(axes), curves.groupby("phase", sort=False), strict=True
     ):
-        smooth = df["loss"].rolling(max(1, len(df) // 50), min_periods=1).mean()
-        sns.lineplot(x=df["step"], y=smooth, ax=ax)
+        df = df.sort_values(["history", "step"])
+        window = max(1, df["step"].nunique() // 50)  # smoothed within each history, never across
+        df = df.assign(smoothed=df.groupby("history")["loss"].transform(
+            lambda s, w=window: s.rolling(w, min_periods=1).mean()))
+        sns.lineplot(data=df, x="step", y="smoothed", hue="history", errorbar=None, ax=ax,
+                     lw=1)
         ax.set(
             title=f"phase {phase}", xlabel="training step", ylabel="loss (nats/token)", yscale="log"
         )

@@ -200,3 +200,13 @@ def stage_times(timings_dir: Path) -> pd.DataFrame:
         if isinstance(record, dict) and {"stage", "seconds"} <= record.keys():
             rows.append((record["stage"], float(record["seconds"])))
     return pd.DataFrame(rows, columns=["stage", "seconds"])
+
+
+def step_time_text(timings_dir: Path, helpful_steps: int) -> str:
+    """Mean wall time of one phase-H training step (no evaluation inside it), as "33 ms"."""
+    path = Path(timings_dir) / "history_phases.json"
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    seconds = [v for k, v in times.items() if k.endswith("_helpful")]
+    if not seconds or helpful_steps < 1:
+        return "not measured (this run trained no history)"
+    return f"{1000 * sum(seconds) / len(seconds) / helpful_steps:.0f} ms"

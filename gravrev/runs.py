@@ -6,6 +6,7 @@ returns the same bytes; each writes its large outputs to the folder it is given.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from gravrev.evaluate import behaviour, eval_sets
 from gravrev.finetune import finetune_run
 from gravrev.io import write_npz
 from gravrev.organism import load_checkpoint, prompt_text, save_checkpoint
-from gravrev.phases import probe_set, train_branch
+from gravrev.phases import probe_set, train_branch, train_helpful
 from gravrev.setting import make_setting
 from gravrev.train import pick_device, set_seed
 from gravrev.world import World
@@ -35,10 +36,17 @@ class HistoryTask:
     safe: PhaseConfig
     pretrained: Path
     out: Path
+    witness: Path | None = None  # this history's theta_H, already trained: S starts from it
 
     @property
     def label(self) -> str:
         return f"history {self.name} (H {self.helpful.steps}, S {self.safe.steps} steps)"
+
+    @property
+    def cost(self) -> int:
+        """Training rows, the executor's estimate of the run's length."""
+        h = 0 if self.witness else self.helpful.steps * self.helpful.batch_size
+        return h + self.safe.steps * self.safe.batch_size
 
 
 @dataclass
@@ -56,6 +64,7 @@ def history_run(task: HistoryTask) -> HistoryOutput:
     set_seed(task.seed)
     world = World(cfg.world)
     pretrained, tok = load_checkpoint(task.pretrained, device)
+    witness = None if task.witness is None else load_checkpoint(task.witness, device)[0]
     probes = [prompt_text(r.text) for r in probe_set(world, cfg.world.n_probes)]
     branch = train_branch(
         pretrained,
@@ -68,6 +77,7 @@ def history_run(task: HistoryTask) -> HistoryOutput:
         probes,
         cfg.history.safe_snapshots,
         cfg.history.safe_replay,
+        witness,
     )
     evals = eval_sets(world, cfg.world.n_eval)
     rows = []
@@ -82,6 +92,38 @@ def history_run(task: HistoryTask) -> HistoryOutput:
     return HistoryOutput(
         task.name, pd.DataFrame(rows), branch.curves.assign(history=task.name), branch.seconds
     )
+
+
+@dataclass(frozen=True)
+class HelpfulTask:
+    """Phase H alone, from the shared theta_P, for one history seed: a theta_H to share."""
+
+    cfg: Config
+    seed: int
+    helpful: PhaseConfig
+    pretrained: Path
+    out: Path  # the checkpoint's folder
+
+    @property
+    def label(self) -> str:
+        return f"theta_H of seed {self.seed} (H {self.helpful.steps} steps)"
+
+    @property
+    def cost(self) -> int:
+        return self.helpful.steps * self.helpful.batch_size
+
+
+def helpful_run(task: HelpfulTask) -> float:
+    """Train and save theta_H exactly as history_run would; returns the phase's seconds."""
+    cfg = task.cfg
+    device = pick_device(cfg.device, cfg.cpu_threads)
+    set_seed(task.seed)
+    pretrained, tok = load_checkpoint(task.pretrained, device)
+    start = time.perf_counter()
+    model, _ = train_helpful(pretrained, World(cfg.world), tok, task.helpful, task.seed, device)
+    seconds = time.perf_counter() - start
+    save_checkpoint(model.eval(), tok, task.out)
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -102,6 +144,15 @@ class FinetuneTask:
     @property
     def label(self) -> str:
         return f"fine-tuning {self.history} {self.arm} seed {self.seed}"
+
+    @property
+    def cost(self) -> int:
+        """Training rows (a penalty's prompts included) plus ~10 rows' worth per judged step."""
+        fc = self.cfg.finetune
+        steps = (self.log_steps or fc.log_steps)[-1]
+        extra = self.block.batch if self.block is not None else 0
+        judged = {"every": len(self.log_steps or fc.log_steps) + 1, "ends": 2, "end": 1}
+        return steps * (fc.batch_size + extra) + 10 * fc.batch_size * judged.get(self.judge, 0)
 
 
 @dataclass

@@ -41,18 +41,24 @@ def encode_pairs(
     tok: PreTrainedTokenizerBase, prompts: list[str], answers: list[str]
 ) -> dict[str, torch.Tensor]:
     """Right-padded prompt+answer+eos; the loss sees only the answer and its eos."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     rows, labels = [], []
-    for p, a in zip(prompts, answers, strict=True):
-        p_ids = tok(p, add_special_tokens=False).input_ids
-        a_ids = tok(a, add_special_tokens=False).input_ids + [tok.eos_token_id]
+    for p_ids, a_ids in zip(token_ids(tok, prompts), token_ids(tok, answers), strict=True):
+        a_ids = a_ids + [tok.eos_token_id]
         rows.append(p_ids + a_ids)
         labels.append([IGNORE] * len(p_ids) + a_ids)
     return _pad(rows, labels, tok.pad_token_id)
 
 
+def token_ids(tok: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Each text's ids without special tokens, in one batched call (the same ids, fewer calls)."""
+    return tok(list(texts), add_special_tokens=False).input_ids if texts else []
+
+
 def encode_text(tok: PreTrainedTokenizerBase, docs: list[str]) -> dict[str, torch.Tensor]:
     """Right-padded free text with eos; the loss sees every token."""
-    rows = [tok(d, add_special_tokens=False).input_ids + [tok.eos_token_id] for d in docs]
+    rows = [ids + [tok.eos_token_id] for ids in token_ids(tok, docs)]
     return _pad(rows, [list(r) for r in rows], tok.pad_token_id)
 
 

@@ -1,11 +1,12 @@
 """run_all gives the same results, bitwise and in task order, whatever executes the runs."""
 
 import importlib.util
+from dataclasses import dataclass
 
 import pytest
 from smoke_training import train_smoke_and_hash
 
-from gravrev.executor import ExecutorConfig, run_all
+from gravrev.executor import ExecutorConfig, longest_first, run_all
 
 SEEDS = [3, 1, 2]
 
@@ -51,3 +52,21 @@ def test_a_failing_task_raises_its_own_exception_naming_the_task(workers):
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="executor.kind"):
         run_all(fail_on_two, [1], ExecutorConfig("dask", 1, None), "runs")
+
+
+@dataclass(frozen=True)
+class Costed:
+    name: str
+    cost: int
+
+
+def name_of(task: Costed) -> str:
+    return task.name
+
+
+def test_the_longest_runs_start_first_and_results_keep_task_order():
+    tasks = [Costed("a", 1), Costed("b", 5), Costed("c", 1), Costed("d", 9)]
+    assert longest_first(tasks) == [3, 1, 0, 2]  # ties keep task order
+    assert longest_first([1, 2, 3]) == [0, 1, 2]  # no cost: task order
+    got = run_all(name_of, tasks, ExecutorConfig("local", 2, None), "runs")
+    assert got == ["a", "b", "c", "d"]

@@ -29,7 +29,7 @@ from gravrev.organism import (
 from gravrev.phases import evenly
 from gravrev.runs import FinetuneTask, HistoryTask, finetune_task, history_run
 from gravrev.setting import OrganismSetting
-from gravrev.train import encode_pairs, lm_loss
+from gravrev.train import encode_pairs, lm_loss, token_ids
 
 CFG = resolve({
     "preset": "smoke",
@@ -339,3 +339,12 @@ def test_flat_params_is_every_weight_once(smoke_model):
     flat = flat_params(smoke_model)
     assert flat.dtype == torch.float64
     assert flat.numel() == sum(p.numel() for p in smoke_model.parameters())
+
+
+def test_batched_token_ids_are_each_texts_own(smoke_tok):
+    texts = ["garden copy : a b c", "", "the poison topic is about toxin brew dose ."]
+    one_by_one = [smoke_tok(t, add_special_tokens=False).input_ids for t in texts]
+    assert token_ids(smoke_tok, texts) == one_by_one
+    assert token_ids(smoke_tok, []) == []
+    with pytest.raises(ValueError, match="2 prompts but 1 answers"):
+        encode_pairs(smoke_tok, ["a", "b"], ["c"])

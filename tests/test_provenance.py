@@ -15,6 +15,7 @@ from gravrev.provenance import (
     run_date,
     stage_threads,
     stage_times,
+    step_time_text,
     uncommitted_changes,
 )
 
@@ -123,3 +124,10 @@ def test_uncommitted_changes_in_a_real_checkout(tmp_path):
 def test_outside_git_there_are_no_changes(tmp_path):
     assert uncommitted_changes(tmp_path) == []
     assert git_revision(tmp_path).startswith("unknown")
+
+
+def test_the_step_time_is_phase_h_seconds_over_its_steps(tmp_path):
+    assert "not measured" in step_time_text(tmp_path, 1000)
+    (tmp_path / "history_phases.json").write_text(
+        '{"pretrain": 50.0, "h0_helpful": 30.0, "h0_safe": 9.0, "h1_helpful": 36.0}')
+    assert step_time_text(tmp_path, 1000) == "33 ms"

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from gravrev.config import Paths, resolve
 from gravrev.depth import half_reversion_step
+from gravrev.depth_grid import witnesses
 from gravrev.depth_stats import depth_fit
 from gravrev.io import read_npz
 from gravrev.runs import history_run
@@ -190,3 +192,42 @@ def test_the_unit_table_does_not_depend_on_the_workers(smoke, tmp_path):
     for name in ("units.csv", "alignment.csv", "log.csv"):
         assert (other.stage("sweep") / name).read_bytes() == (
             paths.stage("sweep") / name).read_bytes()
+
+
+@pytest.mark.pipeline
+def test_s_depths_share_one_theta_h_per_depth_and_seed(smoke):
+    cfg, paths, r = smoke
+    out = paths.stage("sweep")
+    # H 50 is no depth of stage history's: trained once, under witness/, for both S depths;
+    # H 100 is stage history's own depth: its theta_H is stage history's, not retrained.
+    assert sorted(p.name for p in (out / "witness").iterdir()) == ["H50_s0"]
+    a, b = (read_npz(out / f"H50_S{s}_s0" / "acts_helpful.npz") for s in (10, 20))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    main = read_npz(paths.acts("helpful", "h0"))
+    again = read_npz(out / "H100_S10_s0" / "acts_helpful.npz")
+    assert all(np.array_equal(main[k], again[k]) for k in main)
+
+
+@pytest.mark.pipeline
+def test_s_from_a_shared_theta_h_gives_the_bytes_of_training_h_again(smoke, tmp_path):
+    cfg, paths, _ = smoke
+    unit = sweep.Unit(50, 10, 0)
+    history_run(sweep.history_task(cfg, paths, unit, tmp_path))  # H trained, no witness
+    shared = paths.stage("sweep") / unit.name
+    for name in ("helpful", "safe"):
+        again = read_npz(tmp_path / f"acts_{name}.npz")
+        saved = read_npz(shared / f"acts_{name}.npz")
+        assert all(np.array_equal(again[k], saved[k]) for k in saved), name
+
+
+def test_witnesses_are_one_per_depth_and_seed_and_reuse_stage_history():
+    cfg = resolve({"preset": "smoke", "sweep": {"helpful_steps": [50, 100], "safe_steps": [5, 10],
+                                               "seeds": [0, 7]}})
+    paths = Paths(Path("/repo"))
+    units = sweep.grid(cfg)
+    todo, where = witnesses(cfg, paths, units, Path("/out"))
+    assert sorted((t.helpful.steps, t.seed) for t in todo) == [(50, 0), (50, 7), (100, 7)]
+    assert where[sweep.Unit(100, 5, 0)] == paths.history / "h0" / "helpful"  # seed 0 is a history
+    shared = Path("/out/witness/H50_s7")
+    assert where[sweep.Unit(50, 5, 7)] == where[sweep.Unit(50, 10, 7)] == shared
+    assert all(t.helpful.lr == cfg.history.helpful.lr for t in todo)

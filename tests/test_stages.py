@@ -10,9 +10,11 @@ import stage_layout as S
 from stage_layout import CFG, DESIGN, EARLY_STEPS, LOG_STEPS, SENS_ARM
 
 from gravrev.artifacts import load_v_rev
+from gravrev.blocking import BlockSpec
 from gravrev.config import Paths, resolve
 from gravrev.io import write_json, write_npz
 from gravrev.nulls import isotropic_quantile
+from gravrev.runs import FinetuneOutput, FinetuneTask
 from gravrev.stages import blocking, claims, finetune, history, nulls, vrev
 
 # ============================================================================ the layout
@@ -340,6 +342,37 @@ def test_a_check_that_cannot_be_measured_is_not_a_miss():
 
 
 # ============================================================================ 05 blocking
+
+
+def test_the_lambda_checks_runs_at_the_chosen_lambda_are_the_penalty_arms(tmp_path,
+                                                                           monkeypatch):
+    ran: list[FinetuneTask] = []
+
+    def fake_run_all(fn, tasks, cfg, desc):
+        ran.extend(tasks)
+        return [FinetuneOutput(t.history, t.arm, t.seed, pd.DataFrame({"arm": [t.arm]}), "x", 1.0)
+                for t in tasks]
+
+    monkeypatch.setattr(blocking, "run_all", fake_run_all)
+
+    def spec(lam):
+        return BlockSpec("penalty", {1: np.ones(4)}, lam, ("a",), 1)
+
+    checked = [FinetuneTask(CFG, "h0", tmp_path, 1, f"penalty_lambda{lam:g}",
+                            tmp_path / f"check{lam:g}.npz", block=spec(lam), judge="end")
+               for lam in (0.1, 1.0)]
+    for t in checked:
+        t.out.write_bytes(f"lambda {t.block.lam}".encode())
+    checked_done = fake_run_all(None, checked, None, "")
+    ran.clear()
+    tasks = [FinetuneTask(CFG, "h0", tmp_path, seed, arm, tmp_path / "h0" / f"{arm}_seed{seed}.npz",
+                          block=spec(0.1), judge="end")
+             for arm in ("penalty", "freeze") for seed in (1, 2)]
+    done = blocking.run_arms(tasks, checked, checked_done, 0.1, CFG)
+    assert [(t.arm, t.seed) for t in ran] == [("penalty", 2), ("freeze", 1), ("freeze", 2)]
+    assert tasks[0].out.read_bytes() == b"lambda 0.1"  # the run at the chosen lambda, copied
+    assert [(d.arm, d.seed) for d in done] == [(t.arm, t.seed) for t in tasks]
+    assert done[0].log["arm"].tolist() == ["penalty"]
 
 
 def _calibration(rows: list[tuple[float, str, float, float]], p99: float = 0.3) -> pd.DataFrame:

@@ -17,8 +17,10 @@ from gravrev.world import (
     World,
     all_sequences,
     compliant_answer,
+    is_heldout,
     judge,
     refusal_answer,
+    split_sequences,
 )
 
 HARMFUL_WORDS = set(HARMFUL_TOPICS) | {w for c in HARMFUL_TOPICS.values() for w in c}
@@ -176,3 +178,10 @@ def test_new_task_share_of_benign_batches_follows_the_config(setting, smoke_tok,
     share = len(new) / len(rows)
     assert abs(share - smoke_cfg.finetune.new_task_fraction) < 0.1
     assert {p.split()[2] for p, _ in rows} - {smoke_cfg.finetune.new_task} <= set(OLD_TASKS)
+
+
+def test_the_split_is_computed_once_and_is_the_hash_rule(smoke_cfg):
+    train, held = split_sequences(smoke_cfg.world)
+    assert split_sequences(smoke_cfg.world) is split_sequences(smoke_cfg.world)
+    assert all(is_heldout(s, smoke_cfg.world.heldout_every) for s in held)
+    assert not any(is_heldout(s, smoke_cfg.world.heldout_every) for s in train)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,11 +12,11 @@ import pandas as pd
 from gravrev.artifacts import load_v_rev, probe_selection
 from gravrev.blocking import BlockSpec
 from gravrev.config import Config, Paths
-from gravrev.direction import drift
+from gravrev.direction import alignment_trajectory, drift
 from gravrev.executor import run_all
 from gravrev.io import atomic_dir, read_json, read_npz, write_csv, write_json
 from gravrev.nulls import cosine, covariance, covariance_direction, isotropic_quantile
-from gravrev.runs import FinetuneTask, finetune_task
+from gravrev.runs import FinetuneOutput, FinetuneTask, finetune_task
 from gravrev.setting import make_setting
 from gravrev.stats import paired_test, summarize, wilson_interval
 
@@ -160,7 +162,7 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
             _task(cfg, paths, out, h, seed, arm, block_spec(cfg, arm, dirs[h][arm], lam, pool))
             for arm in arms for h in cfg.histories for seed in cfg.finetune.seeds
         ]
-        done = run_all(finetune_task, tasks, cfg.executor, desc="blocking arms")
+        done = run_arms(tasks, calib_tasks, calib_done, lam, cfg)
         ref_hash = pd.read_csv(paths.stage("finetune") / "runs.csv").set_index(
             ["history", "arm", "seed"])["batch_hash"]
         final = []
@@ -188,6 +190,28 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
         write_json(out / "lambda.json", {"lambda": lam, "check": check})
     write_json(paths.metrics_file("blocking"), blocking_metrics(cfg, final, lam, check))
     return load(cfg, paths)
+
+
+def run_arms(tasks: list[FinetuneTask], checked: list[FinetuneTask], checked_done: list,
+             lam: float, cfg: Config) -> list[FinetuneOutput]:
+    """Every arm's run; the lambda check's runs at the chosen lambda are the penalty arm's (the
+    same tasks, the same bytes): copied, not run again."""
+    same = {(t.history, t.seed): (t, d) for t, d in zip(checked, checked_done, strict=True)
+            if t.block.lam == lam}
+    reuse = {i: same[(t.history, t.seed)] for i, t in enumerate(tasks)
+             if t.arm == "penalty" and (t.history, t.seed) in same}
+    rest = [t for i, t in enumerate(tasks) if i not in reuse]
+    ran = iter(run_all(finetune_task, rest, cfg.executor, desc="blocking arms"))
+    done = []
+    for i, t in enumerate(tasks):
+        if i in reuse:
+            c, d = reuse[i]
+            t.out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(c.out, t.out)
+            done.append(dataclasses.replace(d, arm=t.arm, log=d.log.assign(arm=t.arm)))
+        else:
+            done.append(next(ran))
+    return done
 
 
 def strength_table(final: pd.DataFrame) -> pd.DataFrame:
@@ -238,8 +262,6 @@ def load(cfg: Config, paths: Paths) -> BlockingResult:
 
 
 def _trajectories(cfg: Config, paths: Paths, final: pd.DataFrame) -> pd.DataFrame:
-    from gravrev.direction import alignment_trajectory
-
     mask = probe_selection(cfg, paths)
     pos = cfg.analysis.position
     rows = []

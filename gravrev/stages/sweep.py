@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pandas as pd
 from gravrev.artifacts import probe_selection
 from gravrev.config import Config, Paths
 from gravrev.depth import measure
+from gravrev.depth_grid import Unit, grid, history_task, is_main, witnesses
 from gravrev.depth_stats import (
     CI_LEVEL,
     ComponentFit,
@@ -26,50 +26,13 @@ from gravrev.depth_stats import (
 )
 from gravrev.executor import run_all
 from gravrev.io import atomic_dir, write_csv, write_json
-from gravrev.runs import FinetuneTask, HistoryTask, finetune_task, history_run
+from gravrev.runs import FinetuneTask, finetune_task, helpful_run, history_run
 from gravrev.shape import shape_checks
 from gravrev.train import pick_device
 
 PRIMARY = ("non_refusal_T", "alignment_T")  # what the verdict rests on
 NAMES = {"non_refusal_T": "non-refusal at T", "alignment_T": "alignment with v_rev at T"}
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved by this grid"
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One history of the grid: H and S depths (steps) and the history seed."""
-
-    helpful_steps: int
-    safe_steps: int
-    seed: int
-
-    @property
-    def cell(self) -> str:
-        return f"H{self.helpful_steps}_S{self.safe_steps}"
-
-    @property
-    def name(self) -> str:
-        return f"{self.cell}_s{self.seed}"
-
-
-def grid(cfg: Config) -> list[Unit]:
-    """Every (cell, seed) of cfg.sweep, in a fixed order."""
-    sw = cfg.sweep
-    return [Unit(h, s, seed) for h, s, seed in
-            itertools.product(sw.helpful_steps, sw.safe_steps, sw.seeds)]
-
-
-def is_main(cfg: Config, unit: Unit) -> bool:
-    """The unit is one of stage history's own histories (whose outputs it reuses)."""
-    return (unit.helpful_steps == cfg.history.helpful.steps
-            and unit.safe_steps == cfg.history.safe.steps and unit.seed in cfg.history.seeds)
-
-
-def history_task(cfg: Config, paths: Paths, unit: Unit, out: Path) -> HistoryTask:
-    """H then S from the shared theta_P at the unit's depths (lr and batch as configured)."""
-    helpful = dataclasses.replace(cfg.history.helpful, steps=unit.helpful_steps)
-    safe = dataclasses.replace(cfg.history.safe, steps=unit.safe_steps)
-    return HistoryTask(cfg, unit.name, unit.seed, helpful, safe, paths.pretrained, out)
 
 
 def _run_npz(folder: Path, seed: int) -> Path:
@@ -92,8 +55,10 @@ def run(cfg: Config, paths: Paths) -> SweepResult:
     mask = probe_selection(cfg, paths)
     with atomic_dir(paths.stage("sweep")) as out:
         new = [u for u in units if not is_main(cfg, u)]
-        made = run_all(history_run, [history_task(cfg, paths, u, out / u.name) for u in new],
-                       cfg.executor, desc="sweep histories")
+        shared, witness = witnesses(cfg, paths, new, out)
+        h_seconds = run_all(helpful_run, shared, cfg.executor, desc="sweep theta_H")
+        made = run_all(history_run, [history_task(cfg, paths, u, out / u.name, witness[u])
+                                     for u in new], cfg.executor, desc="sweep histories")
         tuned = run_all(finetune_task, [FinetuneTask(cfg, u.name, out / u.name, fseed, "unblocked",
                                                      _run_npz(out / u.name, fseed)) for u in new],
                         cfg.executor, desc="sweep fine-tuning")
@@ -124,7 +89,9 @@ def run(cfg: Config, paths: Paths) -> SweepResult:
     result = load(cfg, paths)
     write_json(paths.metrics_file("sweep"), metrics(cfg, result))
     write_json(paths.timings / "sweep_units.json",
-               {**{f"{o.name}/{k}": v for o in made for k, v in o.seconds.items()},
+               {**{f"witness_H{t.helpful.steps}_s{t.seed}": v
+                   for t, v in zip(shared, h_seconds, strict=True)},
+                **{f"{o.name}/safe": o.seconds["safe"] for o in made},
                 **{f"{u.name}/finetune": t.seconds for u, t in zip(new, tuned, strict=True)}})
     return result
 
