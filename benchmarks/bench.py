@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,7 @@ def matmul_flops_per_s(n: int, repeats: int) -> float:
     return 2 * n**3 / best
 
 
-def training_run(seed: int, preset: str = "tiny", steps: int = 60) -> float:
+def training_run(seed: int, preset: str = "tiny", steps: int = 100) -> float:
     """One independent run for the parallel benchmark: train from a seed, return the loss."""
     cfg = resolve({"preset": preset})
     batches = make_batches(cfg, steps, seed)
@@ -209,9 +210,10 @@ def training_run(seed: int, preset: str = "tiny", steps: int = 60) -> float:
     return loss.item()
 
 
-def parallel_seconds(runs: int, workers: int) -> float:
+def parallel_seconds(runs: int, workers: int, preset: str) -> float:
     start = time.perf_counter()
-    run_all(training_run, list(range(runs)), ExecutorConfig(workers=workers), f"{workers} worker")
+    run_all(partial(training_run, preset=preset), list(range(runs)),
+            ExecutorConfig("local", workers, None), f"{workers} worker")
     return time.perf_counter() - start
 
 
@@ -235,7 +237,7 @@ def run_benchmark(preset: str, steps: int, warmup: int, repeats: int, runs: int)
     flops = mean_step_flops(cfg, batches[warmup:])
     matmul_size = 2048
     peak = matmul_flops_per_s(matmul_size, repeats=5)
-    t1, t2 = parallel_seconds(runs, 1), parallel_seconds(runs, 2)
+    t1, t2 = parallel_seconds(runs, 1, preset), parallel_seconds(runs, 2, preset)
     return Benchmark(
         preset=preset,
         n_params=n_params(fresh_model(cfg)),
@@ -292,7 +294,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per repeat")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each loop (median)")
-    parser.add_argument("--runs", type=int, default=4, help="runs for the parallel benchmark")
+    parser.add_argument("--runs", type=int, default=8, help="runs for the parallel benchmark")
     parser.add_argument("--out", type=Path, default=Path("data/timings/benchmark.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
