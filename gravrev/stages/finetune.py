@@ -50,14 +50,15 @@ def tasks(cfg: Config, paths: Paths, out) -> list[FinetuneTask]:
         for seed in early_seeds(cfg):
             todo.append(FinetuneTask(cfg, h, ckpt, seed, "early", out / h / f"early_seed{seed}.npz",
                                      judge="none", log_steps=early))
-    # The expected direction of the first updates: one run per history at 16x the batch.
+    # The expected direction of the first updates: one run per history at 16x the batch, for
+    # the early-step claims only (none without early runs: 16x the batch of a real model is
+    # rarely affordable).
     large_fc = dataclasses.replace(fc, batch_size=16 * fc.batch_size)
-    large = dataclasses.replace(cfg, finetune=large_fc)
-    for h in cfg.histories:
-        seed = fc.seeds[0]
-        todo.append(FinetuneTask(large, h, paths.history / h, seed, "large_batch",
-                                 out / h / f"large_batch_seed{seed}.npz", judge="none",
-                                 log_steps=early))
+    large, seed = dataclasses.replace(cfg, finetune=large_fc), fc.seeds[0]
+    if fc.early_runs:
+        todo += [FinetuneTask(large, h, paths.history / h, seed, "large_batch",
+                              out / h / f"large_batch_seed{seed}.npz", judge="none",
+                              log_steps=early) for h in cfg.histories]
     h, seed = cfg.histories[0], fc.seeds[0]
     for arm, variant in sensitivity_variants(cfg):
         todo.append(FinetuneTask(variant, h, paths.history / h, seed, arm,
