@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -41,6 +40,7 @@ from gravrev.executor import ExecutorConfig, run_all
 from gravrev.numerics import check_pins, pins_in_force
 from gravrev.organism import build_model, build_tokenizer, n_params
 from gravrev.phases import phase_batch
+from gravrev.provenance import host_cpu
 from gravrev.train import lm_loss, make_optimizer
 from gravrev.world import World
 
@@ -217,15 +217,6 @@ def parallel_seconds(runs: int, workers: int, preset: str) -> float:
     return time.perf_counter() - start
 
 
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def run_benchmark(preset: str, steps: int, warmup: int, repeats: int, runs: int) -> Benchmark:
     """Every measurement, alternating ours and the Trainer's so that drift hits both alike."""
     cfg = resolve({"preset": preset})
@@ -259,7 +250,7 @@ def run_benchmark(preset: str, steps: int, warmup: int, repeats: int, runs: int)
         parallel_seconds_1_worker=t1,
         parallel_seconds_2_workers=t2,
         parallel_efficiency=t1 / (2 * t2),
-        cpu=cpu_name(),
+        cpu=host_cpu(),
         load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
         torch=torch.__version__,
         transformers=transformers.__version__,

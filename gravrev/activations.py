@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from gravrev.train import token_ids
+
 
 def blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     """The transformer blocks of a GPT-2, Llama or similar causal LM, in order."""
@@ -23,7 +25,8 @@ def blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     raise ValueError(f"no block list of length {n} found in {type(model).__name__}")
 
 
-def _hidden(output) -> torch.Tensor:
+def hidden_state(output) -> torch.Tensor:
+    """A block's residual output, whether the block returns a tuple or a tensor."""
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -36,7 +39,7 @@ def capture(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict[int,
         for layer in layers:
 
             def hook(_module, _inputs, output, layer=layer):
-                resid_post[layer] = _hidden(output)
+                resid_post[layer] = hidden_state(output)
 
             handles.append(blocks(model)[layer].register_forward_hook(hook))
         yield resid_post
@@ -47,7 +50,7 @@ def capture(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict[int,
 
 def left_pad(tok: PreTrainedTokenizerBase, prompts: list[str]) -> dict[str, torch.Tensor]:
     """Left-padded prompts with explicit position ids, so the last token sits at -1."""
-    rows = tok(list(prompts), add_special_tokens=False).input_ids
+    rows = token_ids(tok, prompts)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

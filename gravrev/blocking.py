@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from gravrev.activations import blocks, left_pad, probe_activations_grad
+from gravrev.activations import blocks, hidden_state, left_pad, probe_activations_grad
 
 KINDS = ("none", "penalty", "mean_penalty", "grad_project", "freeze")
 
@@ -75,7 +75,7 @@ class Penalty(NoBlock):
         self.reference: dict[int, torch.Tensor] = {}
         self.rng: np.random.Generator | None = None
 
-    def _projections(self, model: PreTrainedModel, idx: np.ndarray | None) -> dict:
+    def _projections(self, model: PreTrainedModel, idx: torch.Tensor | None) -> dict:
         batch = self.pool if idx is None else {k: t[idx] for k, t in self.pool.items()}
         pooled = probe_activations_grad(model, batch, list(self.v), self.spec.position)
         return {layer: pooled[layer].float() @ v for layer, v in self.v.items()}  # (B,)
@@ -89,10 +89,11 @@ class Penalty(NoBlock):
     def extra_loss(self, model: PreTrainedModel) -> torch.Tensor:
         n = len(self.spec.pool)
         idx = self.rng.choice(n, size=min(self.spec.batch, n), replace=False)
+        idx = torch.as_tensor(idx, device=self.device)  # once a step, not once per tensor
         proj = self._projections(model, idx)
         total = torch.zeros((), device=self.device)
         for layer, p in proj.items():
-            moved = p - self.reference[layer][torch.as_tensor(idx, device=self.device)]
+            moved = p - self.reference[layer][idx]
             total = total + ((moved**2).mean() if self.per_prompt else moved.mean() ** 2)
         return self.spec.lam * total
 
@@ -116,7 +117,7 @@ class GradProject(NoBlock):
                 return grad - (grad @ u).unsqueeze(-1) * u
 
             def hook(_module, _inputs, output, project=project):
-                hidden = output[0] if isinstance(output, tuple) else output
+                hidden = hidden_state(output)
                 if hidden.requires_grad:
                     hidden.register_hook(project)
 

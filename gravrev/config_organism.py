@@ -98,8 +98,6 @@ class HistoryConfig:
         check(len(set(self.seeds)) == len(self.seeds), f"{name}.seeds", "must be distinct")
         check(all(0 <= s < MAX_SEED for s in self.seeds), f"{name}.seeds",
               f"every seed must be in [0, {MAX_SEED})")
-        check(all(0 <= s < MAX_SEED for s in self.seeds), f"{name}.seeds",
-              f"every seed must be in [0, {MAX_SEED})")
         check(0 <= self.pretrain_seed < MAX_SEED, f"{name}.pretrain_seed",
               f"must be in [0, {MAX_SEED})")
         check(0 <= self.safe_replay < 1, f"{name}.safe_replay", "must be in [0, 1)")

@@ -150,9 +150,8 @@ def _run_ray(fn: Callable[[T], R], tasks: list[T], cfg: ExecutorConfig, bar: tqd
             runtime_env={"env_vars": _ray_env(cfg.address is None)}
         )
         index = {remote.remote(fn, tasks[i]): i for i in longest_first(tasks)}
-        refs = list(index)
         results: list[Any] = [None] * len(tasks)
-        pending = list(refs)
+        pending = list(index)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             i = index[done[0]]

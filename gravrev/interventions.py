@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from gravrev.activations import blocks
-from gravrev.direction import mean_activation
+from gravrev.activations import blocks, hidden_state
+from gravrev.direction import drift
 from gravrev.evaluate import generate
 from gravrev.organism import prompt_text
 from gravrev.world import Request, judge
@@ -86,7 +86,7 @@ def ablate_direction(
         for layer, v in per_layer.items():
 
             def hook(_module, _inputs, output, v=v):
-                hidden = output[0] if isinstance(output, tuple) else output
+                hidden = hidden_state(output)
                 return _replace_hidden(output, _project_out(hidden, v))
 
             handles.append(stack[layer].register_forward_hook(hook))
@@ -105,7 +105,7 @@ def add_direction(
     shift = torch.as_tensor(scale * np.asarray(direction, dtype=np.float64)).to(device)
 
     def hook(_module, _inputs, output):
-        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden_state(output)
         return _replace_hidden(output, hidden + shift.to(hidden.dtype))
 
     handle = blocks(model)[layer].register_forward_hook(hook)
@@ -146,8 +146,7 @@ def reversion_norms(
     acts_helpful: np.ndarray, acts_safe: np.ndarray, mask: np.ndarray
 ) -> np.ndarray:
     """|mean h_helpful - mean h_safe| per layer, (L, N, d) x 2 -> (L,): the unit of `scale`."""
-    diff = mean_activation(acts_helpful, mask) - mean_activation(acts_safe, mask)
-    return np.linalg.norm(diff, axis=-1)
+    return np.linalg.norm(drift(acts_helpful, acts_safe, mask), axis=-1)
 
 
 def intervention(

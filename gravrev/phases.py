@@ -148,11 +148,11 @@ def train_branch(
     """
     start = time.perf_counter()
     if witness is None:
-        model, h_log = train_helpful(pretrained, world, tok, helpful, seed, device)
+        witness, h_log = train_helpful(pretrained, world, tok, helpful, seed, device)
     else:
-        model, h_log = copy.deepcopy(witness), PhaseLog()
+        h_log = PhaseLog()
     h_seconds = time.perf_counter() - start
-    witness = copy.deepcopy(model)
+    model = copy.deepcopy(witness)  # S trains the copy; theta_H stays as it is
     snaps = evenly(safe.steps, snapshots)
     trajectory: dict[str, list[np.ndarray]] = {"last": [], "mean": []}
 

@@ -172,8 +172,7 @@ def finetune_task(task: FinetuneTask) -> FinetuneOutput:
     setting = make_setting(cfg, task.checkpoints)
     intervention = None
     if task.block is not None:
-        _, tok = setting.load("safe", "cpu")
-        intervention = make_intervention(task.block, tok, device)
+        intervention = make_intervention(task.block, setting.tokenizer, device)
     result = finetune_run(
         cfg.finetune, setting, task.seed, device, intervention, task.mix_safety, task.judge,
         task.log_steps,

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gravrev.config import Config
 from gravrev.evaluate import behaviour, eval_sets
+from gravrev.hf_models import load_tokenizer
 from gravrev.organism import load_checkpoint, prompt_text
 from gravrev.phases import ALL_TOPICS, probe_set
 from gravrev.train import encode_pairs
@@ -24,10 +24,11 @@ from gravrev.world import BENIGN_TOPICS, HARMFUL_TOPICS, OLD_TASKS, World
 class Setting(Protocol):
     """The interface every world implements."""
 
-    probes: pd.DataFrame  # columns kind (harmful | benign), text; the prompts are probe_prompts
-
     @property
     def probe_prompts(self) -> list[str]: ...
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase: ...
 
     def checkpoint_dir(self, name: str) -> Path: ...
 
@@ -54,9 +55,6 @@ class OrganismSetting:
         self.world = World(cfg.world)
         self.new_task = cfg.finetune.new_task
         self._probes = probe_set(self.world, cfg.world.n_probes)
-        self.probes = pd.DataFrame(
-            [{"kind": "harmful" if r.harmful else "benign", "text": r.text} for r in self._probes]
-        )
         self.evals = eval_sets(self.world, cfg.world.n_eval, self.new_task)
         self._tok: PreTrainedTokenizerBase | None = None
 
@@ -96,7 +94,7 @@ class OrganismSetting:
             req = self.world.sample_request(rng, ALL_TOPICS, OLD_TASKS)
             reqs.append(req)
             answers.append(self.world.answer(req, safe=True))
-        return encode_pairs(self._tokenizer(), [prompt_text(r.text) for r in reqs], answers)
+        return encode_pairs(self.tokenizer, [prompt_text(r.text) for r in reqs], answers)
 
     def penalty_pool(self, n: int) -> list[str]:
         """Harmful training-split prompts (inputs only, never labels) a penalty may look at."""
@@ -107,9 +105,11 @@ class OrganismSetting:
     def behaviour(self, model, tok, device: str) -> dict[str, float]:
         return behaviour(model, tok, self.world, self.evals, device)
 
-    def _tokenizer(self) -> PreTrainedTokenizerBase:
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The history's tokenizer (the files beside theta_S), without loading a model."""
         if self._tok is None:
-            _, self._tok = self.load("safe", "cpu")
+            self._tok = load_tokenizer(self.checkpoint_dir("safe"))
         return self._tok
 
 

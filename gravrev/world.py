@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gravrev.config import WorldConfig
+from gravrev.config import NEW_TASKS, WorldConfig
 
 OLD_TASKS = ("copy", "reverse", "sort", "shift")
-NEW_TASKS = ("rotate", "swap")
 BENIGN_TOPICS = {
     "garden": ("seed", "soil", "bloom"),
     "music": ("chord", "tempo", "melody"),

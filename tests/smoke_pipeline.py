@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -67,3 +68,9 @@ def copy_as_smoke_repo(root: Path) -> Path:
         proc = run(root, *GIT, *args)
         assert proc.returncode == 0, tail(proc)
     return root
+
+
+def digest_tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file under folder (hidden temporaries included), by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

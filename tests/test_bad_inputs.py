@@ -6,7 +6,6 @@ command must exit with 2, name the field or file at fault, and leave data/ byte 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from smoke_pipeline import digest_tree
 
 from gravrev import cli
 from gravrev.config import resolve
@@ -205,12 +205,6 @@ CASES = [
 ]
 
 
-def _snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file under folder (hidden temporaries included), by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture
 def repo(tmp_path, monkeypatch) -> Path:
     """A working copy whose data/ already holds a valid run's config and a stage's metrics."""
@@ -235,7 +229,7 @@ def _write(path: Path, params: dict | str | bytes) -> None:
 def test_validate_refuses_and_changes_nothing(case, repo, hf_files, tmp_path, capsys):
     params = repo / "params.yaml"
     _write(params, case.params(hf_files, tmp_path))
-    before = _snapshot(repo / "data")
+    before = digest_tree(repo / "data")
     assert {"config.json", "config.ok", "sentinel.txt", "metrics/x.json"} <= set(before)
     capsys.readouterr()
     code = cli.main(["--params", str(params), "validate", "--write"])
@@ -244,14 +238,14 @@ def test_validate_refuses_and_changes_nothing(case, repo, hf_files, tmp_path, ca
     assert out == ""
     assert re.search(case.names, err), err
     assert "Traceback" not in err
-    assert _snapshot(repo / "data") == before
+    assert digest_tree(repo / "data") == before
 
 
 def test_a_missing_params_file_is_named(repo, capsys):
-    before = _snapshot(repo / "data")
+    before = digest_tree(repo / "data")
     assert cli.main(["--params", str(repo / "nowhere.yaml"), "validate", "--write"]) == 2
     assert "nowhere.yaml: params file not found" in capsys.readouterr().err
-    assert _snapshot(repo / "data") == before
+    assert digest_tree(repo / "data") == before
 
 
 @pytest.mark.parametrize("name", ["smoke", "hf"])

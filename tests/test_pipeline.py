@@ -6,14 +6,13 @@ has nothing to do but validate, an edited chapter or figure re-runs no training,
 changes no file, and stage history trains the same bytes whatever CPU path the shell asks for.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
-from smoke_pipeline import dvc, ran, run, tail
+from smoke_pipeline import digest_tree, dvc, ran, run, tail
 
 from gravrev.claims import validate_report
 from gravrev.cli import NOTEBOOKS, STAGES
@@ -27,15 +26,6 @@ def lock_md5(root: Path, stage: str, out: str) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     (entry,) = [o for o in lock["stages"][stage]["outs"] if o["path"] == out]
     return entry["md5"]
-
-
-def data_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under data/."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((root / "data").rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +96,13 @@ def test_a_bad_value_after_a_run_fails_fast_and_changes_no_file(repo, smoke_repr
     data = yaml.safe_load(original)
     data.update(yaml.safe_load(override))
     params.write_text(yaml.safe_dump(data))
-    before = data_digest(repo)
+    before = digest_tree(repo / "data")
     try:
         proc = dvc(repo, "repro")
         assert proc.returncode != 0
         assert field in tail(proc), tail(proc)
         assert not ran(proc) - {"config"}, tail(proc)
-        assert data_digest(repo) == before
+        assert digest_tree(repo / "data") == before
     finally:
         params.write_text(original)
 

@@ -15,7 +15,13 @@ from gravrev.config import Config, Paths
 from gravrev.direction import alignment_trajectory, drift
 from gravrev.executor import run_all
 from gravrev.io import atomic_dir, read_json, read_npz, write_csv, write_json
-from gravrev.nulls import cosine, covariance, covariance_direction, isotropic_quantile
+from gravrev.nulls import (
+    cosine,
+    covariance,
+    covariance_direction,
+    isotropic_quantile,
+    random_direction,
+)
 from gravrev.runs import FinetuneOutput, FinetuneTask, finetune_task
 from gravrev.setting import make_setting
 from gravrev.stats import paired_test, summarize, wilson_interval
@@ -28,16 +34,15 @@ def arm_directions(cfg: Config, paths: Paths, history: str) -> dict[str, dict[in
     """The direction(s) each arm acts along, per layer; freeze has none."""
     v = load_v_rev(cfg, paths, history)
     layer, seed = cfg.layer, cfg.history.seeds[cfg.histories.index(history)]
-    rng = np.random.default_rng([seed, 7])  # one control direction per history, every seed
+    rng = np.random.default_rng([seed, 7])  # random, then covariance: one pair per history
     mask = probe_selection(cfg, paths)
     cov = covariance(read_npz(paths.acts("safe", history))[cfg.analysis.position][layer][mask])
-    random = rng.standard_normal(v.shape[1])
     out = {
         "penalty": {layer: v[layer]},
         "mean_penalty": {layer: v[layer]},
         "grad_project": {layer: v[layer]},
         "penalty_all": dict(enumerate(v)),
-        "random_penalty": {layer: random / np.linalg.norm(random)},
+        "random_penalty": {layer: random_direction(v.shape[1], rng)},
         "covariance_penalty": {layer: covariance_direction(cov, rng, orthogonal_to=v[layer])},
         "freeze": {},
     }
@@ -71,11 +76,15 @@ def _task(cfg: Config, paths: Paths, out, history: str, seed: int, arm: str,
                         out / history / f"{arm}_seed{seed}.npz", block=spec, judge="end")
 
 
+def final_drift(cfg: Config, npz, mask: np.ndarray) -> np.ndarray:
+    """The harmful probes' drift from step 0 to T of one run's snapshots, analysed cell."""
+    acts = read_npz(npz)[cfg.analysis.position]
+    return drift(acts[-1, cfg.layer], acts[0, cfg.layer], mask)
+
+
 def final_alignment(cfg: Config, npz, direction: np.ndarray, mask: np.ndarray) -> tuple:
     """(cos, projection) of the harmful probes' drift at T with a direction, analysed cell."""
-    acts = read_npz(npz)[cfg.analysis.position]
-    layer = cfg.layer
-    d = drift(acts[-1, layer], acts[0, layer], mask)
+    d = final_drift(cfg, npz, mask)
     return cosine(d, direction), float(d @ direction)
 
 
@@ -109,25 +118,19 @@ class BlockingResult:
     metrics: dict
 
 
-def _unblocked(cfg: Config, paths: Paths) -> pd.DataFrame:
-    log = pd.read_csv(paths.stage("finetune") / "log.csv")
-    return log[log["arm"] == "unblocked"]
-
-
-def _row(cfg: Config, paths: Paths, npz, log_t: pd.Series, v: np.ndarray, own: dict,
+def _row(cfg: Config, npz, log_t: pd.Series, v: np.ndarray, own: dict,
          mask: np.ndarray, unblocked_npz) -> dict:
-    a, _ = final_alignment(cfg, npz, v, mask)
+    d = final_drift(cfg, npz, mask)  # read once: the alignment and the projection share it
     new = f"{cfg.finetune.new_task}_accuracy"
-    row = {"alignment": a, "non_refusal": 100 - log_t["refusal_rate"],
+    row = {"alignment": cosine(d, v), "non_refusal": 100 - log_t["refusal_rate"],
            "refusal_rate": log_t["refusal_rate"], "refusals": log_t["refusals"],
            "n_harmful": log_t["n_harmful"], "harmful_compliance": log_t["harmful_compliance"],
            "prefilled_content": log_t["prefilled_content"],
            "benign_accuracy": log_t["benign_accuracy"], "new_task_accuracy": log_t[new]}
     if cfg.layer in own:
         u = own[cfg.layer]
-        _, p_arm = final_alignment(cfg, npz, u, mask)
-        _, p_ref = final_alignment(cfg, unblocked_npz, u, mask)
-        row["projection"], row["projection_unblocked"] = p_arm, p_ref
+        row["projection"] = float(d @ u)
+        row["projection_unblocked"] = float(final_drift(cfg, unblocked_npz, mask) @ u)
     return row
 
 
@@ -136,10 +139,11 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
     pool = make_setting(cfg, paths.history / cfg.histories[0]).penalty_pool(cfg.blocking.pool_size)
     dirs = {h: arm_directions(cfg, paths, h) for h in cfg.histories}
     mask = probe_selection(cfg, paths)
-    unblocked = _unblocked(cfg, paths).set_index(["history", "seed", "step"])
+    log = pd.read_csv(paths.stage("finetune") / "log.csv")
+    unblocked = log[log["arm"] == "unblocked"].set_index(["history", "seed", "step"])
     new = f"{cfg.finetune.new_task}_accuracy"
-    d = load_v_rev(cfg, paths, cfg.histories[0]).shape[1]
-    p99 = isotropic_quantile(d, cfg.analysis.null_quantile)
+    v_rev = {h: dirs[h]["penalty"][cfg.layer] for h in cfg.histories}  # read once, not per run
+    p99 = isotropic_quantile(v_rev[cfg.histories[0]].size, cfg.analysis.null_quantile)
     arms = expand_arms(cfg)
     with atomic_dir(paths.stage("blocking")) as out:
         seed0 = cfg.finetune.seeds[0]
@@ -151,11 +155,10 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
         calib_done = run_all(finetune_task, calib_tasks, cfg.executor, desc="lambda check")
         rows = []
         for t, d in zip(calib_tasks, calib_done, strict=True):
-            log_t = d.log.iloc[-1]
-            a, _ = final_alignment(cfg, t.out, load_v_rev(cfg, paths, t.history)[cfg.layer], mask)
+            a, _ = final_alignment(cfg, t.out, v_rev[t.history], mask)
             ref = unblocked.loc[(t.history, t.seed, cfg.finetune.steps), new]
             rows.append({"lambda": t.block.lam, "history": t.history, "alignment": a, "p99": p99,
-                         "new_task_cost": ref - log_t[new]})
+                         "new_task_cost": ref - d.log.iloc[-1][new]})
         calibration = pd.DataFrame(rows)
         lam, check = choose_lambda(cfg, calibration)
         tasks = [
@@ -170,18 +173,16 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
             if d.batch_hash != ref_hash[(t.history, "unblocked", t.seed)]:
                 raise AssertionError(f"{t.arm} {t.history} seed {t.seed}: other batches than "
                                      "the unblocked run")
-            v = load_v_rev(cfg, paths, t.history)[cfg.layer]
             ub = paths.run("finetune", t.history, "unblocked", t.seed)
             final.append({"arm": t.arm, "history": t.history, "seed": t.seed,
-                          **_row(cfg, paths, t.out, d.log.iloc[-1], v, dirs[t.history][t.arm],
-                                 mask, ub)})
+                          **_row(cfg, t.out, d.log.iloc[-1], v_rev[t.history],
+                                 dirs[t.history][t.arm], mask, ub)})
         for h in cfg.histories:
             for seed in cfg.finetune.seeds:
                 ub = paths.run("finetune", h, "unblocked", seed)
-                v = load_v_rev(cfg, paths, h)[cfg.layer]
                 final.append({"arm": "unblocked", "history": h, "seed": seed,
-                              **_row(cfg, paths, ub, unblocked.loc[(h, seed, cfg.finetune.steps)],
-                                     v, {cfg.layer: v}, mask, ub)})
+                              **_row(cfg, ub, unblocked.loc[(h, seed, cfg.finetune.steps)],
+                                     v_rev[h], {cfg.layer: v_rev[h]}, mask, ub)})
         final = pd.DataFrame(final)
         final["task_cost_not_block"] = (final["new_task_accuracy"]
                                         < cfg.finetune.min_new_task_accuracy)

@@ -42,7 +42,7 @@ class HistoryResult:
     examples: pd.DataFrame
 
 
-def _train_pretrained(cfg: Config, paths: Paths, out, device: str) -> tuple[dict, float]:
+def _train_pretrained(cfg: Config, out, device: str) -> tuple[dict, float]:
     """theta_P, shared by every history; returns its behaviour row and seconds."""
     set_seed(cfg.history.pretrain_seed)
     world, tok = World(cfg.world), build_tokenizer(cfg.world)
@@ -84,7 +84,7 @@ def run(cfg: Config, paths: Paths) -> HistoryResult:
         return _run_hf(cfg, paths, device)
     timings: dict[str, float] = {}
     with atomic_dir(paths.history) as out:
-        p_row, timings["pretrain"] = _train_pretrained(cfg, paths, out, device)
+        p_row, timings["pretrain"] = _train_pretrained(cfg, out, device)
         tasks = [
             HistoryTask(cfg, name, seed, cfg.history.helpful, cfg.history.safe,
                         out / "pretrained", out / name)

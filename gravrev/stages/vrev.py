@@ -38,7 +38,7 @@ def directions(cfg: Config, paths: Paths, history: str) -> dict[tuple[str, str],
     return out
 
 
-def run_alignment(cfg: Config, paths: Paths, npz, v_rev: dict, mask: np.ndarray) -> pd.DataFrame:
+def run_alignment(npz, v_rev: dict, mask: np.ndarray) -> pd.DataFrame:
     """cos(drift_t, v_rev) of one run's snapshots, for every layer, position and method."""
     acts = read_npz(npz)
     frames = []
@@ -55,7 +55,7 @@ def alignment_table(cfg: Config, paths: Paths, stage: str, runs: pd.DataFrame,
     frames = []
     for r in runs.itertuples():
         npz = paths.run(stage, r.history, r.arm, r.seed)
-        df = run_alignment(cfg, paths, npz, dirs[r.history], mask)
+        df = run_alignment(npz, dirs[r.history], mask)
         frames.append(df.assign(history=r.history, arm=r.arm, seed=r.seed))
     return pd.concat(frames, ignore_index=True)
 
