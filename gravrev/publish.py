@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,13 +35,27 @@ def presentation_tags(cell_type: str, tags: list[str]) -> list[str]:
     return [*tags, "hide-input"]
 
 
+# What papermill and the kernel record that changes with every run: clocks, the temporary
+# paths it ran between. Dropped, so a chapter made twice from the same results is the same file.
+RUN_METADATA = ("execution", "papermill")
+RUN_PAPERMILL = ("start_time", "end_time", "duration", "input_path", "output_path")
+
+
 def tidy_executed(path: Path) -> None:
-    """Rewrite an executed notebook's cell tags for the book (idempotent, atomic)."""
+    """Rewrite an executed notebook for the book: cell tags, and nothing that differs from run
+    to run (clocks, temporary paths, random cell ids, warnings on stderr). Idempotent, atomic."""
     import nbformat
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
+    for key in RUN_PAPERMILL:
+        nb.metadata.get("papermill", {}).pop(key, None)
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i}"
+        for key in RUN_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":  # stderr holds warnings naming this machine's paths
+            cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
         tags = presentation_tags(cell.cell_type, list(cell.metadata.get("tags", [])))
         if tags:
             cell.metadata["tags"] = tags
@@ -70,6 +85,8 @@ def show_table(df: pd.DataFrame, caption: str, precision: int | None = None) -> 
 
     `precision` digits after the point for floats (pandas' default when None).
     """
-    styler = df.style.hide(axis="index").set_caption(caption)
+    # The table's HTML id from its caption, not at random: the same table is the same bytes.
+    uuid = hashlib.sha256(caption.encode()).hexdigest()[:8]
+    styler = df.style.hide(axis="index").set_caption(caption).set_uuid(uuid)
     styler = styler.format(na_rep=MISSING, precision=precision)
     return styler.set_table_attributes('class="dataframe gravrev-table"')

@@ -106,3 +106,30 @@ def test_unique_scripts_drops_an_inline_script_registered_twice():
     ]
     kept = unique_scripts(scripts)
     assert kept == [scripts[0], scripts[1], scripts[2], scripts[4], scripts[5]]
+
+
+def test_tidy_executed_drops_what_changes_from_run_to_run(tmp_path):
+    cell = nbformat.v4.new_code_cell("1 + 1", execution_count=1)
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-11-23T18:00:37Z"}
+    cell.metadata["papermill"] = {"start_time": "2026-11-23T18:00:37", "duration": 0.1}
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="/home/me/.venv/tqdm: a warning"),
+        nbformat.v4.new_output("stream", name="stdout", text="kept"),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["papermill"] = {"start_time": "x", "end_time": "y", "duration": 1.0,
+                                "input_path": "/tmp/a", "output_path": "/tmp/b",
+                                "parameters": {"params_path": "params.yaml"}}
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nb, path)
+    tidy_executed(path)
+    out = nbformat.read(path, as_version=4)
+    assert out.metadata["papermill"] == {"parameters": {"params_path": "params.yaml"}}
+    (c,) = out.cells
+    assert c.id == "cell-0" and "execution" not in c.metadata and "papermill" not in c.metadata
+    assert [o["text"] for o in c.outputs] == ["kept"]
+
+
+def test_the_same_table_is_the_same_html():
+    df = pd.DataFrame({"claim": ["a"], "value": [0.5]})
+    assert show_table(df, "Claims").to_html() == show_table(df, "Claims").to_html()
