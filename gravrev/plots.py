@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -187,15 +190,29 @@ def refusal_trajectories(log: pd.DataFrame, measures: tuple[str, ...]) -> plt.Fi
     return fig
 
 
+@contextmanager
+def fixed_global_rng(seed: int = 0) -> Iterator[None]:
+    """numpy's global generator seeded for a block and restored after: a figure that jitters
+    is the same picture every time it is drawn."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def early_alignment(early: pd.DataFrame) -> plt.Figure:
     """Early-step alignment: every short run as a point, the mean with a 95% CI, per history;
     the large-batch run (the expected update) as a cross."""
     runs = early[early["arm"] == "early"]
     large = early[early["arm"] == "large_batch"]
     fig, ax = plt.subplots(figsize=(8, 4))
-    sns.stripplot(runs, x="step", y="alignment", hue="history", dodge=True, alpha=0.45, size=3,
-                  ax=ax, legend=False)
+    with fixed_global_rng():  # stripplot jitters from numpy's global generator
+        sns.stripplot(runs, x="step", y="alignment", hue="history", dodge=True, alpha=0.45,
+                      size=3, ax=ax, legend=False)
     sns.pointplot(runs, x="step", y="alignment", hue="history", dodge=0.5, errorbar=("ci", 95),
+                  seed=0,  # the bootstrap's draws fixed: the same figure every time
                   linestyle="none", marker="o", ax=ax)
     if len(large):
         sns.pointplot(large, x="step", y="alignment", color="k", marker="x", linestyle="none",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ def presentation_tags(cell_type: str, tags: list[str]) -> list[str]:
 # paths it ran between. Dropped, so a chapter made twice from the same results is the same file.
 RUN_METADATA = ("execution", "papermill")
 RUN_PAPERMILL = ("start_time", "end_time", "duration", "input_path", "output_path")
+ADDRESS = re.compile(r" at 0x[0-9a-f]+>")  # an object's memory address in its repr
 
 
 def tidy_executed(path: Path) -> None:
@@ -56,6 +58,10 @@ def tidy_executed(path: Path) -> None:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":  # stderr holds warnings naming this machine's paths
             cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
+            for out in cell.outputs:
+                for mime, value in out.get("data", {}).items():
+                    if mime.endswith("text/plain") and isinstance(value, str):
+                        out["data"][mime] = ADDRESS.sub(">", value)
         tags = presentation_tags(cell.cell_type, list(cell.metadata.get("tags", [])))
         if tags:
             cell.metadata["tags"] = tags

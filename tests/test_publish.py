@@ -133,3 +133,18 @@ def test_tidy_executed_drops_what_changes_from_run_to_run(tmp_path):
 def test_the_same_table_is_the_same_html():
     df = pd.DataFrame({"claim": ["a"], "value": [0.5]})
     assert show_table(df, "Claims").to_html() == show_table(df, "Claims").to_html()
+
+
+def test_the_early_alignment_figure_is_the_same_picture_every_time():
+    import io
+
+    from gravrev import plots
+
+    early = pd.DataFrame({"arm": "early", "history": ["h0"] * 6 + ["h1"] * 6,
+                          "step": [1, 1, 1, 2, 2, 2] * 2, "alignment": np.linspace(0, 1, 12)})
+    pngs = []
+    for _ in range(2):
+        buf = io.BytesIO()
+        plots.early_alignment(early).savefig(buf, format="png")
+        pngs.append(buf.getvalue())
+    assert pngs[0] == pngs[1]
