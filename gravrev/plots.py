@@ -142,7 +142,8 @@ def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
     """Early-step alignment under each optimizer and learning rate, and each batch size."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
     by_lr = df.assign(setting=df["optimizer"] + " lr " + df["lr"].map("{:g}".format))
-    sns.lineplot(by_lr, x="step", y="alignment", hue="setting", marker="o", ax=axes[0])
+    sns.lineplot(by_lr, x="step", y="alignment", hue="setting", marker="o", errorbar=None,
+                 ax=axes[0])  # one run per setting: no interval to draw
     axes[0].legend(fontsize=8, title="setting", bbox_to_anchor=(1.01, 1), loc="upper left")
     axes[0].set(
         title="Optimizer and learning rate",
@@ -152,7 +153,8 @@ def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
     )
     at_lr = df[(df["lr"] == lr) & (df["optimizer"] == optimizer)]
     sns.lineplot(
-        at_lr, x="step", y="alignment", hue="batch_size", marker="o", ax=axes[1], palette="crest"
+        at_lr, x="step", y="alignment", hue="batch_size", marker="o", ax=axes[1], palette="crest",
+        errorbar=None,
     )
     axes[1].set(
         title=f"Batch size ({optimizer}, lr {lr:g})", xlabel="fine-tuning step", xscale="log"
@@ -165,7 +167,7 @@ def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
 def shape_margins(checks: pd.DataFrame) -> plt.Figure:
     """Each history's margin over each pre-registered shape check (points above the target)."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    sns.barplot(checks, y="check", x="margin", hue="history", ax=ax, orient="h")
+    sns.barplot(checks, y="check", x="margin", hue="history", ax=ax, orient="h", errorbar=None)
     ax.axvline(0, color="k", lw=1)
     ax.set(title="Shape checks: margin over each target, per history",
            xlabel="margin (percentage points; < 0 fails)", ylabel="")
@@ -228,11 +230,13 @@ def early_alignment(early: pd.DataFrame) -> plt.Figure:
 def calibration(df: pd.DataFrame, p99: float, tolerance: float) -> plt.Figure:
     """The harm-blind manipulation check: alignment and new-task cost against lambda."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    sns.lineplot(df, x="lambda", y="alignment", hue="history", marker="o", ax=axes[0])
+    sns.lineplot(df, x="lambda", y="alignment", hue="history", marker="o", errorbar=None,
+                 ax=axes[0])
     axes[0].axhline(p99, ls="--", color="C3", label="isotropic p99")
     axes[0].set(xscale="log", title="Held-out alignment at T", xlabel="penalty weight lambda",
                 ylabel="cos(drift, v_rev)")
-    sns.lineplot(df, x="lambda", y="new_task_cost", hue="history", marker="o", ax=axes[1])
+    sns.lineplot(df, x="lambda", y="new_task_cost", hue="history", marker="o", errorbar=None,
+                 ax=axes[1])
     axes[1].axhline(tolerance, ls="--", color="C3", label="tolerance")
     axes[1].set(xscale="log", title="New-task cost at T", xlabel="penalty weight lambda",
                 ylabel="accuracy lost (points)")
@@ -250,8 +254,9 @@ def arms_overview(final: pd.DataFrame, measures: dict[str, str]) -> plt.Figure:
     for ax, (col, label) in zip(np.atleast_1d(axes), measures.items(), strict=True):
         sns.barplot(final, y="arm", x=col, order=order, errorbar=None, color="C0", alpha=0.35,
                     ax=ax)
-        sns.stripplot(final, y="arm", x=col, order=order, hue="history", size=4, ax=ax,
-                      legend=ax is np.atleast_1d(axes)[-1])
+        with fixed_global_rng():
+            sns.stripplot(final, y="arm", x=col, order=order, hue="history", size=4, ax=ax,
+                          legend=ax is np.atleast_1d(axes)[-1])
         ax.set(title=label, xlabel=label, ylabel="")
     np.atleast_1d(axes)[-1].legend(title="history", fontsize=8, bbox_to_anchor=(1.01, 1),
                                    loc="upper left")
