@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check gravrev tests benchmarks
+	$(BIN)/ruff check gravrev tests benchmarks notebooks
 
 ## benchmark: training throughput, FLOP/s and parallel efficiency here (data/timings/benchmark.json)
 benchmark: setup

@@ -36,6 +36,42 @@ def summarize(values: Sequence[float] | np.ndarray) -> dict:
     return {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half, "ci_high": mean + half}
 
 
+def grouped_summary(
+    values: Sequence[float] | np.ndarray, groups: Sequence[str] | np.ndarray
+) -> dict:
+    """summarize() with the group (a history) as a random intercept, fitted by one-way REML.
+
+    When the group means differ beyond what their runs' noise explains, the mean's 95% interval
+    is a t interval over the group means (G - 1 df, as Satterthwaite's df give in a balanced
+    design); otherwise the group variance is estimated as 0 and the interval is over runs.
+    """
+    v = _values(values, "values")
+    g = np.asarray(groups).ravel()
+    if g.size != v.size:
+        raise ValueError(f"groups has {g.size} labels for {v.size} values")
+    labels = list(dict.fromkeys(g.tolist()))
+    sizes = np.array([np.sum(g == x) for x in labels], dtype=np.float64)
+    means = np.array([v[g == x].mean() for x in labels]) if labels else np.array([])
+    n, k = v.size, len(labels)
+    runs = summarize(v)
+    if k < 2:
+        return {**runs, "n_groups": k, "group_sd": 0.0, "df": n - 1}
+    ms_between = float(np.sum(sizes * (means - v.mean()) ** 2)) / (k - 1)
+    if n > k:
+        within = [np.sum((v[g == x] - m) ** 2) for x, m in zip(labels, means, strict=True)]
+        ms_within = float(sum(within))
+        ms_within /= n - k
+        n0 = (n - float(np.sum(sizes**2)) / n) / (k - 1)
+        group_var = (ms_between - ms_within) / n0
+    else:  # one run per group: the runs are the groups
+        group_var = ms_between
+    if not group_var > 0:
+        return {**runs, "n_groups": k, "group_sd": 0.0, "df": n - 1}
+    over = summarize(means)
+    return {**over, "sd": runs["sd"], "n": n, "n_groups": k,
+            "group_sd": math.sqrt(group_var), "df": k - 1}
+
+
 def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for k successes out of n."""
     if n < 1:

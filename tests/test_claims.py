@@ -188,3 +188,44 @@ def test_schema_names_are_importable_from_claims():
     assert claims.validate_report is claims_schema.validate_report
     assert claims.VERDICTS == claims_schema.VERDICTS == ("holds", "does not hold",
                                                          "not comparable")
+
+
+def test_pool_joins_runs_and_keeps_each_runs_history():
+    per = {
+        "h0": {"alignment_step1": [0.1, 0.2], "null_exceedance": {"k": 3, "n": 4},
+               "harmfulness_unblocked": {"finetuned": [20.0, 30.0], "safe": 5.0},
+               "task_cost": {"blocked": [1.0], "unblocked": [2.0], "tolerance": 5.0}},
+        "h1": {"alignment_step1": [0.3], "null_exceedance": {"k": 4, "n": 4},
+               "harmfulness_unblocked": {"finetuned": [40.0], "safe": 7.0},
+               "task_cost": {"blocked": [3.0], "unblocked": [4.0], "tolerance": 5.0}},
+    }
+    inputs, groups = claims.pool(per)
+    assert inputs["alignment_step1"] == [0.1, 0.2, 0.3]
+    assert groups["alignment_step1"] == ["h0", "h0", "h1"]
+    assert inputs["null_exceedance"] == {"k": 7, "n": 8}
+    assert inputs["harmfulness_unblocked"] == {"finetuned": [20.0, 30.0, 40.0],
+                                               "safe": [5.0, 5.0, 7.0]}
+    assert inputs["task_cost"]["tolerance"] == 5.0
+    assert groups["task_cost"] == ["h0", "h1"]
+
+
+def test_grouped_verdict_needs_the_histories_to_agree():
+    # Every history positive and tight, but far apart: over histories the interval holds 0.
+    values = [0.10, 0.11, 0.12, 0.80, 0.81, 0.82]
+    labels = ["h0"] * 3 + ["h1"] * 3
+    (runs,) = [e for e in claims.evaluate_claims({"alignment_step1": values}, "tiny")
+               if e["id"] == "alignment_step1"]
+    (grouped,) = [e for e in claims.evaluate_claims({"alignment_step1": values}, "tiny",
+                                                    groups={"alignment_step1": labels})
+                  if e["id"] == "alignment_step1"]
+    assert runs["verdict"] == "holds" and grouped["verdict"] == "does not hold"
+    assert grouped["measured"]["df"] == 1 and "random intercept" in grouped["rule"]
+
+
+def test_harmfulness_unblocked_pairs_each_run_with_its_own_theta_s():
+    inputs = {"finetuned": [20.0, 22.0, 40.0, 42.0], "safe": [18.0, 18.0, 2.0, 2.0]}
+    entry = _entry("harmfulness_unblocked", inputs)
+    assert entry["measured"]["difference"]["mean"] == pytest.approx(21.0)
+    assert entry["measured"]["safe"] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="'safe' must be finite, one value or one per run"):
+        _entry("harmfulness_unblocked", {"finetuned": [20.0, 22.0], "safe": [1.0, 2.0, 3.0]})

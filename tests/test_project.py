@@ -2,6 +2,8 @@
 
 import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -300,3 +302,10 @@ def test_shipped_paper_claims_match_the_claims_schema():
     ids = [c["id"] for c in load_paper_claims()]
     assert len(ids) == len(set(ids))
     assert set(ids) == CLAIM_IDS == set(EVALUATORS)
+
+
+def test_code_tests_and_notebooks_are_ruff_clean():
+    lint = ["gravrev", "tests", "benchmarks", "notebooks"]
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", *lint], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]

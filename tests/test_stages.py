@@ -612,7 +612,9 @@ def test_gather_without_early_runs_uses_the_main_runs_logged_steps():
 
 EXPECTED = {  # claim: (direction, size), worked out by hand from _metrics()
     "alignment_step1": ("holds", "does not hold"),  # 0.81, tight, far above 0.429 +- 0.052
-    "alignment_step20": ("holds", "holds"),  # 0.525, CI holds 0.647
+    # History means 0.65 and 0.40 differ beyond their runs' noise, so the interval is over the
+    # two history means (1 df): -1.06 to 2.11 holds 0 and the paper's 0.647.
+    "alignment_step20": ("does not hold", "holds"),
     "alignment_rises": ("does not hold", "not comparable"),
     "null_exceedance": ("holds", "holds"),
     "final_alignment_unblocked": ("holds", "holds"),
@@ -659,12 +661,53 @@ def test_claims_why_is_computed_from_the_measurements(claims_result):
 
 def test_claims_findings_count_the_verdicts(claims_result):
     text = claims.findings(claims_result)
-    assert text[0] == ("Of 9 claims, 8 hold in direction (alignment_step1, alignment_step20, "
-                       "null_exceedance, final_alignment_unblocked, final_alignment_blocked, "
-                       "harmfulness_unblocked, harmfulness_blocked, task_cost) and 1 do not "
-                       "(alignment_rises).")
-    assert text[1].startswith("6 match the paper's size as well")
-    assert text[2] == "Not stable across histories: alignment_step20."
+    assert text[0] == ("Of 9 claims, 7 hold in direction over histories (alignment_step1, "
+                       "null_exceedance, "
+                       "final_alignment_unblocked, final_alignment_blocked, "
+                       "harmfulness_unblocked, harmfulness_blocked, task_cost) and 2 do not "
+                       "(alignment_step20, alignment_rises).")
+    assert text[1].startswith("Of those that hold, 5 match the paper's size as well")
+    assert text[2] == ("The histories disagree on alignment_step20: what holds in one history "
+                       "fails in another, so these are not findings.")
+    assert len(text) == 3
+
+
+def test_claims_pool_over_history_means_when_the_histories_differ(claims_result):
+    by_id = {c["id"]: c for c in claims_result.report["claims"]}
+    step20 = by_id["alignment_step20"]["measured"]
+    assert (step20["n"], step20["n_groups"], step20["df"]) == (6, 2, 1)
+    assert step20["ci_low"] == pytest.approx(0.525 - 12.7062 * 0.125, abs=1e-3)
+    assert "over the 2 history means" in by_id["alignment_step20"]["why"]
+    assert "random intercept" in by_id["alignment_step20"]["rule"]
+    step1 = by_id["alignment_step1"]["measured"]  # the same runs in both histories
+    assert (step1["df"], step1["group_sd"]) == (5, 0.0)
+    assert "over runs; the histories agree" in by_id["alignment_step1"]["why"]
+    assert by_id["null_exceedance"]["measured"] == {"k": 24, "n": 24, "fraction": 1.0,
+                                                    "wilson_low": pytest.approx(0.862, abs=1e-3),
+                                                    "wilson_high": 1.0}
+
+
+def test_claims_findings_name_a_claim_every_history_gives_but_the_pool_does_not(tmp_path):
+    m = _metrics()
+    # Step 20: each history tight, the two far apart. Step 1: the histories agree, but h1's
+    # three runs alone are too spread to exclude 0.
+    step1 = {"h0": (0.5, 0.6, 0.7), "h1": (0.1, 0.9, 0.5)}
+    m["alignment"]["early_per_run"] = {
+        f"{h}/{1001 + i}": [step1[h][i], v + d] for h, v in (("h0", 0.2), ("h1", 0.9))
+        for i, d in enumerate((-0.01, 0.0, 0.01))}
+    paths = Paths(tmp_path)
+    for stage, metrics in m.items():
+        write_json(paths.metrics_file(stage), metrics)
+    r = claims.run(CFG, paths)
+    by_id = {c["id"]: c for c in r.report["claims"]}
+    assert {e["verdict"] for e in by_id["alignment_step20"]["per_history"].values()} == {"holds"}
+    assert by_id["alignment_step20"]["verdict"] == "does not hold"
+    text = claims.findings(r)
+    assert any(t.startswith("alignment_step20 holds in every history but not over histories")
+               for t in text)
+    assert by_id["alignment_step1"]["verdict"] == "holds"
+    assert by_id["alignment_step1"]["per_history"]["h1"]["verdict"] == "does not hold"
+    assert "alignment_step1 holds over histories, though not in every history" in " ".join(text)
 
 
 def test_claims_json_is_strict_json(claims_result, tmp_path):

@@ -130,3 +130,34 @@ def test_trajectory_model_of_one_run_is_plain_ols():
     r = stats.trajectory_model(one)
     assert r["method"] == "ols"
     assert abs(r["slope"] - 0.05) <= 3 * r["slope_se"] and r["slope_se"] > 0
+
+
+def test_grouped_summary_is_over_group_means_when_groups_differ():
+    values = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
+    groups = ["a"] * 3 + ["b"] * 3
+    g = stats.grouped_summary(values, groups)
+    over_means = stats.summarize([0.2, 0.8])
+    assert (g["n"], g["n_groups"], g["df"]) == (6, 2, 1)
+    assert g["ci_low"] == pytest.approx(over_means["ci_low"])
+    assert g["ci_high"] == pytest.approx(over_means["ci_high"])
+    assert g["sd"] == pytest.approx(np.std(values, ddof=1))  # the runs' spread, as reported
+    # REML's group variance: (MS_between - MS_within) / n0 = (0.54 - 0.01) / 3
+    assert g["group_sd"] == pytest.approx(math.sqrt(0.53 / 3))
+
+
+def test_grouped_summary_falls_back_to_runs_when_groups_agree():
+    values = [0.1, 0.5, 0.9, 0.12, 0.5, 0.88]
+    g = stats.grouped_summary(values, ["a"] * 3 + ["b"] * 3)
+    assert (g["df"], g["group_sd"]) == (5, 0.0)
+    assert g["ci_low"] == pytest.approx(stats.summarize(values)["ci_low"])
+
+
+def test_grouped_summary_with_one_group_is_summarize():
+    g = stats.grouped_summary([1.0, 2.0, 4.0], ["a"] * 3)
+    assert {k: g[k] for k in ("mean", "ci_low", "ci_high")} == pytest.approx(
+        {k: stats.summarize([1.0, 2.0, 4.0])[k] for k in ("mean", "ci_low", "ci_high")})
+
+
+def test_grouped_summary_rejects_misaligned_groups():
+    with pytest.raises(ValueError, match="groups has 2 labels for 3 values"):
+        stats.grouped_summary([1.0, 2.0, 3.0], ["a", "b"])

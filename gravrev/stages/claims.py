@@ -8,11 +8,12 @@ import pandas as pd
 
 from gravrev.claims import (
     HOLDS,
-    NOT_COMPARABLE,
     claims_report,
     load_paper_claims,
+    pool,
     validate_report,
 )
+from gravrev.claims_wording import fmt_measured, paper_text, why
 from gravrev.config import Config, Paths
 from gravrev.io import read_json, write_json
 
@@ -71,65 +72,6 @@ def gather(metrics: dict[str, dict], cfg: Config, history: str | None = None) ->
     return out
 
 
-def _fmt(m: dict | None) -> str:
-    if not m:
-        return "nothing measured"
-    if "k" in m:
-        return f"{m['k']} of {m['n']}"
-    if m.get("mean") is None:
-        return "nothing measured"
-    sd = "" if m.get("sd") is None else f" ± {m['sd']:.3g}"
-    return f"{m['mean']:.3g}{sd} (n = {m['n']})"
-
-
-def stability(verdict: str, per_history: dict[str, dict]) -> str:
-    """Whether each history alone gives the pooled verdict."""
-    if all(e["verdict"] == verdict for e in per_history.values()):
-        return f"the same verdict in all {len(per_history)} histories"
-    each = ", ".join(f"{h}: {e['verdict']}" for h, e in per_history.items())
-    return f"the verdict differs between histories ({each})"
-
-
-def why(entry: dict, per_history: dict[str, dict], metrics: dict[str, dict]) -> str:
-    """One sentence, generated from the measurements, on why the claim holds or not."""
-    cid, m, verdict = entry["id"], entry["measured"] or {}, entry["verdict"]
-    stable = stability(verdict, per_history)
-    if verdict == NOT_COMPARABLE:
-        return f"Not comparable: {entry['rule'].split('Not comparable: ')[-1]}"
-    block = metrics["blocking"]
-    if cid in ("harmfulness_blocked", "final_alignment_blocked", "task_cost"):
-        arm = block["claim_arm"]
-        a = block["arms"]
-        nr_b, nr_u = a[arm]["non_refusal"]["mean"], a["unblocked"]["non_refusal"]["mean"]
-        al_b, al_u = a[arm]["alignment"]["mean"], a["unblocked"]["alignment"]["mean"]
-        acc_b = a[arm]["new_task_accuracy"]["mean"]
-        held = "held" if al_b < al_u else "did not lower"
-        kept = ("kept refusal" if nr_b < nr_u - 5 else "did not keep refusal")
-        return (f"Blocking (lambda {block['lambda']:g}, check {block['manipulation_check']}) "
-                f"{held} alignment at T ({al_b:.2f} vs {al_u:.2f} unblocked) and {kept} "
-                f"(non-refusal {nr_b:.0f}% vs {nr_u:.0f}%), new task {acc_b:.0f}%; {stable}; "
-                "see chapter 05.")
-    if cid == "harmfulness_unblocked":
-        return (f"Benign fine-tuning took non-refusal from {m['safe']:.0f}% at theta_S to "
-                f"{m['mean']:.0f}% at T (harmless data only); {stable}; see chapter 02.")
-    if cid == "null_exceedance":
-        aniso = metrics["nulls"]["exceedance"]["all"]["anisotropic"]
-        return (f"{m['k']} of {m['n']} run-step pairs exceed the isotropic p99, "
-                f"{aniso['k']} of {aniso['n']} the stronger covariance-matched null; {stable}; "
-                "see chapter 04.")
-    if cid == "alignment_rises":
-        return (f"From step 1 to step 20 alignment changes by {m['mean']:+.3f} "
-                f"(95% CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}, {m['n']} early runs); "
-                f"{stable}; see chapter 03.")
-    size = entry["size_verdict"]
-    paper = entry["paper"]
-    gap = ("matches the paper's size" if size == HOLDS else
-           f"is {'above' if m['mean'] > paper['mean'] else 'below'} the paper's "
-           f"{paper['mean']} ± {paper['sd']}")
-    return (f"Measured {_fmt(m)}: the sign {'agrees' if verdict == HOLDS else 'is not clear'}"
-            f" and the value {gap}; {stable}; see chapter 03.")
-
-
 @dataclass
 class ClaimsResult:
     """What chapter 07 and the claims page show."""
@@ -139,22 +81,15 @@ class ClaimsResult:
     conclusion: str
 
 
-def paper_text(p: dict) -> str:
-    if "mean" in p:
-        unit = "%" if p.get("unit") == "percent" else ""
-        return f"{p['mean']}{unit} ± {p['sd']}{unit}"
-    if "count" in p:
-        return f"{p['count']} of {p['of']}"
-    return p.get("statement", "qualitative")
-
-
 def run(cfg: Config, paths: Paths) -> ClaimsResult:
     """Evaluate every claim pooled and per history; write data/metrics/claims.json."""
     metrics = {k: read_json(paths.metrics_file(k)) for k in STAGES}
-    pooled = claims_report(gather(metrics, cfg), cfg.preset,
+    inputs = {h: gather(metrics, cfg, h) for h in cfg.histories}
+    measured, groups = pool(inputs)  # the history is the grouping factor of pooled verdicts
+    pooled = claims_report(measured, cfg.preset, groups=groups,
                            n_runs=len(cfg.histories) * len(cfg.finetune.seeds))
     validate_report(pooled)
-    per = {h: {e["id"]: e for e in claims_report(gather(metrics, cfg, h), cfg.preset,
+    per = {h: {e["id"]: e for e in claims_report(inputs[h], cfg.preset,
                                                   n_runs=len(cfg.finetune.seeds))["claims"]}
            for h in cfg.histories}
     sources = {c["id"]: c.get("source") for c in load_paper_claims()}
@@ -180,7 +115,8 @@ def load(cfg: Config, paths: Paths) -> ClaimsResult:
     rows = []
     for c in report["claims"]:
         rows.append({
-            "claim": c["id"], "paper": paper_text(c["paper"]), "this run": _fmt(c["measured"]),
+            "claim": c["id"], "paper": paper_text(c["paper"]),
+            "this run": fmt_measured(c["measured"]),
             "direction": c["verdict"], "size": c["size_verdict"],
             "per history": ", ".join(f"{h}: {e['verdict']}" for h, e in c["per_history"].items()),
             "why": c["why"],
@@ -189,19 +125,31 @@ def load(cfg: Config, paths: Paths) -> ClaimsResult:
 
 
 def findings(r: ClaimsResult) -> list[str]:
-    """The claims in one paragraph, counted from the verdicts."""
+    """The claims in one paragraph, counted from the pooled and per-history verdicts."""
     t = r.table
-    holds = t[t["direction"] == "holds"]["claim"].tolist()
-    fails = t[t["direction"] == "does not hold"]["claim"].tolist()
-    sized = t[t["size"] == "holds"]["claim"].tolist()
-    out = [f"Of {len(t)} claims, {len(holds)} hold in direction"
+    holds = t[t["direction"] == HOLDS]["claim"].tolist()
+    fails = t[t["direction"] != HOLDS]["claim"].tolist()
+    sized = t[(t["size"] == HOLDS) & (t["direction"] == HOLDS)]["claim"].tolist()
+    out = [f"Of {len(t)} claims, {len(holds)} hold in direction over histories"
            + (f" ({', '.join(holds)})" if holds else "")
            + f" and {len(fails)} do not" + (f" ({', '.join(fails)})" if fails else "") + "."]
-    out.append(f"{len(sized)} match the paper's size as well"
+    out.append(f"Of those that hold, {len(sized)} match the paper's size as well"
                + (f" ({', '.join(sized)})." if sized else "."))
-    unstable = t[t["per history"].str.contains("does not hold") & (t["direction"] == "holds")]
-    if len(unstable):
-        out.append(f"Not stable across histories: {', '.join(unstable['claim'])}.")
+    each = {c["id"]: {e["verdict"] for e in c["per_history"].values()} for c in r.report["claims"]}
+    pooled = dict(zip(t["claim"], t["direction"], strict=True))
+    split = [c for c in t["claim"] if len(each[c]) > 1 and pooled[c] != HOLDS]
+    if split:
+        out.append(f"The histories disagree on {', '.join(split)}: what holds in one history "
+                   "fails in another, so these are not findings.")
+    weak = [c for c in t["claim"] if len(each[c]) > 1 and pooled[c] == HOLDS]
+    if weak:
+        out.append(f"{', '.join(weak)} hold{'s' if len(weak) == 1 else ''} over histories, though "
+                   "not in every history on its own few runs.")
+    every = [c for c in t["claim"] if each[c] == {HOLDS} and pooled[c] != HOLDS]
+    if every:
+        out.append(f"{', '.join(every)} hold{'s' if len(every) == 1 else ''} in every history "
+                   "but not over histories: they differ too much in size for "
+                   f"{r.report['n_histories']} histories to pin down the mean over histories.")
     return out
 
 
