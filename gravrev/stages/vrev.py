@@ -200,12 +200,16 @@ def findings(cfg: Config, r: VrevResult) -> list[str]:
     """What chapter 03 shows, in words computed from the alignments."""
     out = []
     eb = r.early_by_step[r.early_by_step["history"] == "all"].set_index("step")
+    each = r.early_by_step[r.early_by_step["history"] != "all"]
     for step in (1, 20):
         if step in eb.index:
             x = eb.loc[step]
+            hs = each[each["step"] == step]
+            by = ("; by history " + ", ".join(f"{h.history} {h.mean:.2f}" for h in hs.itertuples())
+                  if len(hs) > 1 else "")
             out.append(f"At step {step}, over {int(x['n'])} short runs, alignment is "
                        f"{x['mean']:.2f} ± {x['sd']:.2f} (95% CI {x['ci_low']:.2f} to "
-                       f"{x['ci_high']:.2f}).")
+                       f"{x['ci_high']:.2f} over runs{by}; chapter 07 pools over histories).")
     large = r.early[(r.early["arm"] == "large_batch") & (r.early["step"] == 1)]
     if len(large):
         out.append(f"The expected first update (16x the batch) aligns at "
