@@ -28,8 +28,12 @@ def interval_text(m: dict) -> str:
 
 def stability(verdict: str, per_history: dict[str, dict]) -> str:
     """Whether each history alone gives the pooled verdict."""
-    if all(e["verdict"] == verdict for e in per_history.values()):
+    verdicts = {e["verdict"] for e in per_history.values()}
+    if verdicts == {verdict}:
         return f"the same verdict in all {len(per_history)} histories"
+    if len(verdicts) == 1:
+        return (f"each of the {len(per_history)} histories alone: {verdicts.pop()}, but their "
+                "means spread too widely for the interval over histories")
     each = ", ".join(f"{h}: {e['verdict']}" for h, e in per_history.items())
     return f"the verdict differs between histories ({each})"
 

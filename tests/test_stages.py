@@ -703,6 +703,8 @@ def test_claims_findings_name_a_claim_every_history_gives_but_the_pool_does_not(
     by_id = {c["id"]: c for c in r.report["claims"]}
     assert {e["verdict"] for e in by_id["alignment_step20"]["per_history"].values()} == {"holds"}
     assert by_id["alignment_step20"]["verdict"] == "does not hold"
+    assert "each of the 2 histories alone: holds, but their means spread" in by_id[
+        "alignment_step20"]["why"]
     text = claims.findings(r)
     assert any(t.startswith("alignment_step20 holds in every history but not over histories")
                for t in text)
