@@ -133,7 +133,8 @@ def findings(r: ClaimsResult) -> list[str]:
     out = [f"Of {len(t)} claims, {len(holds)} hold in direction over histories"
            + (f" ({', '.join(holds)})" if holds else "")
            + f" and {len(fails)} do not" + (f" ({', '.join(fails)})" if fails else "") + "."]
-    out.append(f"Of those that hold, {len(sized)} match the paper's size as well"
+    out.append(f"Of those that hold, {len(sized)} match{'es' if len(sized) == 1 else ''} the "
+               "paper's size as well"
                + (f" ({', '.join(sized)})." if sized else "."))
     each = {c["id"]: {e["verdict"] for e in c["per_history"].values()} for c in r.report["claims"]}
     pooled = dict(zip(t["claim"], t["direction"], strict=True))
