@@ -24,7 +24,7 @@ STAGES = {
     "claims": "07_claims",
     "sweep": "08_sweep",
 }
-NOTEBOOKS = (*STAGES.values(), "09_provenance")
+NOTEBOOKS = (*STAGES.values(), "09_provenance", "10_budget")
 
 
 def run_stage(name: str, root: Path, params: Path) -> float:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gravrev"
 MAX_LINES = 300
 NOTEBOOK = re.compile(r"(\d\d)_(\w+)\.ipynb")
-NO_STAGE = {"provenance"}  # chapters that render the run's record, not a stage's result
+NO_STAGE = {"provenance", "budget"}  # chapters of no stage: the run's record, the 7B arithmetic
 
 
 def module_name(path: Path) -> str:

@@ -73,7 +73,7 @@ def test_notebook_is_stripped_and_has_one_parameters_cell(path):
     assert "params_path" in names
 
 
-def test_every_stage_renders_one_notebook_and_provenance_closes_the_book():
+def test_every_stage_renders_one_notebook_then_provenance_and_the_7b_arithmetic():
     from gravrev.cli import NOTEBOOKS as ORDER
     from gravrev.cli import STAGES as CHAPTERS
 
@@ -81,7 +81,7 @@ def test_every_stage_renders_one_notebook_and_provenance_closes_the_book():
     for stage, notebook in CHAPTERS.items():
         assert notebook.split("_", 1)[1] == stage
         assert (PACKAGE / "stages" / f"{stage}.py").is_file()
-    assert ORDER[-1].endswith("_provenance")
+    assert ORDER[-2:] == ("09_provenance", "10_budget")  # the run's record; no run at all
 
 
 # ----------------------------------------------------------------------------- dvc.yaml
