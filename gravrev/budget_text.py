@@ -16,10 +16,10 @@ from gravrev.budget import (
 
 def _n(x: float) -> str:
     """7e9 -> '7e9', 4096 -> '4096'."""
-    return _e(x, 0) if x >= 1e6 else f"{x:g}"
+    return sci(x, 0) if x >= 1e6 else f"{x:g}"
 
 
-def _e(x: float, digits: int = 1) -> str:
+def sci(x: float, digits: int = 1) -> str:
     """1.72e14 -> '1.7e14', 3.05e-5 -> '3.1e-5'."""
     mantissa, exp = f"{x:.{digits}e}".split("e")
     return f"{mantissa}e{int(exp)}"
@@ -42,7 +42,7 @@ def memory_blocks(m: Model, hw: Hardware, s: Schedule, mem: Memory) -> dict[str,
                  f"{n} x 8 B = {mem.bf16:.0f} GB before activations (and AdamW's temporaries)"),
         "stuck": (f"|w| >= 2^{e} ({2.0 ** e:.4f})  ->  last place >= 2^{e - 7}, "
                   f"half of it 2^{e - 8}\n"
-                  f"2^{e - 8} = {_e(2.0 ** (e - 8))} > {_e(s.lr, 0)}  ->  "
+                  f"2^{e - 8} = {sci(2.0 ** (e - 8))} > {sci(s.lr, 0)}  ->  "
                   "such a weight never moves"),
         "fp32": f"4 + 4 + 8 = 16 B/param -> {n} x 16 B = {mem.fp32:.0f} GB",
         "lora": (f"adapters per layer = {s.lora_rank} x (4 x ({m.hidden} + {m.hidden})\n"
@@ -93,7 +93,7 @@ def time_blocks(m: Model, hw: Hardware, s: Schedule, t: Time) -> dict[str, str]:
         "assumptions": (f"GPU: one H100 SXM, {hw.peak_flops / 1e12:.0f} TFLOP/s dense bf16 peak, "
                         f"{hw.hbm_bytes_per_s / 1e12:.2f} TB/s\n"
                         f"     training at {hw.utilisation:.0%} of the peak: "
-                        f"{_e(hw.train_flops)} FLOP/s\n"
+                        f"{sci(hw.train_flops)} FLOP/s\n"
                         f"GPU to host: {link[0]:.0f} to {link[1]:.0f} GB/s\n"
                         f"host memory traffic: {host[0]:.0f} to {host[1]:.0f} GB/s "
                         "(one CPU thread)\n"
@@ -101,9 +101,9 @@ def time_blocks(m: Model, hw: Hardware, s: Schedule, t: Time) -> dict[str, str]:
         "runs": (f"runs:  {s.seeds} + {s.lambdas} + ({s.arms} x {s.seeds} - 1) = {s.runs};  "
                  f"x {s.steps} steps = {t.steps:,} steps\n"
                  f"tokens per step: {s.batch} x {m.seq_len} = {t.tokens:,}"),
-        "training": (f"full: 6 x {n} x {t.tokens:,} = {_e(6 * m.n_params * t.tokens)} FLOP -> "
+        "training": (f"full: 6 x {n} x {t.tokens:,} = {sci(6 * m.n_params * t.tokens)} FLOP -> "
                      f"{t.full_step:.2f} s per step\n"
-                     f"LoRA: 4 x {n} x {t.tokens:,} = {_e(4 * m.n_params * t.tokens)} FLOP -> "
+                     f"LoRA: 4 x {n} x {t.tokens:,} = {sci(4 * m.n_params * t.tokens)} FLOP -> "
                      f"{t.lora_step:.2f} s per step\n"
                      f"checkpointing: + 2 x {n} x {t.tokens:,}    -> + {t.ckpt_step:.2f} s "
                      "per step\n"
