@@ -64,6 +64,12 @@ class Schedule:
     penalty_batch: int
     n_eval: int
     new_tokens: int
+    gen_batch: int
+
+    @property
+    def gen_batches(self) -> int:
+        """Generation batches per judging: the harmful and the benign prompts."""
+        return math.ceil(2 * self.n_eval / self.gen_batch)
 
     @property
     def runs(self) -> int:
@@ -86,7 +92,7 @@ def schedule(cfg: Config) -> Schedule:
         steps=cfg.finetune.steps, logged=len(cfg.finetune.log_steps) + 1,
         batch=cfg.finetune.batch_size, lr=cfg.finetune.lr, lora_rank=cfg.hf.lora_rank,
         penalty_arms=sum("penalty" in a for a in arms), penalty_batch=cfg.blocking.penalty_batch,
-        n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens,
+        n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens, gen_batch=GEN_BATCH,
     )
 
 
@@ -155,6 +161,9 @@ class Time:
     decode_step: float
     judge: float
     view_points: int
+    flat: float  # GB of theta_T in float64
+    view_copy: tuple[float, float]  # per point: to the host
+    view_concat: tuple[float, float]  # per point: the concatenation
     view_lora: tuple[float, float]  # per point
     view_full: tuple[float, float]
     full_traffic: float  # GB of host traffic per point, full fine-tune
@@ -179,13 +188,13 @@ def time_budget(m: Model, hw: Hardware, s: Schedule) -> Time:
     # Two differences (read two, write one each), two norms and a dot product (read each).
     full_traffic = 2 * flat + 2 * 3 * flat + 2 * flat + 2 * flat
     full_host = _range(full_traffic, hw.host_gb_per_s)
-    decode_steps = s.judged * math.ceil(2 * s.n_eval / GEN_BATCH) * s.new_tokens
+    decode_steps = s.judged * s.gen_batches * s.new_tokens
     decode_step = m.n_params * 2 / hw.hbm_bytes_per_s
     return Time(
         steps=s.runs * s.steps, tokens=tokens, full_step=step[6], lora_step=step[4],
         ckpt_step=step[2], train=(s.runs * s.steps * step[4], s.runs * s.steps * step[6]),
         decode_steps=decode_steps, decode_step=decode_step, judge=decode_steps * decode_step,
-        view_points=s.logged * s.runs,
+        view_points=s.logged * s.runs, flat=flat, view_copy=copy, view_concat=concat,
         view_lora=(copy[0] + concat[0], copy[1] + concat[1]),
         view_full=(copy[0] + full_host[0], copy[1] + full_host[1]), full_traffic=full_traffic,
     )

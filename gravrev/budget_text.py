@@ -88,7 +88,6 @@ def time_blocks(m: Model, hw: Hardware, s: Schedule, t: Time) -> dict[str, str]:
     """Block name -> text, in the page's order."""
     n = _n(m.n_params)
     link, host = hw.link_gb_per_s, hw.host_gb_per_s
-    flat = m.n_params * 8 / GB
     return {
         "assumptions": (f"GPU: one H100 SXM, {hw.peak_flops / 1e12:.0f} TFLOP/s dense bf16 peak, "
                         f"{hw.hbm_bytes_per_s / 1e12:.2f} TB/s\n"
@@ -109,15 +108,15 @@ def time_blocks(m: Model, hw: Hardware, s: Schedule, t: Time) -> dict[str, str]:
                      "per step\n"
                      f"LoRA: {t.steps:,} x ({t.lora_step:.2f} to {t.full_step:.2f} s)      = "
                      f"{_mins(t.train)}"),
-        "judging": (f"decoding steps: {s.judged} x {t.decode_steps // s.judged // s.new_tokens} "
-                    f"batches x {s.new_tokens} tokens = {t.decode_steps:,}\n"
+        "judging": (f"decoding steps: {s.judged} x {s.gen_batches} batches x {s.new_tokens} "
+                    f"tokens = {t.decode_steps:,}\n"
                     f"at best {m.n_params * 2 / GB:.0f} GB / {hw.hbm_bytes_per_s / 1e12:.2f} "
                     f"TB/s = {t.decode_step * 1e3:.1f} ms each    -> {t.judge:.0f} s"),
         "view": (f"points: {s.logged} x {s.runs} = {t.view_points}\n"
-                 f"LoRA: {flat:.0f} GB to the host ({flat / link[1]:.0f} to {flat / link[0]:.0f} "
-                 f"s)\n"
-                 f"      + its concatenation ({2 * flat:.0f} GB of traffic, "
-                 f"{2 * flat / host[1]:.0f} to {2 * flat / host[0]:.0f} s)\n"
+                 f"LoRA: {t.flat:.0f} GB to the host ({t.view_copy[0]:.0f} to "
+                 f"{t.view_copy[1]:.0f} s)\n"
+                 f"      + its concatenation ({2 * t.flat:.0f} GB of traffic, "
+                 f"{t.view_concat[0]:.0f} to {t.view_concat[1]:.0f} s)\n"
                  f"      {t.view_points} x ({t.view_lora[0]:.0f} to {t.view_lora[1]:.0f} s) = "
                  f"{_mins(tuple(t.view_points * x for x in t.view_lora))}\n"
                  "full: + two differences, two norms, a dot product:\n"
