@@ -173,7 +173,7 @@ def _eval_task_cost(paper: dict, inputs: object, groups: Groups = None) -> Evalu
         f"paired per run) is at most {tol:g} percentage points."
     )
     m = {
-        **_summary(unblocked - blocked, groups),
+        **_summary(unblocked - blocked),  # a mean against a tolerance: no interval decides
         "blocked": _summary(blocked),
         "unblocked": _summary(unblocked),
         "tolerance": tol,
@@ -246,9 +246,6 @@ def size_verdict(claim: dict, measured: dict | None, direction: str) -> tuple[st
     return _verdict(inside or near), SIZE_RULE
 
 
-UNGROUPED_RULES = ("null_exceedance", "task_cost")  # a count and a mean: no interval decides
-
-
 def evaluate_claims(
     measured: dict, preset: str, paper_claims: list[dict] | None = None,
     groups: dict[str, list[str]] | None = None,
@@ -269,9 +266,8 @@ def evaluate_claims(
             m, verdict = None, NOT_COMPARABLE
             rule = f"Not comparable: the measurement is absent in preset {preset!r}."
         else:
-            grouped = None if groups is None or cid in UNGROUPED_RULES else groups.get(cid)
-            m, verdict, rule = evaluate(claim, measured[cid], grouped)
-            if grouped is not None and len(set(grouped)) > 1:
+            m, verdict, rule = evaluate(claim, measured[cid], (groups or {}).get(cid))
+            if max(m.get("n_groups", 0), m.get("difference", {}).get("n_groups", 0)) > 1:
                 rule = f"{rule} {GROUPED_RULE}"
         size, size_rule = size_verdict(claim, m, verdict)
         entry = {

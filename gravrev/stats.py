@@ -49,22 +49,21 @@ def grouped_summary(
     g = np.asarray(groups).ravel()
     if g.size != v.size:
         raise ValueError(f"groups has {g.size} labels for {v.size} values")
-    labels = list(dict.fromkeys(g.tolist()))
-    sizes = np.array([np.sum(g == x) for x in labels], dtype=np.float64)
-    means = np.array([v[g == x].mean() for x in labels]) if labels else np.array([])
-    n, k = v.size, len(labels)
     runs = summarize(v)
-    if k < 2:
-        return {**runs, "n_groups": k, "group_sd": 0.0, "df": n - 1}
-    ms_between = float(np.sum(sizes * (means - v.mean()) ** 2)) / (k - 1)
-    if n > k:
-        within = [np.sum((v[g == x] - m) ** 2) for x, m in zip(labels, means, strict=True)]
-        ms_within = float(sum(within))
-        ms_within /= n - k
-        n0 = (n - float(np.sum(sizes**2)) / n) / (k - 1)
-        group_var = (ms_between - ms_within) / n0
-    else:  # one run per group: the runs are the groups
-        group_var = ms_between
+    masks = [g == x for x in dict.fromkeys(g.tolist())]
+    sizes = np.array([mask.sum() for mask in masks], dtype=np.float64)
+    means = np.array([v[mask].mean() for mask in masks])
+    n, k = v.size, len(masks)
+    group_var = 0.0
+    if k >= 2:
+        ms_between = float(np.sum(sizes * (means - v.mean()) ** 2)) / (k - 1)
+        if n > k:
+            within = [np.sum((v[mask] - m) ** 2) for mask, m in zip(masks, means, strict=True)]
+            ms_within = float(sum(within)) / (n - k)
+            n0 = (n - float(np.sum(sizes**2)) / n) / (k - 1)
+            group_var = (ms_between - ms_within) / n0
+        else:  # one run per group: the runs are the groups
+            group_var = ms_between
     if not group_var > 0:
         return {**runs, "n_groups": k, "group_sd": 0.0, "df": n - 1}
     over = summarize(means)

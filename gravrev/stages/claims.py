@@ -137,7 +137,7 @@ def findings(r: ClaimsResult) -> list[str]:
                "paper's size as well"
                + (f" ({', '.join(sized)})." if sized else "."))
     each = {c["id"]: {e["verdict"] for e in c["per_history"].values()} for c in r.report["claims"]}
-    pooled = dict(zip(t["claim"], t["direction"], strict=True))
+    pooled = {c["id"]: c["verdict"] for c in r.report["claims"]}
     split = [c for c in t["claim"] if len(each[c]) > 1 and pooled[c] != HOLDS]
     if split:
         out.append(f"The histories disagree on {', '.join(split)}: what holds in one history "
