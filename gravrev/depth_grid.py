@@ -35,10 +35,14 @@ def grid(cfg: Config) -> list[Unit]:
             itertools.product(sw.helpful_steps, sw.safe_steps, sw.seeds)]
 
 
+def main_helpful(cfg: Config, unit: Unit) -> bool:
+    """The unit's H depth and seed are stage history's own: its theta_H is stage history's."""
+    return unit.helpful_steps == cfg.history.helpful.steps and unit.seed in cfg.history.seeds
+
+
 def is_main(cfg: Config, unit: Unit) -> bool:
     """The unit is one of stage history's own histories (whose outputs it reuses)."""
-    return (unit.helpful_steps == cfg.history.helpful.steps
-            and unit.safe_steps == cfg.history.safe.steps and unit.seed in cfg.history.seeds)
+    return main_helpful(cfg, unit) and unit.safe_steps == cfg.history.safe.steps
 
 
 def _helpful(cfg: Config, unit: Unit) -> PhaseConfig:
@@ -52,8 +56,9 @@ def witnesses(cfg: Config, paths: Paths, units: list[Unit], out: Path
     todo: dict[tuple[int, int], HelpfulTask] = {}
     where: dict[Unit, Path] = {}
     for u in units:
-        if u.helpful_steps == cfg.history.helpful.steps and u.seed in cfg.history.seeds:
-            where[u] = paths.history / f"h{u.seed}" / "helpful"
+        if main_helpful(cfg, u):
+            name = cfg.histories[cfg.history.seeds.index(u.seed)]
+            where[u] = paths.checkpoint("helpful", name)
             continue
         key = (u.helpful_steps, u.seed)
         if key not in todo:

@@ -204,15 +204,21 @@ def fixed_global_rng(seed: int = 0) -> Iterator[None]:
         np.random.set_state(state)
 
 
+def strip_points(data: pd.DataFrame, **kw) -> None:
+    """sns.stripplot under a fixed seed: its jitter comes from numpy's global generator, and
+    every strip plot of the book must be the same picture on every render."""
+    with fixed_global_rng():
+        sns.stripplot(data, **kw)
+
+
 def early_alignment(early: pd.DataFrame) -> plt.Figure:
     """Early-step alignment: every short run as a point, the mean with a 95% CI, per history;
     the large-batch run (the expected update) as a cross."""
     runs = early[early["arm"] == "early"]
     large = early[early["arm"] == "large_batch"]
     fig, ax = plt.subplots(figsize=(8, 4))
-    with fixed_global_rng():  # stripplot jitters from numpy's global generator
-        sns.stripplot(runs, x="step", y="alignment", hue="history", dodge=True, alpha=0.45,
-                      size=3, ax=ax, legend=False)
+    strip_points(runs, x="step", y="alignment", hue="history", dodge=True, alpha=0.45, size=3,
+                 ax=ax, legend=False)
     sns.pointplot(runs, x="step", y="alignment", hue="history", dodge=0.5, errorbar=("ci", 95),
                   seed=0,  # the bootstrap's draws fixed: the same figure every time
                   linestyle="none", marker="o", ax=ax)
@@ -254,9 +260,8 @@ def arms_overview(final: pd.DataFrame, measures: dict[str, str]) -> plt.Figure:
     for ax, (col, label) in zip(np.atleast_1d(axes), measures.items(), strict=True):
         sns.barplot(final, y="arm", x=col, order=order, errorbar=None, color="C0", alpha=0.35,
                     ax=ax)
-        with fixed_global_rng():
-            sns.stripplot(final, y="arm", x=col, order=order, hue="history", size=4, ax=ax,
-                          legend=ax is np.atleast_1d(axes)[-1])
+        strip_points(final, y="arm", x=col, order=order, hue="history", size=4, ax=ax,
+                     legend=ax is np.atleast_1d(axes)[-1])
         ax.set(title=label, xlabel=label, ylabel="")
     np.atleast_1d(axes)[-1].legend(title="history", fontsize=8, bbox_to_anchor=(1.01, 1),
                                    loc="upper left")

@@ -12,7 +12,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from gravrev.interventions import EVERY_LAYER
-from gravrev.plots import fixed_global_rng
+from gravrev.plots import strip_points
 
 RECIPIENTS = {"T->S": "theta_S, one group from theta_T", "S->T": "theta_T, one group from theta_S"}
 MEASURES = {"refusal_rate": "refusal", "harmful_compliance": "harmful compliance"}
@@ -38,9 +38,8 @@ def _points(df: pd.DataFrame, ax: plt.Axes, *, x: str, y: str, hue: str, bars: b
     order = list(dict.fromkeys(df[hue]))
     grey = dict.fromkeys(order, "0.25")
     if bars:
-        with fixed_global_rng():
-            sns.stripplot(df, x=x, y=y, hue=hue, hue_order=order, palette=grey, dodge=True,
-                          legend=False, size=3, jitter=0.08, ax=ax)
+        strip_points(df, x=x, y=y, hue=hue, hue_order=order, palette=grey, dodge=True,
+                     legend=False, size=3, jitter=0.08, ax=ax)
     else:
         sns.scatterplot(df, x=x, y=y, hue=hue, hue_order=order, palette=grey, legend=False,
                         s=12, alpha=0.6, ax=ax)

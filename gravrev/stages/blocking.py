@@ -118,9 +118,9 @@ class BlockingResult:
     metrics: dict
 
 
-def _row(cfg: Config, npz, log_t: pd.Series, v: np.ndarray, own: dict,
-         mask: np.ndarray, unblocked_npz) -> dict:
-    d = final_drift(cfg, npz, mask)  # read once: the alignment and the projection share it
+def _row(cfg: Config, d: np.ndarray, log_t: pd.Series, v: np.ndarray, own: dict,
+         unblocked_d: np.ndarray) -> dict:
+    """One run at T: its drift d's alignment and projection, and its judged behaviour."""
     new = f"{cfg.finetune.new_task}_accuracy"
     row = {"alignment": cosine(d, v), "non_refusal": 100 - log_t["refusal_rate"],
            "refusal_rate": log_t["refusal_rate"], "refusals": log_t["refusals"],
@@ -130,7 +130,7 @@ def _row(cfg: Config, npz, log_t: pd.Series, v: np.ndarray, own: dict,
     if cfg.layer in own:
         u = own[cfg.layer]
         row["projection"] = float(d @ u)
-        row["projection_unblocked"] = float(final_drift(cfg, unblocked_npz, mask) @ u)
+        row["projection_unblocked"] = float(unblocked_d @ u)
     return row
 
 
@@ -168,21 +168,20 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
         done = run_arms(tasks, calib_tasks, calib_done, lam, cfg)
         ref_hash = pd.read_csv(paths.stage("finetune") / "runs.csv").set_index(
             ["history", "arm", "seed"])["batch_hash"]
+        ub = {(h, seed): final_drift(cfg, paths.run("finetune", h, "unblocked", seed), mask)
+              for h in cfg.histories for seed in cfg.finetune.seeds}  # each read once
         final = []
         for t, d in zip(tasks, done, strict=True):
             if d.batch_hash != ref_hash[(t.history, "unblocked", t.seed)]:
                 raise AssertionError(f"{t.arm} {t.history} seed {t.seed}: other batches than "
                                      "the unblocked run")
-            ub = paths.run("finetune", t.history, "unblocked", t.seed)
             final.append({"arm": t.arm, "history": t.history, "seed": t.seed,
-                          **_row(cfg, t.out, d.log.iloc[-1], v_rev[t.history],
-                                 dirs[t.history][t.arm], mask, ub)})
-        for h in cfg.histories:
-            for seed in cfg.finetune.seeds:
-                ub = paths.run("finetune", h, "unblocked", seed)
-                final.append({"arm": "unblocked", "history": h, "seed": seed,
-                              **_row(cfg, ub, unblocked.loc[(h, seed, cfg.finetune.steps)],
-                                     v_rev[h], {cfg.layer: v_rev[h]}, mask, ub)})
+                          **_row(cfg, final_drift(cfg, t.out, mask), d.log.iloc[-1],
+                                 v_rev[t.history], dirs[t.history][t.arm], ub[t.history, t.seed])})
+        for (h, seed), d in ub.items():
+            final.append({"arm": "unblocked", "history": h, "seed": seed,
+                          **_row(cfg, d, unblocked.loc[(h, seed, cfg.finetune.steps)], v_rev[h],
+                                 {cfg.layer: v_rev[h]}, d)})
         final = pd.DataFrame(final)
         final["task_cost_not_block"] = (final["new_task_accuracy"]
                                         < cfg.finetune.min_new_task_accuracy)
@@ -265,12 +264,12 @@ def load(cfg: Config, paths: Paths) -> BlockingResult:
 def _trajectories(cfg: Config, paths: Paths, final: pd.DataFrame) -> pd.DataFrame:
     mask = probe_selection(cfg, paths)
     pos = cfg.analysis.position
+    v_rev = {h: load_v_rev(cfg, paths, h) for h in final["history"].unique()}
     rows = []
     for r in final[["arm", "history", "seed"]].drop_duplicates().itertuples():
         stage = "finetune" if r.arm == "unblocked" else "blocking"
         acts = read_npz(paths.run(stage, r.history, r.arm, r.seed))
-        df = alignment_trajectory(acts[pos], acts["steps"], load_v_rev(cfg, paths, r.history),
-                                  mask)
+        df = alignment_trajectory(acts[pos], acts["steps"], v_rev[r.history], mask)
         rows.append(df[df["layer"] == cfg.layer].assign(arm=r.arm, history=r.history,
                                                           seed=r.seed))
     return pd.concat(rows, ignore_index=True)
