@@ -35,14 +35,15 @@ from transformers import (
     TrainingArguments,
 )
 
-from gravrev.config import Config, resolve
-from gravrev.executor import ExecutorConfig, run_all
-from gravrev.numerics import check_pins, pins_in_force
-from gravrev.organism import build_model, build_tokenizer, n_params
-from gravrev.phases import phase_batch
-from gravrev.provenance import host_cpu
-from gravrev.train import lm_loss, make_optimizer
-from gravrev.world import World
+from gravrev.config.experiment import ExecutorConfig
+from gravrev.config.load import Config, resolve
+from gravrev.organism.model import build_model, build_tokenizer, n_params
+from gravrev.organism.world import World
+from gravrev.report.provenance import host_cpu
+from gravrev.runtime.executor import run_all
+from gravrev.runtime.numerics import check_pins, pins_in_force
+from gravrev.training.loop import lm_loss, make_optimizer
+from gravrev.training.phases import phase_batch
 
 Batch = dict[str, torch.Tensor]
 
@@ -114,7 +115,7 @@ def fresh_model(cfg: Config) -> PreTrainedModel:
 
 
 def our_rate(cfg: Config, batches: list[Batch], warmup: int) -> Rate:
-    """The step of gravrev.finetune: loss, backward, clip at 1, AdamW; timed after `warmup`."""
+    """The step of gravrev.training.finetune: loss, backward, clip at 1, AdamW; timed after `warmup`."""
     model = fresh_model(cfg)
     opt = make_optimizer(model, "adamw", cfg.finetune.lr)
     clock = Stopwatch()

@@ -2,7 +2,7 @@
 
 import os
 
-from gravrev.numerics import SWITCH, apply_pins
+from gravrev.runtime.numerics import SWITCH, apply_pins
 
 # Before anything imports torch: the pins only act if set before torch's first operation.
 apply_pins(os.environ.get(SWITCH, "1") != "0")

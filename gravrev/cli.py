@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from gravrev.config import ConfigError, Paths
-from gravrev.io import atomic_path, write_json
-from gravrev.numerics import apply_pins
+from gravrev.config.fields import ConfigError
+from gravrev.report.glue import rendering
+from gravrev.runtime.numerics import apply_pins
+from gravrev.store.atomic import atomic_path, write_json
+from gravrev.store.paths import Paths
 
 # stage -> its chapter (notebook); the order is the pipeline's
 STAGES = {
@@ -27,17 +29,31 @@ STAGES = {
 NOTEBOOKS = (*STAGES.values(), "09_provenance", "10_budget")
 
 
-def run_stage(name: str, root: Path, params: Path) -> float:
-    """The stage's computation (gravrev.stages.<name>.run); its wall time goes to data/timings."""
-    from gravrev.validation import validated_config
+def step_module(name: str, step: str) -> str:
+    """The module of a stage's step: `run` is runs.run (training) or compute.run; `metrics`."""
+    if step == "metrics":
+        return f"gravrev.stages.{name}.metrics"
+    package = Path(__file__).parent / "stages" / name
+    return f"gravrev.stages.{name}." + ("runs" if (package / "runs.py").is_file() else "compute")
+
+
+def has_metrics_step(name: str) -> bool:
+    """Training stages keep their cheap measurements in a step of their own."""
+    return (Path(__file__).parent / "stages" / name / "metrics.py").is_file()
+
+
+def run_stage(name: str, root: Path, params: Path, step: str = "run") -> float:
+    """One step of a stage (`run` or `metrics`); its wall time goes to data/timings."""
+    from gravrev.config.validate import validated_config
 
     cfg = validated_config(params)
     apply_pins(cfg.numeric_pins)  # before the stage's first torch operation
-    module = importlib.import_module(f"gravrev.stages.{name}")
+    module = importlib.import_module(step_module(name, step))
     start = time.perf_counter()
-    module.run(cfg, Paths(root))
+    (module.measure if step == "metrics" else module.run)(cfg, Paths(root))
     seconds = time.perf_counter() - start
-    write_json(Paths(root).timings / f"{name}.json", {"stage": name, "seconds": seconds})
+    label = name if step == "run" else f"{name}_{step}"
+    write_json(Paths(root).timings / f"{label}.json", {"stage": label, "seconds": seconds})
     return seconds
 
 
@@ -45,8 +61,8 @@ def run_notebook(name: str, root: Path, params: Path) -> float:
     """Execute notebooks/NAME.ipynb into book/executed/NAME.ipynb, whole or not at all."""
     import papermill
 
-    from gravrev.publish import tidy_executed
-    from gravrev.validation import validated_config
+    from gravrev.config.validate import validated_config
+    from gravrev.report.publish import tidy_executed
 
     apply_pins(validated_config(params).numeric_pins)  # the kernel inherits the choice
 
@@ -55,7 +71,7 @@ def run_notebook(name: str, root: Path, params: Path) -> float:
         raise FileNotFoundError(f"{src}: no such notebook; notebooks are {NOTEBOOKS}")
     dest = root / "book" / "executed" / f"{name}.ipynb"
     start = time.perf_counter()
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp, rendering():
         papermill.execute_notebook(
             str(src), str(tmp), parameters={"params_path": str(params)}, cwd=str(root),
             kernel_name="python3", progress_bar=False, stderr_file=sys.stderr,
@@ -72,7 +88,7 @@ def build_book(root: Path) -> None:
     import subprocess
     import tempfile
 
-    from gravrev.io import atomic_dir
+    from gravrev.store.atomic import atomic_dir
 
     with tempfile.TemporaryDirectory(dir=root / "book") as tmp:
         subprocess.run(
@@ -86,7 +102,7 @@ def build_book(root: Path) -> None:
 
 def validate(params: Path, root: Path, write: bool) -> None:
     """Check params and every input; with `write`, save the resolved config (data/config.json)."""
-    from gravrev.validation import validated_config
+    from gravrev.config.validate import validated_config
 
     cfg = validated_config(params)
     text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
@@ -109,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("--write", action="store_true", help="write data/config.json instead")
     run = sub.add_parser("run", help="run one stage's computation (no papermill; GPU-friendly)")
     run.add_argument("stage", choices=tuple(STAGES))
+    met = sub.add_parser("metrics", help="a training stage's measurements from its saved runs")
+    met.add_argument("stage", choices=[s for s in STAGES if has_metrics_step(s)] or None)
     nb = sub.add_parser("notebook", help="render one chapter's notebook with papermill")
     nb.add_argument("name", choices=NOTEBOOKS)
     sub.add_parser("book", help="render the provenance page and build the book (offline)")
@@ -120,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             seconds = run_stage(args.stage, root, params)
             print(f"{args.stage}: {seconds:.1f} s")
+        elif args.command == "metrics":
+            seconds = run_stage(args.stage, root, params, "metrics")
+            print(f"{args.stage} metrics: {seconds:.1f} s")
         elif args.command == "notebook":
             seconds = run_notebook(args.name, root, params)
             print(f"{args.name}: {seconds:.1f} s -> book/executed/{args.name}.ipynb")

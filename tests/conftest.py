@@ -8,8 +8,8 @@ import pytest
 import torch
 from smoke_pipeline import copy_as_smoke_repo, dvc, tail
 
-from gravrev.config import resolve
-from gravrev.organism import build_model, build_tokenizer
+from gravrev.config.load import resolve
+from gravrev.organism.model import build_model, build_tokenizer
 
 # The test models are tiny: one thread is as fast as two on an idle machine, and 20-50x faster
 # when another process (a concurrent `dvc repro`) competes for the cores.

@@ -7,11 +7,11 @@ import hashlib
 import numpy as np
 import torch
 
-from gravrev.config import resolve
-from gravrev.organism import build_model, build_tokenizer
-from gravrev.phases import phase_batch
-from gravrev.train import lm_loss, make_optimizer, set_seed
-from gravrev.world import World
+from gravrev.config.load import resolve
+from gravrev.organism.model import build_model, build_tokenizer
+from gravrev.organism.world import World
+from gravrev.training.loop import lm_loss, make_optimizer, set_seed
+from gravrev.training.phases import phase_batch
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gravrev.config import Config, Paths, resolve
-from gravrev.io import write_csv, write_npz
+from gravrev.config.load import Config, resolve
+from gravrev.store.atomic import write_csv, write_npz
+from gravrev.store.paths import Paths
 
 L, D = 2, 16  # layers and width of the hand-made activations
 N_HARMFUL, N_BENIGN = 40, 8

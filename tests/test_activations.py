@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gravrev.activations import blocks, capture, left_pad, probe_activations
-from gravrev.organism import build_model, prompt_text
+from gravrev.interp.activations import blocks, capture, left_pad, probe_activations
+from gravrev.organism.model import build_model, prompt_text
 
 PROMPTS = [
     prompt_text(t)

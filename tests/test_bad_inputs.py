@@ -18,9 +18,9 @@ import yaml
 from smoke_pipeline import digest_tree
 
 from gravrev import cli
-from gravrev.config import resolve
-from gravrev.hf import export_organism
-from gravrev.organism import build_model, build_tokenizer, save_checkpoint
+from gravrev.config.load import resolve
+from gravrev.organism.model import build_model, build_tokenizer, save_checkpoint
+from gravrev.settings.hf.setting import export_organism
 
 SMOKE = resolve({"preset": "smoke"})
 

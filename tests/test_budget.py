@@ -2,8 +2,9 @@
 
 import pytest
 
-from gravrev import budget, budget_text
-from gravrev.config import resolve
+from gravrev.config.load import resolve
+from gravrev.report import budget
+from gravrev.report import own_model as budget_text
 
 MODEL, GPU = budget.Model(), budget.Hardware()
 SCHEDULE = budget.schedule(resolve({"preset": "hf"}))

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gravrev import claims
+from gravrev.claims.rules import rules as claims
 
 UP = [0.42, 0.45, 0.40]
 DOWN = [-0.40, -0.42, -0.45]
@@ -183,7 +183,7 @@ def test_size_verdict(claim, measured, direction, size):
 
 
 def test_schema_names_are_importable_from_claims():
-    from gravrev import claims_schema
+    from gravrev.claims.rules import schema as claims_schema
 
     assert claims.validate_report is claims_schema.validate_report
     assert claims.VERDICTS == claims_schema.VERDICTS == ("holds", "does not hold",

@@ -9,17 +9,11 @@ import pytest
 import yaml
 
 from gravrev import cli
-from gravrev import config as config_module
-from gravrev.config import (
-    PRESETS,
-    Config,
-    ConfigError,
-    Paths,
-    load_config,
-    load_presets,
-    resolve,
-)
-from gravrev.validation import check_organism, validated_config
+from gravrev.config.fields import ConfigError
+from gravrev.config.load import PRESETS, Config, load_config, load_presets, resolve
+from gravrev.config.load import load as config_module
+from gravrev.config.validate import check_organism, validated_config
+from gravrev.store.paths import Paths
 
 
 def leaves(tree: dict, prefix: str = "") -> dict[str, object]:

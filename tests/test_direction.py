@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gravrev.direction import (
+from gravrev.interp.direction import (
     alignment_trajectory,
     drift,
     v_rev_checkpoint_diff,

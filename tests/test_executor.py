@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import pytest
 from smoke_training import train_smoke_and_hash
 
-from gravrev.executor import ExecutorConfig, longest_first, run_all
+from gravrev.config.experiment import ExecutorConfig
+from gravrev.runtime.executor import longest_first, run_all
 
 SEEDS = [3, 1, 2]
 

@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from gravrev.activations import blocks
-from gravrev.blocking import (
+from gravrev.config.load import resolve
+from gravrev.interp.activations import blocks
+from gravrev.organism.model import (
+    build_model,
+    build_tokenizer,
+    load_checkpoint,
+    prompt_text,
+    save_checkpoint,
+)
+from gravrev.settings.protocol import OrganismSetting
+from gravrev.store.atomic import read_npz
+from gravrev.training.finetune import finetune_run, flat_params, weight_cosine
+from gravrev.training.loop import encode_pairs, lm_loss, token_ids
+from gravrev.training.objectives import (
     BlockSpec,
     Freeze,
     GradProject,
@@ -16,20 +28,8 @@ from gravrev.blocking import (
     frozen_modules,
     make_intervention,
 )
-from gravrev.config import resolve
-from gravrev.finetune import finetune_run, flat_params, weight_cosine
-from gravrev.io import read_npz
-from gravrev.organism import (
-    build_model,
-    build_tokenizer,
-    load_checkpoint,
-    prompt_text,
-    save_checkpoint,
-)
-from gravrev.phases import evenly
-from gravrev.runs import FinetuneTask, HistoryTask, finetune_task, history_run
-from gravrev.setting import OrganismSetting
-from gravrev.train import encode_pairs, lm_loss, token_ids
+from gravrev.training.phases import evenly
+from gravrev.training.tasks import FinetuneTask, HistoryTask, finetune_task, history_run
 
 CFG = resolve({
     "preset": "smoke",

@@ -10,10 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from gravrev import hf, hf_inputs, hf_models
-from gravrev.activations import probe_activations
-from gravrev.config import ConfigError, Paths, resolve
-from gravrev.judge import (
+from gravrev.behaviour.judges import (
     ClassifierJudge,
     OrganismJudge,
     RefusalPhraseJudge,
@@ -21,15 +18,22 @@ from gravrev.judge import (
     is_refusal,
     make_judge,
 )
-from gravrev.organism import (
+from gravrev.config.fields import ConfigError
+from gravrev.config.load import resolve
+from gravrev.config.validate import check_hf
+from gravrev.interp.activations import probe_activations
+from gravrev.organism.model import (
     build_model,
     build_tokenizer,
     load_checkpoint,
     prompt_text,
     save_checkpoint,
 )
-from gravrev.validation import check_hf
-from gravrev.world import Request, World, compliant_answer, judge, refusal_answer
+from gravrev.organism.world import Request, World, compliant_answer, judge, refusal_answer
+from gravrev.settings.hf import inputs as hf_inputs
+from gravrev.settings.hf import models as hf_models
+from gravrev.settings.hf import setting as hf
+from gravrev.store.paths import Paths
 
 SMOKE = resolve({"preset": "smoke"})
 

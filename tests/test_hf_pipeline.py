@@ -14,16 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gravrev.config import Paths, resolve
-from gravrev.hf import export_organism
-from gravrev.io import read_npz, write_csv
-from gravrev.organism import build_model, build_tokenizer, save_checkpoint
-from gravrev.phases import probe_set, probes_table, train_phase
-from gravrev.runs import FinetuneTask, HistoryTask, finetune_task, history_run
+from gravrev.config.load import resolve
+from gravrev.config.validate import check_hf
+from gravrev.organism.model import build_model, build_tokenizer, save_checkpoint
+from gravrev.organism.world import World
+from gravrev.settings.hf.setting import export_organism
 from gravrev.stages import history as history_stage
 from gravrev.stages import vrev
-from gravrev.validation import check_hf
-from gravrev.world import World
+from gravrev.store.atomic import read_npz, write_csv
+from gravrev.store.paths import Paths
+from gravrev.training.phases import probe_set, probes_table, train_phase
+from gravrev.training.tasks import FinetuneTask, HistoryTask, finetune_task, history_run
 
 ALIGNMENT_TOLERANCE = 0.25  # |mean alignment difference| per logged step, organism vs hf
 PRETRAIN_STEPS = 30

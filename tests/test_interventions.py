@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from gravrev.activations import blocks, capture, left_pad
-from gravrev.direction import v_rev_checkpoint_diff
-from gravrev.evaluate import generate
-from gravrev.interventions import (
+from gravrev.behaviour.evaluate import generate
+from gravrev.interp.activations import blocks, capture, left_pad
+from gravrev.interp.direction import v_rev_checkpoint_diff
+from gravrev.interp.steering import (
     EVERY_LAYER,
     ablate_direction,
     add_direction,
@@ -20,9 +20,9 @@ from gravrev.interventions import (
     reversion_norms,
     run_mediation,
 )
-from gravrev.organism import build_model, prompt_text
-from gravrev.plots_mediation import plot_mediation
-from gravrev.world import World
+from gravrev.organism.model import build_model, prompt_text
+from gravrev.organism.world import World
+from gravrev.report.mediation_figures import plot_mediation
 
 PROMPTS = [
     prompt_text(t)

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from gravrev.metrics_diff import (
+from gravrev.report.metrics_diff import (
     ABSENT,
     MetricDifference,
     MetricsComparison,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gravrev.numerics import HOST_ENV, NUMERIC_PINS, SWITCH, apply_pins
+from gravrev.runtime.numerics import HOST_ENV, NUMERIC_PINS, SWITCH, apply_pins
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -15,7 +15,7 @@ ROOT = TESTS.parent
 TRAIN = """
 import gravrev
 import torch
-from gravrev.numerics import check_pins
+from gravrev.runtime.numerics import check_pins
 from smoke_training import train_smoke_and_hash
 torch.set_num_threads(1)
 check_pins()
@@ -27,7 +27,7 @@ TORCH_FIRST = """
 import torch
 torch.ones(3).exp()
 import gravrev
-from gravrev.numerics import check_pins
+from gravrev.runtime.numerics import check_pins
 check_pins()
 """
 

@@ -6,13 +6,8 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from gravrev.activations import left_pad
-from gravrev.organism import (
-    build_model,
-    load_checkpoint,
-    prompt_text,
-    save_checkpoint,
-)
+from gravrev.interp.activations import left_pad
+from gravrev.organism.model import build_model, load_checkpoint, prompt_text, save_checkpoint
 
 PROMPTS = [prompt_text("poison reverse : a b c"), prompt_text("garden copy : d e f g h")]
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from gravrev.config import HFConfig, resolve
+from gravrev.config.experiment import HFConfig
+from gravrev.config.load import resolve
 
 PAGE = Path(__file__).resolve().parents[1] / "book" / "own_model.md"
 ROW = re.compile(r"^\| `(\w+)` \| `([^`]*)` \| (.+) \|$")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from smoke_pipeline import digest_tree, dvc, ran, run, tail
 
-from gravrev.claims import validate_report
+from gravrev.claims.schema import validate_report
 from gravrev.cli import NOTEBOOKS, STAGES
 
 pytestmark = pytest.mark.pipeline

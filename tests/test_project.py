@@ -11,7 +11,8 @@ import nbformat
 import pytest
 import yaml
 
-from gravrev.claims import EVALUATORS, load_paper_claims
+from gravrev.claims.rules import EVALUATORS
+from gravrev.claims.schema import load_paper_claims
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -101,7 +102,7 @@ def gravrev_imports(source: str) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from gravrev import plots` imports the module gravrev/plots.py
+            # `from gravrev import plots` imports the module gravrev/report/figures.py
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
@@ -109,7 +110,7 @@ def gravrev_imports(source: str) -> set[str]:
             parts = name.split(".")
             if parts[0] != "gravrev":
                 continue
-            for n in range(len(parts), 1, -1):  # gravrev.stages.vrev -> stages/vrev
+            for n in range(len(parts), 1, -1):  # gravrev.stages.vrev.compute -> stages/vrev
                 rel = "/".join(parts[1:n])
                 if (PACKAGE / f"{rel}.py").is_file():
                     found.add(rel)
@@ -142,7 +143,7 @@ def reached(source: str) -> set[str]:
         if module not in seen:
             seen.add(module)
             todo += gravrev_imports((PACKAGE / f"{module}.py").read_text())
-    files = {f"gravrev/{m}.py" for m in seen} | {"gravrev/__init__.py", "gravrev/numerics.py"}
+    files = {f"gravrev/{m}.py" for m in seen} | {"gravrev/__init__.py", "gravrev/runtime/numerics.py"}
     for module in seen:
         files |= {f"gravrev/{name}" for name in package_data(module)}
     return files
@@ -161,15 +162,15 @@ def _deps(stage: dict) -> set[str]:
 
 
 def test_reached_follows_imports_transitively():
-    assert "gravrev/stages/claims.py" in reached("from gravrev.stages import claims")
-    files = reached("from gravrev import plots\nfrom gravrev.claims import validate_report")
+    assert "gravrev/stages/claims/compute.py" in reached("from gravrev.stages import claims")
+    files = reached("from gravrev import plots\nfrom gravrev.claims.rules import validate_report")
     assert {
-        "gravrev/plots.py",
-        "gravrev/claims.py",
-        "gravrev/stats.py",
-        "gravrev/paper_claims.yaml",
+        "gravrev/report/figures.py",
+        "gravrev/claims/rules.py",
+        "gravrev/stats/summaries.py",
+        "gravrev/claims/paper_claims.yaml",
     } <= files
-    assert "gravrev/presets.yaml" in reached("import gravrev.config")
+    assert "gravrev/config/presets.yaml" in reached("import gravrev.config.load")
 
 
 def test_package_init_imports_only_the_numeric_pins():
@@ -186,7 +187,7 @@ def test_every_notebook_is_a_dep_of_exactly_one_stage():
 
 COMPUTE = [n for n, s in STAGES.items() if s["cmd"].startswith("gravrev run ")]
 RENDER = [n for n, s in STAGES.items() if s["cmd"].startswith("gravrev notebook ")]
-PRESENTATION = ("notebooks/", "gravrev/plots", "gravrev/publish.py", "gravrev/gluing.py", "book/")
+PRESENTATION = ("notebooks/", "gravrev/plots", "gravrev/report/publish.py", "gravrev/report/glue.py", "book/")
 
 
 @pytest.mark.parametrize("stage", COMPUTE)

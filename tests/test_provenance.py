@@ -4,7 +4,7 @@ import json
 import subprocess
 from datetime import datetime, timedelta, timezone
 
-from gravrev.provenance import (
+from gravrev.report.provenance import (
     Change,
     changes_summary,
     cpu_model,
@@ -73,7 +73,7 @@ def test_lock_hashes_lists_data_not_code():
         "stages": {
             "vrev": {
                 "deps": [
-                    {"path": "gravrev/direction.py", "md5": "c0de"},
+                    {"path": "gravrev/interp/direction.py", "md5": "c0de"},
                     {"path": "data/finetune", "md5": "f1.dir"},
                 ],
                 "outs": [{"path": "data/vrev", "md5": "0ff.dir"}],

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gravrev.publish import (
+from gravrev.report.publish import (
     FIGURE_DPI,
     MISSING,
     presentation_tags,
@@ -16,7 +16,7 @@ from gravrev.publish import (
     show_table,
     tidy_executed,
 )
-from gravrev.sphinx_assets import unique_scripts
+from gravrev.report.sphinx_assets import unique_scripts
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_the_same_table_is_the_same_html():
 def test_the_early_alignment_figure_is_the_same_picture_every_time():
     import io
 
-    from gravrev import plots
+    from gravrev.report import figures as plots
 
     early = pd.DataFrame({"arm": "early", "history": ["h0"] * 6 + ["h1"] * 6,
                           "step": [1, 1, 1, 2, 2, 2] * 2, "alignment": np.linspace(0, 1, 12)})

@@ -6,12 +6,12 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from gravrev.activations import left_pad
-from gravrev.interventions import judged_rates
-from gravrev.organism import build_model, n_params, prompt_text
-from gravrev.plots_mediation import plot_logit_lens, plot_patching
-from gravrev.route import components, first_token_id, logit_lens, patch_table, patched
-from gravrev.world import COMPLY, REFUSAL, World
+from gravrev.interp.activations import left_pad
+from gravrev.interp.patching import components, first_token_id, logit_lens, patch_table, patched
+from gravrev.interp.steering import judged_rates
+from gravrev.organism.model import build_model, n_params, prompt_text
+from gravrev.organism.world import COMPLY, REFUSAL, World
+from gravrev.report.mediation_figures import plot_logit_lens, plot_patching
 
 PROMPTS = [
     prompt_text(t)

@@ -7,16 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from gravrev.activations import probe_activations
-from gravrev.config import Paths, resolve
-from gravrev.finetune import finetune_run
-from gravrev.interventions import EVERY_LAYER
-from gravrev.mediation_summary import decision_block
-from gravrev.mediation_wording import change_phrase, tolerance
-from gravrev.route import NONE
-from gravrev.setting import make_setting
+from gravrev.config.load import resolve
+from gravrev.interp.activations import probe_activations
+from gravrev.interp.patching import NONE
+from gravrev.interp.steering import EVERY_LAYER
+from gravrev.report.mediation_words import change_phrase, tolerance
+from gravrev.settings.protocol import make_setting
 from gravrev.stages import mediation
-from gravrev.stages.mediation import MediationStageResult, MediationTask, findings, summaries
+from gravrev.stages.mediation.compute import MediationStageResult, MediationTask, findings, summaries
+from gravrev.stats.mediation import decision_block
+from gravrev.store.paths import Paths
+from gravrev.training.finetune import finetune_run
 
 N = 100  # prompts per hand-made table: the tolerance is then MIN_CHANGE_PTS
 LAYERS = 4

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gravrev.config import Paths, resolve
-from gravrev.depth import half_reversion_step
-from gravrev.depth_grid import witnesses
-from gravrev.depth_stats import depth_fit
-from gravrev.io import read_npz
-from gravrev.runs import history_run
+from gravrev.config.load import resolve
 from gravrev.stages import finetune, history, sweep
+from gravrev.stats.depth import depth_fit
+from gravrev.store.atomic import read_npz
+from gravrev.store.paths import Paths
+from gravrev.sweep.grid import witnesses
+from gravrev.sweep.measure import half_reversion_step
+from gravrev.training.tasks import history_run
 
 # ----------------------------------------------------------------------------- hand-made tables
 

@@ -9,13 +9,14 @@ import pytest
 import stage_layout as S
 from stage_layout import CFG, DESIGN, EARLY_STEPS, LOG_STEPS, SENS_ARM
 
-from gravrev.artifacts import load_v_rev
-from gravrev.blocking import BlockSpec
-from gravrev.config import Paths, resolve
-from gravrev.io import write_json, write_npz
-from gravrev.nulls import isotropic_quantile
-from gravrev.runs import FinetuneOutput, FinetuneTask
+from gravrev.config.load import resolve
 from gravrev.stages import blocking, claims, finetune, history, nulls, vrev
+from gravrev.stages.artifacts import load_v_rev
+from gravrev.stats.nulls import isotropic_quantile
+from gravrev.store.atomic import write_json, write_npz
+from gravrev.store.paths import Paths
+from gravrev.training.objectives import BlockSpec
+from gravrev.training.tasks import FinetuneOutput, FinetuneTask
 
 # ============================================================================ the layout
 

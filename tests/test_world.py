@@ -3,14 +3,12 @@
 import numpy as np
 import pytest
 
-from gravrev.config import Paths
-from gravrev.organism import build_model, prompt_text, save_checkpoint
-from gravrev.setting import OrganismSetting
-from gravrev.world import (
+from gravrev.config.experiment import NEW_TASKS
+from gravrev.organism.model import build_model, prompt_text, save_checkpoint
+from gravrev.organism.world import (
     BENIGN_TOPICS,
     FILLER,
     HARMFUL_TOPICS,
-    NEW_TASKS,
     OLD_TASKS,
     REFUSAL,
     Request,
@@ -22,6 +20,8 @@ from gravrev.world import (
     refusal_answer,
     split_sequences,
 )
+from gravrev.settings.protocol import OrganismSetting
+from gravrev.store.paths import Paths
 
 HARMFUL_WORDS = set(HARMFUL_TOPICS) | {w for c in HARMFUL_TOPICS.values() for w in c}
 

@@ -1,0 +1,121 @@
+"""One validated config: a preset from presets.yaml, overridden by params.yaml, checked early.
+
+The sections live in gravrev.config.organism and gravrev.config.experiment, the typed build in
+gravrev.config.fields; each name is imported from the module that defines it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gravrev.config.experiment import (
+    AnalysisConfig,
+    BlockingConfig,
+    ExecutorConfig,
+    FinetuneConfig,
+    HFConfig,
+    MediationConfig,
+)
+from gravrev.config.fields import ConfigError, build, check
+from gravrev.config.organism import (
+    HistoryConfig,
+    ModelConfig,
+    SweepConfig,
+    WorldConfig,
+)
+
+PRESETS = ("smoke", "tiny", "full", "sweep", "hf")
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str
+    device: str
+    cpu_threads: int
+    numeric_pins: bool
+    executor: ExecutorConfig
+    model: ModelConfig
+    world: WorldConfig
+    history: HistoryConfig
+    finetune: FinetuneConfig
+    analysis: AnalysisConfig
+    blocking: BlockingConfig
+    mediation: MediationConfig
+    sweep: SweepConfig
+    hf: HFConfig
+
+    @property
+    def layer(self) -> int:
+        """The analysed layer, -1 resolved to the middle of the model."""
+        return self.model.n_layer // 2 if self.analysis.layer == -1 else self.analysis.layer
+
+    @property
+    def is_hf(self) -> bool:
+        return self.preset == "hf"
+
+    @property
+    def histories(self) -> tuple[str, ...]:
+        """The history names, h<seed>, in the order of history.seeds."""
+        return tuple(f"h{s}" for s in self.history.seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_presets() -> dict[str, dict]:
+    text = resources.files("gravrev.config").joinpath("presets.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict, over: dict, name: str) -> dict:
+    """Deep-merge `over` into `base`; None in `over` keeps the base value."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _merge(base[key], value, f"{name}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def resolve(params: dict) -> Config:
+    """The config in force: tiny's values, then the named preset's, then params' overrides."""
+    if not isinstance(params, dict):
+        raise ConfigError("params: expected a mapping at the top level")
+    if "preset" not in params or params["preset"] is None:
+        raise ConfigError(f"preset: missing; params must name one of {PRESETS}")
+    preset = params["preset"]
+    if preset not in PRESETS:
+        raise ConfigError(f"preset: must be one of {PRESETS}, got {preset!r}")
+    presets = load_presets()
+    merged = presets["tiny"]
+    if preset != "tiny":
+        merged = _merge(merged, presets[preset], preset)
+    overrides = {k: v for k, v in params.items() if k != "preset"}
+    merged = _merge(merged, overrides, "params")
+    cfg = build(Config, {"preset": preset, **merged}, "params")
+    check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
+    check(0 <= cfg.cpu_threads <= 256, "cpu_threads", "must be in [0, 256] (0: torch's default)")
+    return cfg
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read and validate params.yaml; raise ConfigError naming the file or field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    return resolve(params)

@@ -1,0 +1,200 @@
+"""Memory and time of the `hf` route for a 7B model: the own-model page's arithmetic, computed.
+
+An estimate from operation counts and published figures (Llama-2-7B's shapes, an H100's data
+sheet), not a measurement. The schedule (seeds, lambda grid, arms, steps, batch, probes) is
+read from the resolved `hf` config, so the page follows the preset when it changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gravrev.config.load import Config
+from gravrev.settings.hf.setting import GEN_BATCH
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Model:
+    """Llama-2-7B's published shapes."""
+
+    n_params: float = 7e9
+    hidden: int = 4096
+    layers: int = 32
+    mlp: int = 11008
+    vocab: int = 32_000
+    seq_len: int = 512  # tokens per training sequence (an assumption)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One H100 SXM's data sheet, and what a host moves with one CPU thread."""
+
+    memory_gb: float = 80.0
+    peak_flops: float = 989e12  # dense bf16
+    hbm_bytes_per_s: float = 3.35e12
+    utilisation: float = 0.40  # of the peak, in training
+    link_gb_per_s: tuple[float, float] = (10.0, 25.0)  # GPU to host
+    host_gb_per_s: tuple[float, float] = (10.0, 20.0)  # host memory traffic
+
+    @property
+    def train_flops(self) -> float:
+        return self.peak_flops * self.utilisation
+
+
+ACT_BYTES = 34  # per token per hidden unit per layer, 16-bit, fused attention (Korthikanti 2022)
+LOGIT_BYTES = 2 + 4 + 2  # bf16 logits, the loss's fp32 copy, their bf16 gradient
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The `hf` preset's runs, from the config."""
+
+    seeds: int
+    lambdas: int
+    arms: int
+    steps: int
+    logged: int  # logged points per run, step 0 included
+    batch: int
+    lr: float
+    lora_rank: int
+    penalty_arms: int
+    penalty_batch: int
+    n_eval: int
+    new_tokens: int
+    gen_batch: int
+
+    @property
+    def gen_batches(self) -> int:
+        """Generation batches per judging: the harmful and the benign prompts."""
+        return math.ceil(2 * self.n_eval / self.gen_batch)
+
+    @property
+    def runs(self) -> int:
+        """Unblocked seeds, the lambda check's runs, every arm on every seed but the one the
+        check's chosen run already is."""
+        return self.seeds + self.lambdas + (self.arms * self.seeds - 1)
+
+    @property
+    def judged(self) -> int:
+        """Generations: two checkpoints, the unblocked runs' logged points, each blocking
+        run's end."""
+        return 2 + self.logged * self.seeds + (self.runs - self.seeds)
+
+
+def schedule(cfg: Config) -> Schedule:
+    """The schedule of a resolved `hf` config."""
+    arms = cfg.blocking.arms
+    return Schedule(
+        seeds=len(cfg.finetune.seeds), lambdas=len(cfg.blocking.lambda_grid), arms=len(arms),
+        steps=cfg.finetune.steps, logged=len(cfg.finetune.log_steps) + 1,
+        batch=cfg.finetune.batch_size, lr=cfg.finetune.lr, lora_rank=cfg.hf.lora_rank,
+        penalty_arms=sum("penalty" in a for a in arms), penalty_batch=cfg.blocking.penalty_batch,
+        n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens, gen_batch=GEN_BATCH,
+    )
+
+
+def lora_params_per_layer(m: Model, rank: int) -> int:
+    """Rank-r adapters on q, k, v, o, gate, up and down: r x (fan-in + fan-out) each."""
+    attention = 4 * (m.hidden + m.hidden)
+    gate_up = 2 * (m.hidden + m.mlp)
+    down = m.mlp + m.hidden
+    return rank * (attention + gate_up + down)
+
+
+def stuck_exponent(lr: float) -> int:
+    """The smallest e such that a bf16 weight with |w| >= 2^e cannot move by lr: half a unit in
+    its last place, 2^(e - 8), exceeds lr (bf16 keeps 8 significant bits)."""
+    return math.floor(math.log2(lr)) + 9
+
+
+@dataclass(frozen=True)
+class Memory:
+    """GPU and host bytes of a fine-tune, in GB where not per parameter."""
+
+    mixed: float  # standard mixed precision: 16 B/param
+    bf16: float  # this code's dtype auto: 8 B/param
+    fp32: float
+    lora_adapters: int
+    frozen: float
+    adapters: float
+    act_layer: float
+    act: float
+    logits_values: int
+    logits: float
+    ckpt_input: float
+    ckpt: float
+    host_full: float
+    host_lora: float
+
+
+def memory_budget(m: Model, s: Schedule) -> Memory:
+    """Bytes of each way to fine-tune, from the shapes and the schedule."""
+    tokens = m.seq_len * s.batch
+    act_layer = ACT_BYTES * tokens * m.hidden / GB
+    ckpt_input = 2 * tokens * m.hidden / GB
+    adapters = lora_params_per_layer(m, s.lora_rank) * m.layers
+    logits = s.batch * m.seq_len * m.vocab
+    return Memory(
+        mixed=m.n_params * 16 / GB, bf16=m.n_params * 8 / GB, fp32=m.n_params * 16 / GB,
+        lora_adapters=adapters, frozen=m.n_params * 2 / GB, adapters=adapters * 16 / GB,
+        act_layer=act_layer, act=act_layer * m.layers, logits_values=logits,
+        logits=logits * LOGIT_BYTES / GB, ckpt_input=ckpt_input,
+        ckpt=ckpt_input * m.layers + act_layer,
+        host_full=m.n_params * (8 + 8 + 8 + 16) / GB, host_lora=m.n_params * (8 + 8 + 16) / GB,
+    )
+
+
+@dataclass(frozen=True)
+class Time:
+    """Seconds of the `hf` schedule on one GPU (ranges as (low, high))."""
+
+    steps: int
+    tokens: int
+    full_step: float
+    lora_step: float
+    ckpt_step: float
+    train: tuple[float, float]
+    decode_steps: int
+    decode_step: float
+    judge: float
+    view_points: int
+    flat: float  # GB of theta_T in float64
+    view_copy: tuple[float, float]  # per point: to the host
+    view_concat: tuple[float, float]  # per point: the concatenation
+    view_lora: tuple[float, float]  # per point
+    view_full: tuple[float, float]
+    full_traffic: float  # GB of host traffic per point, full fine-tune
+
+    @property
+    def lora_total(self) -> tuple[float, float]:
+        """Training, judging and the weight-space view with LoRA, before generate()'s overhead."""
+        return tuple(tr + self.judge + self.view_points * v
+                     for tr, v in zip(self.train, self.view_lora, strict=True))
+
+
+def _range(gb: float, rates: tuple[float, float]) -> tuple[float, float]:
+    return gb / rates[1], gb / rates[0]
+
+
+def time_budget(m: Model, hw: Hardware, s: Schedule) -> Time:
+    """Seconds of training, judging and the weight-space view, from operation counts."""
+    tokens = s.batch * m.seq_len
+    step = {k: k * m.n_params * tokens / hw.train_flops for k in (6, 4, 2)}
+    flat = m.n_params * 8 / GB  # theta_T in float64
+    copy, concat = _range(flat, hw.link_gb_per_s), _range(2 * flat, hw.host_gb_per_s)
+    # Two differences (read two, write one each), two norms and a dot product (read each).
+    full_traffic = 2 * flat + 2 * 3 * flat + 2 * flat + 2 * flat
+    full_host = _range(full_traffic, hw.host_gb_per_s)
+    decode_steps = s.judged * s.gen_batches * s.new_tokens
+    decode_step = m.n_params * 2 / hw.hbm_bytes_per_s
+    return Time(
+        steps=s.runs * s.steps, tokens=tokens, full_step=step[6], lora_step=step[4],
+        ckpt_step=step[2], train=(s.runs * s.steps * step[4], s.runs * s.steps * step[6]),
+        decode_steps=decode_steps, decode_step=decode_step, judge=decode_steps * decode_step,
+        view_points=s.logged * s.runs, flat=flat, view_copy=copy, view_concat=concat,
+        view_lora=(copy[0] + concat[0], copy[1] + concat[1]),
+        view_full=(copy[0] + full_host[0], copy[1] + full_host[1]), full_traffic=full_traffic,
+    )

@@ -1,0 +1,169 @@
+"""One executor for independent runs: in-process, a local process pool, or a ray cluster.
+
+Every run is a pure function of its task, and every worker runs with the numeric pins and one
+torch thread, so the results are bitwise the same whichever executor and however many workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from multiprocessing import get_context
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from gravrev.config.experiment import ExecutorConfig
+from gravrev.runtime.numerics import NUMERIC_PINS, SWITCH, apply_pins, check_pins, pins_enabled
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+KINDS = ("local", "ray")
+
+
+def run_all(fn: Callable[[T], R], tasks: Sequence[T], cfg: ExecutorConfig, desc: str) -> list[R]:
+    """fn(task) for every task, in task order; fn must be a picklable top-level function.
+
+    A task that raises stops the call: its exception propagates with a note naming the task.
+    """
+    if cfg.kind not in KINDS:
+        raise ValueError(f"executor.kind: must be one of {KINDS}, got {cfg.kind!r}")
+    if cfg.workers < 0:
+        raise ValueError(f"executor.workers: must be >= 0, got {cfg.workers}")
+    tasks = list(tasks)
+    with tqdm(total=len(tasks), desc=desc) as bar:
+        if cfg.kind == "ray":
+            return _run_ray(fn, tasks, cfg, bar)
+        if min(n_workers(cfg), len(tasks)) <= 1:
+            return _run_in_process(fn, tasks, bar)
+        return _run_pool(fn, tasks, min(n_workers(cfg), len(tasks)), bar)
+
+
+def n_workers(cfg: ExecutorConfig) -> int:
+    """The number of workers asked for, with 0 meaning one per CPU."""
+    return cfg.workers if cfg.workers > 0 else os.cpu_count() or 1
+
+
+def longest_first(tasks: Sequence[Any]) -> list[int]:
+    """Task indices by decreasing `cost` (ties in task order): the long runs start first, so
+    the last ones do not leave a worker idle; results still come back in task order."""
+    return sorted(range(len(tasks)), key=lambda i: -getattr(tasks[i], "cost", 0))
+
+
+def _name_task(exc: BaseException, index: int, task: Any) -> None:
+    label = getattr(task, "label", None) or repr(task)[:200]
+    exc.add_note(f"in task {index}: {label}")
+
+
+@contextmanager
+def _one_thread():
+    # In-process runs must match the one-thread workers, whatever the caller had set.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_in_process(fn: Callable[[T], R], tasks: list[T], bar: tqdm) -> list[R]:
+    check_pins()
+    results = []
+    with _one_thread():
+        for i, task in enumerate(tasks):
+            try:
+                results.append(fn(task))
+            except Exception as exc:
+                _name_task(exc, i, task)
+                raise
+            bar.update()
+    return results
+
+
+def _init_worker(pinned: bool) -> None:
+    """Each pool worker: the parent's choice of pins, one torch thread."""
+    apply_pins(pinned)
+    import torch
+
+    torch.set_num_threads(1)
+    check_pins()
+
+
+def _run_pool(fn: Callable[[T], R], tasks: list[T], workers: int, bar: tqdm) -> list[R]:
+    results: list[Any] = [None] * len(tasks)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(pins_enabled(),),
+    ) as pool:
+        futures = {pool.submit(fn, tasks[i]): i for i in longest_first(tasks)}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except Exception as exc:
+                pool.shutdown(wait=False, cancel_futures=True)
+                _name_task(exc, i, tasks[i])
+                raise
+            bar.update()
+    return results
+
+
+def _ray_call(fn: Callable[[T], R], task: T) -> R:
+    """One task in a ray worker, under the pins that its runtime env carries."""
+    apply_pins(os.environ.get(SWITCH, "1") != "0")
+    import torch
+
+    torch.set_num_threads(1)
+    check_pins()
+    return fn(task)
+
+
+def _ray_env(local: bool) -> dict[str, str]:
+    env = {**NUMERIC_PINS, SWITCH: "1"} if pins_enabled() else {SWITCH: "0"}
+    if local:
+        # Workers of a local cluster import the driver's code (a worktree, a test module).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def _run_ray(fn: Callable[[T], R], tasks: list[T], cfg: ExecutorConfig, bar: tqdm) -> list[R]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(
+            "executor.kind: ray needs the ray package (pip install 'gravrev[ray]')"
+        ) from exc
+    started = not ray.is_initialized()
+    if started:
+        local = {"num_cpus": n_workers(cfg)} if cfg.address is None else {}
+        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, **local)
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_call).options(
+            runtime_env={"env_vars": _ray_env(cfg.address is None)}
+        )
+        index = {remote.remote(fn, tasks[i]): i for i in longest_first(tasks)}
+        results: list[Any] = [None] * len(tasks)
+        pending = list(index)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            i = index[done[0]]
+            try:
+                results[i] = ray.get(done[0])
+            except Exception as exc:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                _name_task(exc, i, tasks[i])
+                raise
+            bar.update()
+        return results
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,1 @@
+"""Stage 07, claims: each paper claim against this run, per history and pooled, with a why."""

@@ -1,0 +1,1 @@
+"""Stage 06, mediation: does v_rev carry refusal, and which components carry its loss?"""

@@ -1,0 +1,1 @@
+"""Stage 03, vrev: v_rev per history, and the alignment of every run's drift with it."""
