@@ -115,7 +115,7 @@ def fresh_model(cfg: Config) -> PreTrainedModel:
 
 
 def our_rate(cfg: Config, batches: list[Batch], warmup: int) -> Rate:
-    """The step of gravrev.training.finetune: loss, backward, clip at 1, AdamW; timed after `warmup`."""
+    """Our fine-tuning step: loss, backward, clip at 1, AdamW; timed after warmup."""
     model = fresh_model(cfg)
     opt = make_optimizer(model, "adamw", cfg.finetune.lr)
     clock = Stopwatch()

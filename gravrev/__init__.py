@@ -2,7 +2,12 @@
 
 import os
 
-from gravrev.runtime.numerics import SWITCH, apply_pins
+# Weights, tokenizers and judges load from local folders only: Hugging Face reads these once,
+# at its first import, so they are set here, before any module of gravrev imports it.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+os.environ.update(OFFLINE)
+
+from gravrev.runtime.numerics import SWITCH, apply_pins  # noqa: E402 (after the switches)
 
 # Before anything imports torch: the pins only act if set before torch's first operation.
 apply_pins(os.environ.get(SWITCH, "1") != "0")

@@ -42,15 +42,27 @@ def has_metrics_step(name: str) -> bool:
     return (Path(__file__).parent / "stages" / name / "metrics.py").is_file()
 
 
+def step_outs(name: str, root: Path, step: str) -> list[Path]:
+    """The folder a step writes besides data/metrics/*.json: data/<name> (run) or
+    data/measures/<name> (metrics)."""
+    paths = Paths(root)
+    return [paths.data / "measures" / name if step == "metrics" else paths.stage(name)]
+
+
 def run_stage(name: str, root: Path, params: Path, step: str = "run") -> float:
-    """One step of a stage (`run` or `metrics`); its wall time goes to data/timings."""
+    """One step of a stage (`run` or `metrics`); its wall time goes to data/timings.
+
+    The step holds the stage's lock and, if it fails, leaves its outputs and every
+    data/metrics/*.json as they were (gravrev.store.guard)."""
     from gravrev.config.validate import validated_config
+    from gravrev.store.guard import guarded
 
     cfg = validated_config(params)
     apply_pins(cfg.numeric_pins)  # before the stage's first torch operation
     module = importlib.import_module(step_module(name, step))
     start = time.perf_counter()
-    (module.measure if step == "metrics" else module.run)(cfg, Paths(root))
+    with guarded(Paths(root).data, name, step, step_outs(name, root, step)):
+        (module.measure if step == "metrics" else module.run)(cfg, Paths(root))
     seconds = time.perf_counter() - start
     label = name if step == "run" else f"{name}_{step}"
     write_json(Paths(root).timings / f"{label}.json", {"stage": label, "seconds": seconds})
@@ -104,7 +116,7 @@ def validate(params: Path, root: Path, write: bool) -> None:
     """Check params and every input; with `write`, save the resolved config (data/config.json)."""
     from gravrev.config.validate import validated_config
 
-    cfg = validated_config(params)
+    cfg = validated_config(params, deep=True)
     text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
     if not write:
         print(text)

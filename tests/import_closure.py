@@ -96,8 +96,8 @@ def stage_source(cmd: str) -> str | None:
     """The source whose closure a dvc.yaml command runs: a stage module or a notebook."""
     words = cmd.split()
     if words[:2] == ["gravrev", "run"]:
-        return f"import gravrev.stages.{words[2]}.runs" if (
-            PACKAGE / "stages" / words[2] / "runs.py").is_file() else f"import gravrev.stages.{words[2]}"
+        step = "runs" if (PACKAGE / "stages" / words[2] / "runs.py").is_file() else "compute"
+        return f"import gravrev.stages.{words[2]}.{step}"
     if words[:2] == ["gravrev", "metrics"]:
         return f"import gravrev.stages.{words[2]}.metrics"
     if words[:2] == ["gravrev", "notebook"]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gravrev.interp.activations import blocks, capture, left_pad, probe_activations
+from gravrev.interp.activations import capture, left_pad, probe_activations
+from gravrev.interp.hooks import blocks
 from gravrev.organism.model import build_model, prompt_text
 
 PROMPTS = [

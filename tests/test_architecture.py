@@ -1,23 +1,24 @@
-"""The package's shape: no import cycles, short modules, one stage per chapter, layers kept apart.
+"""The package's shape: sub-packages that name the layers, boundaries kept, no import cycles.
 
 Read from the source with ast (function-level imports included), never by importing.
 """
 
 from __future__ import annotations
 
-import ast
+import importlib
 import inspect
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+from import_closure import imported_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gravrev"
-MAX_LINES = 300
 NOTEBOOK = re.compile(r"(\d\d)_(\w+)\.ipynb")
 NO_STAGE = {"provenance", "budget"}  # chapters of no stage: the run's record, the 7B arithmetic
+TRAINING_STAGES = {"history", "finetune", "blocking", "mediation", "sweep"}
 
 
 def module_name(path: Path) -> str:
@@ -26,38 +27,25 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-STAGE_MODULES = sorted(m.split(".")[-1] for m in MODULES if m.startswith("gravrev.stages."))
-LIBRARY = sorted(m for m in MODULES if m.count(".") == 1)  # gravrev/*.py
+GRAPH = {m: imported_modules(p.read_text(), m) - {m} for m, p in MODULES.items()}
+STAGES = sorted(p.parent.name for p in (PACKAGE / "stages").glob("*/__init__.py"))
 
 
-def imports_of(source: str, current: str, is_package: bool = False) -> set[str]:
-    """The gravrev modules a source imports anywhere, function-level imports included."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the current module's package upwards
-                package = current.split(".") if is_package else current.split(".")[:-1]
-                package = package[: len(package) - node.level + 1]
-                base = ".".join([*package, base] if base else package)
-            # `from gravrev import plots` imports gravrev/report/figures.py; `from gravrev.x import f`, x
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
-                     for a in node.names]
-        else:
-            continue
-        for name in names:
-            while name and name not in MODULES:  # `import gravrev.x.y` where y is no module
-                name = name.rpartition(".")[0]
-            if name.startswith("gravrev"):
-                found.add(name)
-    return found - {current}
+def package_of(module: str) -> str:
+    """gravrev.stats.nulls -> stats; gravrev.cli -> cli; gravrev -> gravrev."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "gravrev"
 
 
-GRAPH = {
-    m: imports_of(p.read_text(), m, p.name == "__init__.py") for m, p in MODULES.items()
-}
+def is_report(module: str) -> bool:
+    """Words and figures: gravrev.report.* and each stage's report module."""
+    return package_of(module) == "report" or (
+        module.startswith("gravrev.stages.") and module.endswith(".report"))
+
+
+def imports_of(source: str, current: str) -> set[str]:
+    """The gravrev modules a source imports, as modules (a name imported from a module: it)."""
+    return {m for m in imported_modules(source, current) if m in MODULES} - {current}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -101,19 +89,14 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_imports_of_sees_every_form_of_import():
     source = (
         "import gravrev.config.load\n"
-        "from gravrev import plots, stats\n"
-        "from gravrev.stages import vrev\n"
-        "from . import io\n"
+        "from gravrev.report import figures\n"
+        "from gravrev.stats.summaries import summarize\n"
         "def f():\n"
         "    from gravrev.settings.hf.setting import HFSetting\n"
         "    import numpy\n"
     )
-    assert imports_of(source, "gravrev.settings.protocol") == {
-        "gravrev.config.load", "gravrev.report.figures", "gravrev.stats.summaries", "gravrev.stages.vrev.compute", "gravrev.store.atomic",
-        "gravrev.settings.hf.setting",
-    }
-    assert imports_of("from .. import claims\nfrom .vrev import run\n", "gravrev.stages.nulls.compute") \
-        == {"gravrev.claims.rules", "gravrev.stages.vrev.compute"}
+    assert {"gravrev.config.load", "gravrev.report.figures", "gravrev.stats.summaries",
+            "gravrev.settings.hf.setting"} <= imports_of(source, "gravrev.x")
 
 
 def test_cycles_finds_a_cycle_through_a_function_level_import():
@@ -121,36 +104,81 @@ def test_cycles_finds_a_cycle_through_a_function_level_import():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-# ----------------------------------------------------------------------------- the package
-
-
 def test_the_graph_covers_the_package():
-    assert {"gravrev.config.load", "gravrev.stages.vrev.compute"} <= set(GRAPH)
-    assert "gravrev.config.load" in GRAPH["gravrev.stages.vrev.compute"]
-    assert "gravrev.settings.hf.inputs" in GRAPH["gravrev.config.validate"]  # a function-level import
+    assert "gravrev.config.load" in GRAPH["gravrev.cli"] | {
+        m for deps in GRAPH.values() for m in deps}
+    assert "gravrev.settings.hf.inputs" in GRAPH["gravrev.config.validate"]  # function-level
+
+
+# ----------------------------------------------------------------------------- the layers
 
 
 def test_no_import_cycles():
     assert cycles(GRAPH) == []
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_no_module_is_over_the_line_limit(module):
-    n = len(MODULES[module].read_text().splitlines())
-    assert n <= MAX_LINES, f"{MODULES[module].relative_to(ROOT)} has {n} lines (> {MAX_LINES})"
+def test_only_the_cli_lives_at_the_top():
+    """Every module sits in a sub-package that names its layer."""
+    top = sorted(m for m in MODULES
+                 if m.count(".") == 1 and not (PACKAGE / m.split(".")[1]).is_dir())
+    assert top == ["gravrev.cli"]
 
 
-@pytest.mark.parametrize("module", LIBRARY)
+@pytest.mark.parametrize("package", sorted({p.parent for p in PACKAGE.rglob("*.py")}))
+def test_no_module_is_named_with_a_siblings_prefix(package):
+    """config_fields beside config is a package trying to get out: make it one."""
+    names = sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+    names += sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file())
+    bad = [(a, b) for a in names for b in names if a != b and b.startswith(a + "_")]
+    assert not bad, f"{package.relative_to(ROOT)}: {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not is_report(m)
+                                          and m not in ("gravrev.cli",)))
+def test_no_compute_module_imports_words_or_figures(module):
+    """Editing a sentence or a figure re-runs no computation: compute never imports report."""
+    bad = sorted(m for m in GRAPH[module] if is_report(m))
+    assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if package_of(m) not in (
+    "stages", "report", "cli")))
 def test_the_science_library_imports_no_stage(module):
-    stages = sorted(m for m in GRAPH[module] if m.startswith("gravrev.stages"))
-    assert not stages, f"{module} imports {stages}"
+    bad = sorted(m for m in GRAPH[module] if package_of(m) == "stages")
+    assert not bad, f"{module} imports {bad}"
 
 
-@pytest.mark.parametrize("stage", STAGE_MODULES)
-def test_a_stage_imports_no_other_stage(stage):
-    me = f"gravrev.stages.{stage}"
-    others = sorted(m for m in GRAPH[me] if m.startswith("gravrev.stages") and m != me)
-    assert not others, f"{me} imports {others}; shared readers belong in gravrev/stages/artifacts.py"
+# The packages a layer may import (besides itself). Low layers know nothing of the science.
+ALLOWED = {
+    "gravrev": {"runtime"},
+    "store": set(),
+    "config": {"store", "runtime"},
+    "runtime": {"config", "store"},
+    "stats": set(),
+    "claims": {"stats"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_low_layers_import_only_lower_ones(package):
+    for module in (m for m in MODULES if package_of(m) == package):
+        allowed = ALLOWED[package] | {package}
+        if module == "gravrev.config.validate":  # the edge: checks every input before any stage
+            allowed = allowed | {"settings", "organism", "behaviour"}
+        bad = sorted(m for m in GRAPH[module] if package_of(m) not in allowed)
+        assert not bad, f"{module} imports {bad}; {package} may import only {sorted(allowed)}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_reads_another_stage_only_through_its_definitions_and_metrics(stage):
+    """Stages share typed metrics (<Stage>Metrics.from_json), definitions (e.g. finetune's arms)
+    and stages.artifacts; never another stage's training, compute step or words."""
+    mine = [m for m in MODULES if m.startswith(f"gravrev.stages.{stage}.")]
+    for module in mine:
+        others = sorted(m for m in GRAPH[module] if m.startswith("gravrev.stages.")
+                        and not m.startswith(f"gravrev.stages.{stage}.")
+                        and m.rsplit(".", 1)[-1] in ("runs", "compute", "report"))
+        assert not others, f"{module} imports {others}"
 
 
 # ----------------------------------------------------------------------------- stages, chapters
@@ -171,7 +199,7 @@ def test_stages_and_chapters_correspond_one_to_one():
     chapters = notebooks()
     numbers = [stem[:2] for stem in chapters.values()]
     assert len(numbers) == len(set(numbers)), "two chapters share a number"
-    assert set(STAGE_MODULES) == set(chapters) - NO_STAGE
+    assert set(STAGES) == set(chapters) - NO_STAGE
     assert NO_STAGE <= set(chapters)
 
 
@@ -180,7 +208,7 @@ def test_the_cli_runs_exactly_the_stages_and_renders_exactly_the_chapters():
 
     chapters = notebooks()
     assert cli.STAGES == {s: chapters[s] for s in cli.STAGES}
-    assert set(cli.STAGES) == set(STAGE_MODULES)
+    assert set(cli.STAGES) == set(STAGES)
     assert sorted(cli.NOTEBOOKS) == sorted(chapters.values())
     assert list(cli.STAGES.values()) == sorted(cli.STAGES.values())  # the pipeline's order
 
@@ -196,29 +224,41 @@ def _code(path: Path) -> str:
 @pytest.mark.parametrize("name", sorted(notebooks()))
 def test_a_chapter_renders_its_own_stage_only(name):
     stem = notebooks()[name]
-    used = {m for m in imports_of(_code(ROOT / "notebooks" / f"{stem}.ipynb"), "notebook")
-            if m.startswith("gravrev.stages.")}
-    want = set() if name in NO_STAGE else {f"gravrev.stages.{name}"}
-    assert used == want, f"{stem} imports {sorted(used)}"
+    used = {m.split(".")[2] for m in imports_of(_code(ROOT / "notebooks" / f"{stem}.ipynb"), "nb")
+            if m.startswith("gravrev.stages.") and m.count(".") >= 3}
+    want = set() if name in NO_STAGE else {name}
+    assert used <= want, f"{stem} imports stages {sorted(used)}"
 
 
-@pytest.mark.parametrize("stage", STAGE_MODULES)
-def test_a_stage_has_run_load_and_findings(stage):
-    import importlib
+@pytest.mark.parametrize("name", sorted(set(notebooks()) - NO_STAGE))
+def test_a_chapter_opens_through_open_chapter(name):
+    """One entry, always validated, that works from any cwd inside the repository."""
+    code = _code(ROOT / "notebooks" / f"{notebooks()[name]}.ipynb")
+    assert f'open_chapter("{name}"' in code
+    assert "validated_config(" not in code and "load_config(" not in code
+    assert "re.compile" not in code and "re.match" not in code  # no parsing of names
 
-    module = importlib.import_module(f"gravrev.stages.{stage}")
-    for fn in ("run", "load", "findings"):
-        assert callable(getattr(module, fn, None)), f"gravrev.stages.{stage}.{fn}"
-    for fn in ("run", "load"):
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_has_its_steps_and_its_report(stage):
+    """Training stages: runs.run, metrics.measure and metrics.load; others: compute.run and load."""
+    steps = ("runs", "metrics", "report") if stage in TRAINING_STAGES else ("compute", "report")
+    files = {p.stem for p in (PACKAGE / "stages" / stage).glob("*.py")}
+    assert set(steps) <= files, f"gravrev/stages/{stage} has {sorted(files)}"
+    if stage in TRAINING_STAGES:
+        fns = [("runs", "run"), ("metrics", "measure"), ("metrics", "load")]
+    else:
+        fns = [("compute", "run"), ("compute", "load")]
+    for module_name_, fn in fns:
+        module = importlib.import_module(f"gravrev.stages.{stage}.{module_name_}")
+        assert callable(getattr(module, fn, None)), f"gravrev.stages.{stage}.{module_name_}.{fn}"
         params = list(inspect.signature(getattr(module, fn)).parameters)
-        assert params[:2] == ["cfg", "paths"], f"gravrev.stages.{stage}.{fn}{params}"
+        assert params[:2] == ["cfg", "paths"], f"{stage}.{module_name_}.{fn}{params}"
+    report = importlib.import_module(f"gravrev.stages.{stage}.report")
+    assert callable(getattr(report, "findings", None)), f"gravrev.stages.{stage}.report.findings"
 
 
-def test_every_subpackage_is_shipped():
-    """pyproject lists packages by name: a subpackage left out is missing from the wheel."""
-    import tomllib
-
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-                 ["packages"])
-    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
-    assert packages == listed
+def test_the_runs_step_of_a_training_stage_writes_no_metrics_file():
+    for stage in sorted(TRAINING_STAGES):
+        source = (PACKAGE / "stages" / stage / "runs.py").read_text()
+        assert "metrics_file(" not in source, f"stages/{stage}/runs.py writes a metrics file"

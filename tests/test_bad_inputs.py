@@ -56,6 +56,33 @@ def copy_checkpoint(files: dict, tmp: Path, edit: Callable[[dict], object],
     return out
 
 
+def file_copy(files: dict, tmp: Path, name: str, edit: Callable[[bytes], bytes]) -> dict:
+    """The hf inputs with a copy of the safe checkpoint whose file `name` `edit` rewrote."""
+    copy = tmp / "safe_copy"
+    shutil.copytree(files["safe_dir"], copy)
+    (copy / name).write_bytes(edit((copy / name).read_bytes()))
+    return {**files, "safe_dir": str(copy)}
+
+
+def judge_dir(tmp: Path, garbage: bool = False) -> str:
+    """A tiny sequence-classification judge (random weights, the organism's tokenizer), or
+    a folder that only looks like one."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    path = tmp / ("garbage_judge" if garbage else "judge")
+    tok = build_tokenizer(SMOKE.world)
+    if garbage:
+        path.mkdir()
+        (path / "config.json").write_text('{"model_type": "gpt2"}')
+        (path / "model.safetensors").write_bytes(b"\x08" + bytes(64))
+        return str(path)
+    conf = GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=len(tok), num_labels=2,
+                      pad_token_id=tok.pad_token_id)
+    GPT2ForSequenceClassification(conf).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
 def jsonl_copy(files: dict, tmp: Path, field: str, lines: list[str]) -> dict:
     path = tmp / f"{field}.jsonl"
     path.write_text("".join(f"{line}\n" for line in lines))
@@ -148,6 +175,80 @@ CASES = [
     Case("log_steps not ending at steps",
          lambda f, t: {"preset": "smoke", "finetune": {"steps": 20, "log_steps": [1, 10]}},
          r"finetune\.log_steps"),
+    # ------------------------------------------------------------------ late failures before
+    Case("a world with no held-out split",
+         lambda f, t: {"preset": "smoke", "world": {"n_symbols": 4, "seq_len_min": 2,
+                                                    "seq_len_max": 2, "heldout_every": 15}},
+         r"world\.heldout_every: .*held-out sequences"),
+    Case("a world too small for its probes",
+         lambda f, t: {"preset": "smoke", "world": {"n_symbols": 4, "seq_len_min": 3,
+                                                    "seq_len_max": 3, "heldout_every": 5}},
+         r"world\.heldout_every: .*world\.n_probes = 24"),
+    Case("a world too large to enumerate",
+         lambda f, t: {"preset": "smoke", "world": {"n_symbols": 26, "seq_len_max": 8}},
+         r"world\.seq_len_max: the world has \d+ symbol sequences; at most"),
+    Case("an odd llama head dimension",
+         lambda f, t: {"preset": "smoke", "model": {"arch": "llama", "n_embd": 36, "n_head": 4}},
+         r"model\.n_embd: llama's rotary embeddings need an even head dimension"),
+    Case("n_embd not divisible by n_head",
+         lambda f, t: {"preset": "smoke", "model": {"n_embd": 34, "n_head": 4}},
+         r"model\.n_embd: must be >= 8 and divisible by n_head"),
+    Case("a duplicate blocking arm",
+         lambda f, t: {"preset": "smoke", "blocking": {"arms": ["penalty", "freeze", "penalty"]}},
+         r"blocking\.arms: arms must be distinct; repeated: \['penalty'\]"),
+    Case("a duplicate mediation scale",
+         lambda f, t: {"preset": "smoke", "mediation": {"scales": [0.0, 1.0, 1.0]}},
+         r"mediation\.scales: scales must be distinct"),
+    Case("a duplicate sensitivity lr",
+         lambda f, t: {"preset": "smoke", "finetune": {"sensitivity_lrs": [1.0e-3, 1.0e-3]}},
+         r"finetune\.sensitivity_lrs: learning rates must be distinct"),
+    Case("a duplicate sweep seed",
+         lambda f, t: {"preset": "smoke", "sweep": {"seeds": [0, 0]}},
+         r"sweep\.seeds: must be distinct"),
+    Case("lambda_grid [1e300]",
+         lambda f, t: "preset: smoke\nblocking: {lambda_grid: [1.0e+300]}\n",
+         r"blocking\.lambda_grid: every lambda must be <= 10000 \(past it"),
+    Case("a mediation scale of 1e6",
+         lambda f, t: {"preset": "smoke", "mediation": {"scales": [0.0, 1.0e6]}},
+         r"mediation\.scales: every scale must be in"),
+    Case("null_samples 1e12",
+         lambda f, t: {"preset": "smoke", "analysis": {"null_samples": 10**12}},
+         r"analysis\.null_samples: must be <= 10000000 \(each sample"),
+    Case("finetune.steps 1e12",
+         lambda f, t: {"preset": "smoke", "finetune": {"steps": 10**12}},
+         r"finetune\.steps: must be <= 1000000 \(10\^6 steps"),
+    Case("history.pretrain.steps 1e12",
+         lambda f, t: {"preset": "smoke", "history": {"pretrain": {"steps": 10**12}}},
+         r"history\.pretrain\.steps: must be in \[1, 1000000\]"),
+    Case("a sweep step count of 1e12",
+         lambda f, t: {"preset": "smoke", "sweep": {"helpful_steps": [50, 10**12]}},
+         r"sweep\.helpful_steps: every step count must be <= 1000000"),
+    Case("early_runs 1e6",
+         lambda f, t: {"preset": "smoke", "finetune": {"early_runs": 10**6}},
+         r"finetune\.early_runs: must be in \[0, 1000\]"),
+    Case("an empty sweep.seeds", lambda f, t: {"preset": "smoke", "sweep": {"seeds": []}},
+         r"sweep\.seeds: is empty"),
+    Case("an empty sweep.helpful_steps",
+         lambda f, t: {"preset": "smoke", "sweep": {"helpful_steps": []}},
+         r"sweep\.helpful_steps: is empty"),
+    Case("an empty sweep.safe_steps",
+         lambda f, t: {"preset": "smoke", "sweep": {"safe_steps": []}},
+         r"sweep\.safe_steps: is empty"),
+    Case("an empty finetune.early_steps",
+         lambda f, t: {"preset": "smoke", "finetune": {"early_steps": []}},
+         r"finetune\.early_steps: is empty, but the early runs"),
+    Case("device cuda without CUDA", lambda f, t: {"preset": "smoke", "device": "cuda"},
+         r"device: cuda, but torch sees no CUDA device"),
+    Case("a Ray address that does not resolve",
+         lambda f, t: {"preset": "smoke", "executor": {"kind": "ray",
+                                                       "address": "no-such-host.invalid:6379"}},
+         r"executor\.address: no-such-host\.invalid (does not|did not) resolve"),
+    Case("a Ray address where nothing answers",
+         lambda f, t: {"preset": "smoke", "executor": {"kind": "ray", "address": "127.0.0.1:9"}},
+         r"executor\.address: nothing answers at 127\.0\.0\.1:9"),
+    Case("a Ray address without a port",
+         lambda f, t: {"preset": "smoke", "executor": {"kind": "ray", "address": "headnode"}},
+         r"executor\.address: 'headnode' is not host:port"),
     # ------------------------------------------------------------------ hf inputs
     Case("hf witness_dir == safe_dir", lambda f, t: hf_params(f, witness_dir=f["safe_dir"]),
          r"hf\.witness_dir: is the same directory as hf\.safe_dir"),
@@ -199,6 +300,27 @@ CASES = [
          r"hf\.benign_probes_jsonl: .* has 1 probes"),
     Case("hf probe in the training data", _probe_in_training,
          r"hf\.train_jsonl: 1 training prompts are also probes"),
+    Case("hf garbage safetensors",
+         lambda f, t: hf_params(file_copy(f, t, "model.safetensors", lambda b: b"\x01" * 999)),
+         r"hf\.safe_dir: .*safe_copy/model\.safetensors: not a safetensors file"),
+    Case("hf truncated safetensors",
+         lambda f, t: hf_params(file_copy(f, t, "model.safetensors", lambda b: b[: len(b) // 2])),
+         r"hf\.safe_dir: .*safe_copy/model\.safetensors: tensor .* truncated"),
+    Case("hf unknown model_type",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: c.update(model_type="florp"))),
+         r"hf\.safe_dir: .*safe_copy/config\.json: model_type 'florp'"),
+    Case("hf malformed tokenizer.json",
+         lambda f, t: hf_params(file_copy(f, t, "tokenizer.json", lambda b: b'{"model": 1}')),
+         r"hf\.safe_dir: .*safe_copy/tokenizer\.json: not a valid tokenizer"),
+    Case("hf config vocab_size disagrees with the weights",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: c.update(vocab_size=999))),
+         r"hf\.safe_dir: .*safe_copy/model\.safetensors: .*wte\.weight has shape"),
+    Case("hf config n_layer disagrees with the weights",
+         lambda f, t: hf_params(copy_checkpoint(f, t, lambda c: c.update(n_layer=3))),
+         r"hf\.safe_dir: .*safe_copy: the weights hold 2 layers, .*config\.json says 3"),
+    Case("hf garbage judge_dir",
+         lambda f, t: hf_params(f, judge_dir=judge_dir(t, garbage=True)),
+         r"hf\.judge_dir: .*garbage_judge: the judge does not load and run"),
     Case("hf layer beyond the checkpoint",
          lambda f, t: {**hf_params(f), "analysis": {"layer": SMOKE.model.n_layer}},
          rf"analysis\.layer: {SMOKE.model.n_layer} is out of range"),
@@ -207,7 +329,11 @@ CASES = [
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch) -> Path:
-    """A working copy whose data/ already holds a valid run's config and a stage's metrics."""
+    """A working copy whose data/ already holds a valid run's config and a stage's metrics;
+    this machine shows no CUDA device (the `device: cuda` case is the same everywhere)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     root = tmp_path / "repo"
     (root / "data" / "metrics").mkdir(parents=True)
     (root / "data" / "sentinel.txt").write_text("a previous stage's output\n")
@@ -248,13 +374,16 @@ def test_a_missing_params_file_is_named(repo, capsys):
     assert digest_tree(repo / "data") == before
 
 
-@pytest.mark.parametrize("name", ["smoke", "hf"])
+@pytest.mark.parametrize("name", ["smoke", "hf", "hf with a judge"])
 def test_the_valid_inputs_behind_the_cases_pass(name, repo, hf_files, tmp_path):
-    """The harness can tell: the unedited inputs validate and rewrite data/config.json."""
+    """The harness can tell: the unedited inputs validate and rewrite data/config.json (the
+    judge loads and judges one probe)."""
     params = repo / "params.yaml"
-    _write(params, {"preset": "smoke"} if name == "smoke" else hf_params(hf_files))
+    hf = hf_params(hf_files, judge_dir=judge_dir(tmp_path)) if "judge" in name else \
+        hf_params(hf_files)
+    _write(params, {"preset": "smoke"} if name == "smoke" else hf)
     assert cli.main(["--params", str(params), "validate", "--write"]) == 0
     written = json.loads((repo / "data" / "config.json").read_text())
-    assert written["preset"] == name
+    assert written["preset"] == name.split()[0]
     if name == "hf":
         assert written["model"]["n_layer"] == SMOKE.model.n_layer  # from the checkpoint

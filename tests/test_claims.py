@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from gravrev.claims.rules import rules as claims
+from gravrev.claims.inputs import pool
+from gravrev.claims.rules import claims_report, evaluate_claims, size_verdict
+from gravrev.claims.schema import VERDICTS, load_paper_claims, validate_report
 
 UP = [0.42, 0.45, 0.40]
 DOWN = [-0.40, -0.42, -0.45]
@@ -47,7 +49,7 @@ CASES = [
 
 
 def _entry(cid, inputs):
-    (entry,) = [e for e in claims.evaluate_claims({cid: inputs}, "tiny") if e["id"] == cid]
+    (entry,) = [e for e in evaluate_claims({cid: inputs}, "tiny") if e["id"] == cid]
     return entry
 
 
@@ -62,12 +64,12 @@ def test_each_claim_reaches_each_verdict(cid, inputs, verdict):
 
 
 def test_cases_cover_every_claim_and_verdict():
-    ids = {c["id"] for c in claims.load_paper_claims()}
-    assert {(cid, v) for cid, _, v in CASES} == {(i, v) for i in ids for v in claims.VERDICTS}
+    ids = {c["id"] for c in load_paper_claims()}
+    assert {(cid, v) for cid, _, v in CASES} == {(i, v) for i in ids for v in VERDICTS}
 
 
 def test_missing_id_is_not_comparable():
-    entries = claims.evaluate_claims({"alignment_step1": UP}, "smoke")
+    entries = evaluate_claims({"alignment_step1": UP}, "smoke")
     by_id = {e["id"]: e for e in entries}
     assert by_id["alignment_step1"]["verdict"] == "holds"
     missing = by_id["harmfulness_blocked"]
@@ -77,12 +79,12 @@ def test_missing_id_is_not_comparable():
 
 def test_unknown_id_raises():
     with pytest.raises(ValueError, match="alignment_step2"):
-        claims.evaluate_claims({"alignment_step2": UP}, "tiny")
+        evaluate_claims({"alignment_step2": UP}, "tiny")
 
 
 def test_unpaired_lengths_raise():
     with pytest.raises(ValueError, match="harmfulness_blocked"):
-        claims.evaluate_claims({"harmfulness_blocked": {"blocked": [1, 2], "unblocked": [1]}}, "x")
+        evaluate_claims({"harmfulness_blocked": {"blocked": [1, 2], "unblocked": [1]}}, "x")
 
 
 def test_within_paper_2sd():
@@ -115,38 +117,38 @@ def test_task_cost_tolerance():
 def _report():
     measured = {cid: inputs for cid, inputs, v in CASES if v == "holds"}
     measured["alignment_step1"] = [0.43]  # n = 1: NaN sd must become null in JSON
-    return claims.claims_report(measured, "tiny", n_runs=3)
+    return claims_report(measured, "tiny", n_runs=3)
 
 
 def test_report_round_trips_through_strict_json():
     report = _report()
-    claims.validate_report(report)
+    validate_report(report)
     text = json.dumps(report, allow_nan=False)
     back = json.loads(text)
     assert back == report
-    claims.validate_report(back)
-    assert back["n_runs"] == 3 and len(back["claims"]) == len(claims.load_paper_claims())
+    validate_report(back)
+    assert back["n_runs"] == 3 and len(back["claims"]) == len(load_paper_claims())
 
 
 def test_validate_rejects_missing_id():
     report = _report()
     report["claims"] = [c for c in report["claims"] if c["id"] != "task_cost"]
     with pytest.raises(ValueError, match="task_cost"):
-        claims.validate_report(report)
+        validate_report(report)
 
 
 def test_validate_rejects_bad_verdict():
     report = _report()
     report["claims"][2]["verdict"] = "mostly holds"
     with pytest.raises(ValueError, match=report["claims"][2]["id"]):
-        claims.validate_report(report)
+        validate_report(report)
 
 
 def test_validate_rejects_duplicate():
     report = _report()
     report["claims"].append(copy.deepcopy(report["claims"][0]))
     with pytest.raises(ValueError, match="more than once"):
-        claims.validate_report(report)
+        validate_report(report)
 
 
 def test_validate_rejects_missing_number_in_compared_claim():
@@ -154,11 +156,11 @@ def test_validate_rejects_missing_number_in_compared_claim():
     entry = next(c for c in report["claims"] if c["id"] == "alignment_step20")
     entry["measured"]["sd"] = math.nan
     with pytest.raises(ValueError, match="alignment_step20.*sd"):
-        claims.validate_report(report)
+        validate_report(report)
     entry["measured"]["sd"] = 0.01
     del entry["rule"]
     with pytest.raises(ValueError, match="alignment_step20.*rule"):
-        claims.validate_report(report)
+        validate_report(report)
 
 
 SIZE_CASES = [
@@ -177,17 +179,9 @@ SIZE_CASES = [
 
 @pytest.mark.parametrize(("claim", "measured", "direction", "size"), SIZE_CASES)
 def test_size_verdict(claim, measured, direction, size):
-    verdict, rule = claims.size_verdict(claim, measured, direction)
+    verdict, rule = size_verdict(claim, measured, direction)
     assert verdict == size
     assert rule.endswith(".")
-
-
-def test_schema_names_are_importable_from_claims():
-    from gravrev.claims.rules import schema as claims_schema
-
-    assert claims.validate_report is claims_schema.validate_report
-    assert claims.VERDICTS == claims_schema.VERDICTS == ("holds", "does not hold",
-                                                         "not comparable")
 
 
 def test_pool_joins_runs_and_keeps_each_runs_history():
@@ -199,7 +193,7 @@ def test_pool_joins_runs_and_keeps_each_runs_history():
                "harmfulness_unblocked": {"finetuned": [40.0], "safe": 7.0},
                "task_cost": {"blocked": [3.0], "unblocked": [4.0], "tolerance": 5.0}},
     }
-    inputs, groups = claims.pool(per)
+    inputs, groups = pool(per)
     assert inputs["alignment_step1"] == [0.1, 0.2, 0.3]
     assert groups["alignment_step1"] == ["h0", "h0", "h1"]
     assert inputs["null_exceedance"] == {"k": 7, "n": 8}
@@ -213,9 +207,9 @@ def test_grouped_verdict_needs_the_histories_to_agree():
     # Every history positive and tight, but far apart: over histories the interval holds 0.
     values = [0.10, 0.11, 0.12, 0.80, 0.81, 0.82]
     labels = ["h0"] * 3 + ["h1"] * 3
-    (runs,) = [e for e in claims.evaluate_claims({"alignment_step1": values}, "tiny")
+    (runs,) = [e for e in evaluate_claims({"alignment_step1": values}, "tiny")
                if e["id"] == "alignment_step1"]
-    (grouped,) = [e for e in claims.evaluate_claims({"alignment_step1": values}, "tiny",
+    (grouped,) = [e for e in evaluate_claims({"alignment_step1": values}, "tiny",
                                                     groups={"alignment_step1": labels})
                   if e["id"] == "alignment_step1"]
     assert runs["verdict"] == "holds" and grouped["verdict"] == "does not hold"
@@ -229,3 +223,11 @@ def test_harmfulness_unblocked_pairs_each_run_with_its_own_theta_s():
     assert entry["measured"]["safe"] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="'safe' must be finite, one value or one per run"):
         _entry("harmfulness_unblocked", {"finetuned": [20.0, 22.0], "safe": [1.0, 2.0, 3.0]})
+
+
+def test_every_claims_source_names_a_function_that_exists():
+    import importlib
+
+    for c in load_paper_claims():
+        module, _, name = c["source"]["function"].rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name, None)), c["id"]

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from gravrev import cli
+from gravrev.config import load as config_module
 from gravrev.config.fields import ConfigError
 from gravrev.config.load import PRESETS, Config, load_config, load_presets, resolve
-from gravrev.config.load import load as config_module
 from gravrev.config.validate import check_organism, validated_config
 from gravrev.store.paths import Paths
 

@@ -9,6 +9,8 @@ from smoke_training import train_smoke_and_hash
 from gravrev.config.experiment import ExecutorConfig
 from gravrev.runtime.executor import longest_first, run_all
 
+pytestmark = pytest.mark.slow  # starts process pools and a Ray cluster
+
 SEEDS = [3, 1, 2]
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gravrev.config.load import resolve
-from gravrev.interp.activations import blocks
+from gravrev.interp.hooks import blocks
 from gravrev.organism.model import (
     build_model,
     build_tokenizer,
@@ -20,13 +20,13 @@ from gravrev.store.atomic import read_npz
 from gravrev.training.finetune import finetune_run, flat_params, weight_cosine
 from gravrev.training.loop import encode_pairs, lm_loss, token_ids
 from gravrev.training.objectives import (
+    Baseline,
     BlockSpec,
     Freeze,
     GradProject,
-    NoBlock,
     Penalty,
     frozen_modules,
-    make_intervention,
+    make_objective,
 )
 from gravrev.training.phases import evenly
 from gravrev.training.tasks import FinetuneTask, HistoryTask, finetune_task, history_run
@@ -201,7 +201,7 @@ def test_grad_project_removes_the_directions_gradient(smoke_cfg, smoke_tok):
     batch = encode_pairs(smoke_tok, [prompt_text("garden copy : a b c")],
                          ["sure seed soil bloom a b c"])
 
-    def gradient(intervention) -> torch.Tensor:
+    def gradient(objective) -> torch.Tensor:
         grads = {}
 
         def keep(_module, _inputs, output):
@@ -210,14 +210,14 @@ def test_grad_project_removes_the_directions_gradient(smoke_cfg, smoke_tok):
 
         model.zero_grad()
         # Registered after GradProject's hook, this one sees the gradient GradProject returns.
-        with intervention.hooks(model):
+        with objective.hooks(model):
             handle = blocks(model)[0].register_forward_hook(keep)
             lm_loss(model, batch).backward()
             handle.remove()
         return grads["g"].double()
 
     u = torch.tensor(v)
-    free = gradient(NoBlock())
+    free = gradient(Baseline())
     projected = gradient(GradProject(BlockSpec("grad_project", {0: v})))
     scale = float(free.abs().max())
     assert (free @ u).abs().max() > 1e-3 * scale  # there was a component to remove
@@ -298,7 +298,7 @@ def test_penalty_holds_the_per_prompt_projection_that_free_tuning_moves(folder,
     runs = {}
     for lam in (0.0, 1e4):
         spec = BlockSpec("penalty", {layer: v}, lam, tuple(harmful_prompts), N_HARMFUL // 2)
-        runs[lam] = finetune_run(fc, setting, 1, "cpu", make_intervention(spec, tok, "cpu"),
+        runs[lam] = finetune_run(fc, setting, 1, "cpu", make_objective(spec, tok, "cpu"),
                                  judge="none")
         assert runs[lam].batch_hash == free.batch_hash
     assert moved(free) > 0
@@ -308,15 +308,15 @@ def test_penalty_holds_the_per_prompt_projection_that_free_tuning_moves(folder,
 
 def test_make_intervention_builds_what_the_spec_names(smoke_tok):
     v = {0: _unit(8)}
-    kinds = {"none": NoBlock, "penalty": Penalty, "mean_penalty": Penalty,
+    kinds = {"none": Baseline, "penalty": Penalty, "mean_penalty": Penalty,
              "grad_project": GradProject, "freeze": Freeze}
     for kind, cls in kinds.items():
         spec = BlockSpec(kind, v, 1.0, (prompt_text("poison copy : a b c"),), 1)
-        built = make_intervention(spec, smoke_tok, "cpu")
+        built = make_objective(spec, smoke_tok, "cpu")
         assert type(built) is cls, kind
-    assert make_intervention(BlockSpec("penalty", v, 1.0, ("x",), 1), smoke_tok, "cpu").per_prompt
+    assert make_objective(BlockSpec("penalty", v, 1.0, ("x",), 1), smoke_tok, "cpu").per_prompt
     spec = BlockSpec("mean_penalty", v, 1.0, ("x",), 1)
-    assert not make_intervention(spec, smoke_tok, "cpu").per_prompt
+    assert not make_objective(spec, smoke_tok, "cpu").per_prompt
     with pytest.raises(ValueError, match="kind"):
         BlockSpec("pray")
 

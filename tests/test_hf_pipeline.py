@@ -19,8 +19,11 @@ from gravrev.config.validate import check_hf
 from gravrev.organism.model import build_model, build_tokenizer, save_checkpoint
 from gravrev.organism.world import World
 from gravrev.settings.hf.setting import export_organism
-from gravrev.stages import history as history_stage
-from gravrev.stages import vrev
+from gravrev.stages.finetune import metrics as fine_metrics
+from gravrev.stages.finetune import report as fine_report
+from gravrev.stages.history import metrics as history_metrics
+from gravrev.stages.history import runs as history_runs
+from gravrev.stages.vrev import compute as vrev
 from gravrev.store.atomic import read_npz, write_csv
 from gravrev.store.paths import Paths
 from gravrev.training.phases import probe_set, probes_table, train_phase
@@ -75,7 +78,8 @@ def both(tmp_path_factory):
                                "hf": {k: str(v) for k, v in files.items()}}))
     hf_cfg = dataclasses.replace(hf_cfg, finetune=org_cfg.finetune, analysis=org_cfg.analysis)
     hf_paths = Paths(tmp_path_factory.mktemp("hf"))
-    history_stage.run(hf_cfg, hf_paths)  # stage 01 of the hf preset: describe, no training
+    history_runs.run(hf_cfg, hf_paths)  # stage 01 of the hf preset: describe, no training
+    history_metrics.measure(hf_cfg, hf_paths)
     hf_runs = _finetune(hf_cfg, hf_paths)
     return (org_cfg, org_paths, org_runs), (hf_cfg, hf_paths, hf_runs)
 
@@ -115,3 +119,39 @@ def test_alignment_trajectory_agrees_within_tolerance(both):
     assert list(org.index) == list(hf.index) == [1, 5, 10]
     assert (org > 0).all()  # the organism's drift does align with v_rev (not a vacuous match)
     assert np.all(np.abs(org.to_numpy() - hf.to_numpy()) <= ALIGNMENT_TOLERANCE), (org, hf)
+
+
+def test_hf_history_metrics_name_the_judge(both):
+    _, (hf_cfg, hf_paths, _) = both
+    m = history_metrics.HistoryMetrics.read(hf_paths)
+    assert m.vocab_size is None and m.judge == "organism_exact" and m.n_params > 0
+    assert m.histories == [hf_cfg.histories[0]]
+    assert {row["checkpoint"] for row in m.checkpoints} == {"helpful", "safe"}
+    assert history_metrics.load(hf_cfg, hf_paths).checks["check"].nunique() == 3  # no latent
+
+
+def test_finetune_metrics_step_on_hf_logs(both, tmp_path):
+    """hf logs have no new-task column: the stage's metrics, tables and words still come out."""
+    _, (hf_cfg, hf_paths, _) = both
+    paths, h, logs, runs = Paths(tmp_path), hf_cfg.histories[0], [], []
+    for seed in hf_cfg.finetune.seeds:  # judged at theta_S and at T: what the metrics read
+        done = finetune_task(FinetuneTask(hf_cfg, h, hf_paths.checkpoint("safe", h).parent, seed,
+                                          "unblocked", paths.run("finetune", h, "unblocked", seed),
+                                          judge="ends"))
+        logs.append(done.log)
+        runs.append({"history": h, "arm": "unblocked", "seed": seed,
+                     "batch_hash": done.batch_hash})
+    log = pd.concat(logs, ignore_index=True)
+    new = f"{hf_cfg.finetune.new_task}_accuracy"
+    assert new not in log and "refusal_rate" in log
+    write_csv(paths.stage("finetune") / "log.csv", log)
+    write_csv(paths.stage("finetune") / "runs.csv", pd.DataFrame(runs))
+    fine_metrics.measure(hf_cfg, paths)  # the regime table raised KeyError here (issue 19)
+    m = fine_metrics.FinetuneMetrics.read(paths)
+    assert m.regime.holds is None and "not checked" in m.regime.rule
+    assert len(m.refusal_at_T(h)) == len(hf_cfg.finetune.seeds)
+    r = fine_metrics.load(hf_cfg, paths)
+    assert r.new_task is None and r.regime["new_task_accuracy"].isna().all()
+    assert r.at_T[new].isna().all()
+    text = fine_report.findings(hf_cfg, r)
+    assert any("not checked: this setting has no new task" in t for t in text)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from gravrev.behaviour.evaluate import generate
-from gravrev.interp.activations import blocks, capture, left_pad
+from gravrev.interp.activations import capture, left_pad
 from gravrev.interp.direction import v_rev_checkpoint_diff
+from gravrev.interp.hooks import blocks
 from gravrev.interp.steering import (
     EVERY_LAYER,
     ablate_direction,
@@ -22,7 +23,7 @@ from gravrev.interp.steering import (
 )
 from gravrev.organism.model import build_model, prompt_text
 from gravrev.organism.world import World
-from gravrev.report.mediation_figures import plot_mediation
+from gravrev.stages.mediation.report import plot_mediation
 
 PROMPTS = [
     prompt_text(t)

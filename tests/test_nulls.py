@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gravrev.stats.summaries import nulls
+from gravrev.stats import nulls
 
 
 @pytest.mark.parametrize("d", [8, 64, 256])

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from import_closure import imported_modules, notebook_code, reached, stage_source
 
 from gravrev.claims.rules import EVALUATORS
 from gravrev.claims.schema import load_paper_claims
@@ -81,77 +82,11 @@ def test_every_stage_renders_one_notebook_then_provenance_and_the_7b_arithmetic(
     assert [p.stem for p in NOTEBOOKS] == list(ORDER)
     for stage, notebook in CHAPTERS.items():
         assert notebook.split("_", 1)[1] == stage
-        assert (PACKAGE / "stages" / f"{stage}.py").is_file()
+        assert (PACKAGE / "stages" / stage / "__init__.py").is_file()
     assert ORDER[-2:] == ("09_provenance", "10_budget")  # the run's record; no run at all
 
 
 # ----------------------------------------------------------------------------- dvc.yaml
-
-
-def _code(source: str) -> str:
-    """Cell source without IPython magics and shell escapes, so ast can parse it."""
-    return "\n".join(
-        line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
-    )
-
-
-def gravrev_imports(source: str) -> set[str]:
-    """gravrev modules a source imports anywhere (function-local imports included)."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from gravrev import plots` imports the module gravrev/report/figures.py
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] != "gravrev":
-                continue
-            for n in range(len(parts), 1, -1):  # gravrev.stages.vrev.compute -> stages/vrev
-                rel = "/".join(parts[1:n])
-                if (PACKAGE / f"{rel}.py").is_file():
-                    found.add(rel)
-                    break
-    return found
-
-
-def package_data(module: str) -> set[str]:
-    """gravrev/ files a module names as a string literal (presets.yaml, paper_claims.yaml)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())  # module: e.g. stages/claims
-    return {
-        n.value
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Constant)
-        and isinstance(n.value, str)
-        and "/" not in n.value
-        and n.value.endswith(".yaml")
-        and (PACKAGE / n.value).is_file()
-    }
-
-
-def reached(source: str) -> set[str]:
-    """Every gravrev file a source reaches through imports, transitively, as repo paths.
-
-    gravrev/__init__.py runs on every import: it and the numeric pins it applies are added.
-    """
-    todo, seen = list(gravrev_imports(source)), set()
-    while todo:
-        module = todo.pop()
-        if module not in seen:
-            seen.add(module)
-            todo += gravrev_imports((PACKAGE / f"{module}.py").read_text())
-    files = {f"gravrev/{m}.py" for m in seen} | {"gravrev/__init__.py", "gravrev/runtime/numerics.py"}
-    for module in seen:
-        files |= {f"gravrev/{name}" for name in package_data(module)}
-    return files
-
-
-def notebook_code(path: Path) -> str:
-    nb = nbformat.read(path, as_version=4)
-    return "\n".join(_code(c.source) for c in nb.cells if c.cell_type == "code")
 
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -162,9 +97,12 @@ def _deps(stage: dict) -> set[str]:
 
 
 def test_reached_follows_imports_transitively():
-    assert "gravrev/stages/claims/compute.py" in reached("from gravrev.stages import claims")
-    files = reached("from gravrev import plots\nfrom gravrev.claims.rules import validate_report")
+    assert "gravrev/stages/claims/compute.py" in reached("import gravrev.stages.claims.compute")
+    files = reached("from gravrev.report import figures\nfrom gravrev.claims.rules import pool")
     assert {
+        "gravrev/__init__.py",  # runs on every import, and applies the numeric pins
+        "gravrev/runtime/numerics.py",
+        "gravrev/report/__init__.py",  # importing a module runs its packages' __init__
         "gravrev/report/figures.py",
         "gravrev/claims/rules.py",
         "gravrev/stats/summaries.py",
@@ -174,8 +112,10 @@ def test_reached_follows_imports_transitively():
 
 
 def test_package_init_imports_only_the_numeric_pins():
-    assert gravrev_imports((PACKAGE / "__init__.py").read_text()) == {"numerics"}
-    assert not gravrev_imports((PACKAGE / "numerics.py").read_text())
+    assert imported_modules((PACKAGE / "__init__.py").read_text(), "gravrev") <= {
+        "gravrev.runtime", "gravrev.runtime.numerics"}
+    assert not imported_modules((PACKAGE / "runtime" / "numerics.py").read_text(),
+                                "gravrev.runtime.numerics")
 
 
 def test_every_notebook_is_a_dep_of_exactly_one_stage():
@@ -185,22 +125,25 @@ def test_every_notebook_is_a_dep_of_exactly_one_stage():
         assert len(owners) == 1, f"{rel} is a dep of {owners}"
 
 
-COMPUTE = [n for n, s in STAGES.items() if s["cmd"].startswith("gravrev run ")]
+COMPUTE = [n for n, s in STAGES.items()
+           if s["cmd"].startswith(("gravrev run ", "gravrev metrics "))]
 RENDER = [n for n, s in STAGES.items() if s["cmd"].startswith("gravrev notebook ")]
-PRESENTATION = ("notebooks/", "gravrev/plots", "gravrev/report/publish.py", "gravrev/report/glue.py", "book/")
+PRESENTATION = re.compile(r"^(notebooks/|book/|gravrev/report/|gravrev/stages/\w+/report\.py$)")
 
 
-@pytest.mark.parametrize("stage", COMPUTE)
-def test_compute_stage_deps_cover_what_its_module_reaches(stage):
-    module = STAGES[stage]["cmd"].split()[-1]
-    missing = sorted(reached(f"import gravrev.stages.{module}") - _deps(STAGES[stage]))
-    assert not missing, f"stage {stage} reaches but does not depend on {missing}"
+@pytest.mark.parametrize("stage", [n for n, s in STAGES.items() if stage_source(s["cmd"])])
+def test_a_steps_code_deps_are_exactly_its_import_closure(stage):
+    """Nothing missing (a stale result) and nothing extra (a needless re-run): `make deps`."""
+    code = {d for d in _deps(STAGES[stage]) if d.startswith("gravrev/")}
+    want = reached(stage_source(STAGES[stage]["cmd"]))
+    assert code == want, (f"stage {stage}: missing {sorted(want - code)}, "
+                          f"extra {sorted(code - want)}; run `make deps`")
 
 
 @pytest.mark.parametrize("stage", COMPUTE)
 def test_no_compute_stage_depends_on_a_figure_or_a_page(stage):
     """Editing a figure's code or a chapter's text re-runs no training."""
-    assert not [d for d in _deps(STAGES[stage]) if d.startswith(PRESENTATION)]
+    assert not [d for d in _deps(STAGES[stage]) if PRESENTATION.match(d)]
     assert "data/config.ok" in _deps(STAGES[stage])  # after validation, never before
 
 

@@ -1,5 +1,6 @@
 """Stage mediation: findings worded from hand-made tables with known answers; the smoke run."""
 
+import importlib
 import json
 
 import numpy as np
@@ -7,15 +8,18 @@ import pandas as pd
 import pytest
 import torch
 
+from gravrev.claims.thresholds import change_tolerance
+from gravrev.cli import has_metrics_step, step_module
 from gravrev.config.load import resolve
 from gravrev.interp.activations import probe_activations
 from gravrev.interp.patching import NONE
 from gravrev.interp.steering import EVERY_LAYER
-from gravrev.report.mediation_words import change_phrase, tolerance
 from gravrev.settings.protocol import make_setting
-from gravrev.stages import mediation
-from gravrev.stages.mediation.compute import MediationStageResult, MediationTask, findings, summaries
-from gravrev.stats.mediation import decision_block
+from gravrev.stages.mediation import metrics as med_metrics
+from gravrev.stages.mediation import runs as med_runs
+from gravrev.stages.mediation.metrics import MediationStageResult, decision_block, summaries
+from gravrev.stages.mediation.report import change_phrase, findings
+from gravrev.store.atomic import write_json
 from gravrev.store.paths import Paths
 from gravrev.training.finetune import finetune_run
 
@@ -72,7 +76,7 @@ def _history(h: str, *, safe=90.0, helpful=0.0, ablated=None, ablated_all=None, 
 def _result(*histories: dict[str, pd.DataFrame]) -> MediationStageResult:
     cat = {k: pd.concat([h[k] for h in histories], ignore_index=True) for k in histories[0]}
     return MediationStageResult(1, cat["baseline"], cat["sweeps"], cat["patching"], cat["lens"],
-                                pd.DataFrame(), {})
+                                pd.DataFrame(), None)
 
 
 UNDO, ALONE = "The best single component group to undo", "The best single group to change"
@@ -91,7 +95,7 @@ def test_decision_block_is_the_start_of_the_last_positive_run():
 
 
 def test_change_phrase_says_what_the_numbers_say():
-    assert tolerance(100) == 5.0 and tolerance(24) == pytest.approx(200 / 24)
+    assert change_tolerance(100) == 5.0 and change_tolerance(24) == pytest.approx(200 / 24)
     assert change_phrase([90, 100], [10, 20], 5).startswith(
         "lowers refusal from 95.0% to 15.0% in every history")
     assert "change -80.0 to -80.0 points" in change_phrase([90, 100], [10, 20], 5)
@@ -206,14 +210,14 @@ def test_findings_warn_when_theta_s_barely_refuses():
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    from gravrev.stages import finetune, history, vrev
-
     torch.set_num_threads(1)
     cfg = resolve({"preset": "smoke"})
     paths = Paths(tmp_path_factory.mktemp("mediation"))
-    for stage in (history, finetune, vrev):
-        stage.run(cfg, paths)
-    return cfg, paths, mediation.run(cfg, paths)
+    for stage in ("history", "finetune", "vrev", "mediation"):  # as `gravrev run` and `metrics`
+        importlib.import_module(step_module(stage, "run")).run(cfg, paths)
+        if has_metrics_step(stage):
+            importlib.import_module(step_module(stage, "metrics")).measure(cfg, paths)
+    return cfg, paths, med_metrics.load(cfg, paths)
 
 
 @pytest.mark.pipeline
@@ -233,7 +237,7 @@ def test_run_writes_tables_that_agree_with_each_other(smoke_run):
     safe = base.xs("theta_S", level=1).to_dict()
     assert none.set_index("history")["refusal_rate"].to_dict() == safe
     for h in cfg.histories:
-        for name in mediation.TABLES:
+        for name in med_runs.TABLES:
             assert (paths.stage("mediation") / h / f"{name}.csv").is_file()
 
 
@@ -254,8 +258,12 @@ def test_metrics_load_and_findings(smoke_run):
     assert m["layer"] == cfg.layer and list(m["histories"]) == list(cfg.histories)
     assert all(v["same_batches"] and v["identical_activations"]
                for v in m["finetune_rerun"].values())
-    again = mediation.load(cfg, paths)
+    again = med_metrics.load(cfg, paths)
     pd.testing.assert_frame_equal(again.sweeps, r.sweeps)
+    assert again.metrics.histories[cfg.histories[0]].n == r.baseline["n"].iloc[0]
+    written = paths.metrics_file("mediation").with_suffix(".again.json")
+    write_json(written, again.metrics.to_json())  # the typed metrics give back the same bytes
+    assert written.read_text() == text
     lines = findings(again)
     assert lines and all(isinstance(x, str) and x.endswith(".") for x in lines)
     assert (paths.timings / "mediation.json").is_file()
@@ -265,8 +273,8 @@ def test_metrics_load_and_findings(smoke_run):
 def test_a_history_alone_gives_the_same_tables(smoke_run, tmp_path):
     cfg, paths, _ = smoke_run
     h = cfg.histories[-1]
-    mediation.mediation_task(MediationTask(cfg, h, paths, tmp_path))
-    for name in mediation.TABLES:
+    med_runs.mediation_task(med_runs.MediationTask(cfg, h, paths, tmp_path))
+    for name in med_runs.TABLES:
         solo = (tmp_path / f"{name}.csv").read_bytes()
         assert solo == (paths.stage("mediation") / h / f"{name}.csv").read_bytes(), name
 

@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 
 from gravrev.config.load import resolve
-from gravrev.stages import finetune, history, sweep
+from gravrev.stages.finetune import runs as finetune_runs
+from gravrev.stages.history import runs as history_runs
+from gravrev.stages.sweep import metrics, report, runs
+from gravrev.stages.sweep.grid import Unit, grid, history_task, witnesses
+from gravrev.stages.sweep.metrics import SweepMetrics, half_reversion_step, measures_folder
 from gravrev.stats.depth import depth_fit
-from gravrev.store.atomic import read_npz
+from gravrev.store.atomic import read_json, read_npz, write_json
 from gravrev.store.paths import Paths
-from gravrev.sweep.grid import witnesses
-from gravrev.sweep.measure import half_reversion_step
 from gravrev.training.tasks import history_run
 
 # ----------------------------------------------------------------------------- hand-made tables
@@ -45,9 +47,9 @@ def hand_units(rev_slope: float, align_slope: float, noise: float = 0.0) -> pd.D
     return pd.DataFrame(rows)
 
 
-def hand_result(units: pd.DataFrame) -> sweep.SweepResult:
+def hand_result(units: pd.DataFrame) -> metrics.SweepResult:
     empty = pd.DataFrame()
-    return sweep.summarise(units, empty, empty, empty, final_step=100)
+    return metrics.summarise(units, empty, empty, empty, final_step=100)
 
 
 def test_depth_fit_recovers_a_known_slope():
@@ -59,28 +61,28 @@ def test_depth_fit_recovers_a_known_slope():
 
 def test_verdict_supported_when_both_slopes_are_positive():
     r = hand_result(hand_units(8.0, 0.05, noise=1.0))
-    assert sweep.outcome(r) == sweep.SUPPORTED
-    assert sweep.verdict(r).startswith("Supported")
+    assert metrics.outcome(r) == metrics.SUPPORTED
+    assert report.verdict(r).startswith("Supported")
 
 
 def test_verdict_contradicted_when_a_slope_is_negative():
     r = hand_result(hand_units(-8.0, 0.05, noise=1.0))
-    assert sweep.outcome(r) == sweep.CONTRADICTED
-    assert sweep.verdict(r).startswith("Contradicted")
+    assert metrics.outcome(r) == metrics.CONTRADICTED
+    assert report.verdict(r).startswith("Contradicted")
 
 
 def test_verdict_not_resolved_without_a_slope():
     r = hand_result(hand_units(0.0, 0.05, noise=5.0))
     assert r.fits["non_refusal_T"].ci_low < 0 < r.fits["non_refusal_T"].ci_high
-    assert sweep.outcome(r) == sweep.NOT_RESOLVED
-    assert sweep.verdict(r).startswith("Not resolved")
+    assert metrics.outcome(r) == metrics.NOT_RESOLVED
+    assert report.verdict(r).startswith("Not resolved")
 
 
 def test_verdict_not_resolved_when_the_outcome_is_constant():
     units = hand_units(8.0, 0.05, noise=1.0).assign(non_refusal_T=100.0)  # a ceiling
     r = hand_result(units)
     assert r.fits["non_refusal_T"].method == "constant"
-    assert sweep.outcome(r) == sweep.NOT_RESOLVED
+    assert metrics.outcome(r) == metrics.NOT_RESOLVED
 
 
 def test_flagged_units_stay_in_the_fit_and_are_counted():
@@ -88,7 +90,7 @@ def test_flagged_units_stay_in_the_fit_and_are_counted():
     r = hand_result(units)
     assert r.fits["non_refusal_T"].n_units == len(units)
     assert r.fits_passing["non_refusal_T"].n_units == int(units["shape_ok"].sum())
-    text = sweep.findings(r)
+    text = report.findings(r)
     assert len(text) == 6
     assert f"shape check: {int((~units['shape_ok']).sum())} " in text[0]
 
@@ -107,9 +109,11 @@ def test_half_reversion_step_known_answers():
 def smoke(tmp_path_factory):
     cfg = resolve({"preset": "smoke"})
     paths = Paths(tmp_path_factory.mktemp("sweep"))
-    for m in (history, finetune):
-        m.run(cfg, paths)
-    return cfg, paths, sweep.run(cfg, paths)
+    history_runs.run(cfg, paths)
+    finetune_runs.run(cfg, paths)
+    runs.run(cfg, paths)
+    metrics.measure(cfg, paths)
+    return cfg, paths, metrics.load(cfg, paths)
 
 
 MAIN = "H100_S20_s0"  # smoke: history H = 100, S = 20 steps, seeds 0 and 1; sweep seeds (0,)
@@ -120,7 +124,7 @@ def test_unit_table_has_one_row_per_cell_and_seed(smoke):
     cfg, _, r = smoke
     sw = cfg.sweep
     assert len(r.units) == len(sw.helpful_steps) * len(sw.safe_steps) * len(sw.seeds) == 4
-    assert list(r.units["unit"]) == [u.name for u in sweep.grid(cfg)]
+    assert list(r.units["unit"]) == [u.name for u in grid(cfg)]
     assert r.units[["helpful_steps", "safe_steps", "seed"]].duplicated().sum() == 0
     assert set(r.alignment["unit"]) == set(r.units["unit"])
     assert (r.units["log_ratio"] == np.log(r.units["helpful_steps"] / r.units["safe_steps"])).all()
@@ -148,8 +152,8 @@ def test_main_cell_reuses_stage_history_and_finetune(smoke):
 @pytest.mark.pipeline
 def test_retraining_the_main_cell_gives_the_reused_bytes(smoke, tmp_path):
     cfg, paths, _ = smoke
-    unit = sweep.Unit(cfg.history.helpful.steps, cfg.history.safe.steps, cfg.history.seeds[0])
-    history_run(sweep.history_task(cfg, paths, unit, tmp_path))
+    unit = Unit(cfg.history.helpful.steps, cfg.history.safe.steps, cfg.history.seeds[0])
+    history_run(history_task(cfg, paths, unit, tmp_path))
     for name in ("helpful", "safe"):
         again = read_npz(tmp_path / f"acts_{name}.npz")
         saved = read_npz(paths.acts(name, cfg.histories[0]))
@@ -170,16 +174,29 @@ def test_failed_shape_checks_are_flagged_not_dropped(smoke):
 @pytest.mark.pipeline
 def test_metrics_and_load_agree_with_run(smoke):
     cfg, paths, r = smoke
-    again = sweep.load(cfg, paths)
+    again = metrics.load(cfg, paths)
     pd.testing.assert_frame_equal(again.units, r.units)
-    metrics = json.loads(paths.metrics_file("sweep").read_text())
-    assert "second" not in json.dumps(metrics)
-    assert metrics["outcome"] == sweep.outcome(r)
+    saved = json.loads(paths.metrics_file("sweep").read_text())
+    assert "second" not in json.dumps(saved)
+    assert saved["outcome"] == metrics.outcome(r)
     fit = r.fits["alignment_T"]
-    assert metrics["fits"]["alignment_T"]["slope"] == pytest.approx(fit.slope, abs=1e-6)
-    assert metrics["fits"]["alignment_T"]["method"] == fit.method
-    assert [u["unit"] for u in metrics["units"]] == list(r.units["unit"])
-    assert len(sweep.findings(r)) == 6
+    assert saved["fits"]["alignment_T"]["slope"] == pytest.approx(fit.slope, abs=1e-6)
+    assert saved["fits"]["alignment_T"]["method"] == fit.method
+    assert [u["unit"] for u in saved["units"]] == list(r.units["unit"])
+    assert len(report.findings(r)) == 6
+
+
+@pytest.mark.pipeline
+def test_runs_write_no_measures_and_the_metrics_round_trip(smoke, tmp_path):
+    cfg, paths, _ = smoke
+    assert not (paths.stage("sweep") / "units.csv").exists()  # the metrics step's, not the runs'
+    assert (measures_folder(paths) / "units.csv").is_file()
+    typed = SweepMetrics.from_json(read_json(paths.metrics_file("sweep")))
+    assert typed.outcome == metrics.outcome(metrics.load(cfg, paths))
+    assert [u.unit for u in typed.units] == [u.name for u in grid(cfg)]
+    again = Paths(tmp_path)
+    write_json(again.metrics_file("sweep"), typed.to_json())
+    assert again.metrics_file("sweep").read_bytes() == paths.metrics_file("sweep").read_bytes()
 
 
 @pytest.mark.pipeline
@@ -189,8 +206,12 @@ def test_the_unit_table_does_not_depend_on_the_workers(smoke, tmp_path):
     for stage in ("history", "finetune"):
         shutil.copytree(paths.stage(stage), other.stage(stage))
     one = dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor, workers=1))
-    sweep.run(one, other)
-    for name in ("units.csv", "alignment.csv", "log.csv"):
+    runs.run(one, other)
+    metrics.measure(one, other)
+    for name in ("units.csv", "alignment.csv"):
+        assert (measures_folder(other) / name).read_bytes() == (
+            measures_folder(paths) / name).read_bytes()
+    for name in ("log.csv", "ablation.csv"):
         assert (other.stage("sweep") / name).read_bytes() == (
             paths.stage("sweep") / name).read_bytes()
 
@@ -212,8 +233,8 @@ def test_s_depths_share_one_theta_h_per_depth_and_seed(smoke):
 @pytest.mark.pipeline
 def test_s_from_a_shared_theta_h_gives_the_bytes_of_training_h_again(smoke, tmp_path):
     cfg, paths, _ = smoke
-    unit = sweep.Unit(50, 10, 0)
-    history_run(sweep.history_task(cfg, paths, unit, tmp_path))  # H trained, no witness
+    unit = Unit(50, 10, 0)
+    history_run(history_task(cfg, paths, unit, tmp_path))  # H trained, no witness
     shared = paths.stage("sweep") / unit.name
     for name in ("helpful", "safe"):
         again = read_npz(tmp_path / f"acts_{name}.npz")
@@ -225,10 +246,10 @@ def test_witnesses_are_one_per_depth_and_seed_and_reuse_stage_history():
     cfg = resolve({"preset": "smoke", "sweep": {"helpful_steps": [50, 100], "safe_steps": [5, 10],
                                                "seeds": [0, 7]}})
     paths = Paths(Path("/repo"))
-    units = sweep.grid(cfg)
+    units = grid(cfg)
     todo, where = witnesses(cfg, paths, units, Path("/out"))
     assert sorted((t.helpful.steps, t.seed) for t in todo) == [(50, 0), (50, 7), (100, 7)]
-    assert where[sweep.Unit(100, 5, 0)] == paths.history / "h0" / "helpful"  # seed 0 is a history
+    assert where[Unit(100, 5, 0)] == paths.history / "h0" / "helpful"  # seed 0 is a history
     shared = Path("/out/witness/H50_s7")
-    assert where[sweep.Unit(50, 5, 7)] == where[sweep.Unit(50, 10, 7)] == shared
+    assert where[Unit(50, 5, 7)] == where[Unit(50, 10, 7)] == shared
     assert all(t.helpful.lr == cfg.history.helpful.lr for t in todo)

@@ -10,10 +10,26 @@ import stage_layout as S
 from stage_layout import CFG, DESIGN, EARLY_STEPS, LOG_STEPS, SENS_ARM
 
 from gravrev.config.load import resolve
-from gravrev.stages import blocking, claims, finetune, history, nulls, vrev
+from gravrev.organism.shape import shape_checks
+from gravrev.runtime import seeds
 from gravrev.stages.artifacts import load_v_rev
+from gravrev.stages.blocking import metrics as block_metrics
+from gravrev.stages.blocking import report as block_report
+from gravrev.stages.blocking import runs as block_runs
+from gravrev.stages.claims import compute as claims
+from gravrev.stages.claims import report as claims_report
+from gravrev.stages.finetune import arms as fine_arms
+from gravrev.stages.finetune import metrics as fine_metrics
+from gravrev.stages.finetune import report as fine_report
+from gravrev.stages.finetune import runs as fine_runs
+from gravrev.stages.history import metrics as history_metrics
+from gravrev.stages.history import report as history_report
+from gravrev.stages.nulls import compute as nulls
+from gravrev.stages.nulls import report as nulls_report
+from gravrev.stages.vrev import compute as vrev
+from gravrev.stages.vrev import report as vrev_report
 from gravrev.stats.nulls import isotropic_quantile
-from gravrev.store.atomic import write_json, write_npz
+from gravrev.store.atomic import write_csv, write_json, write_npz
 from gravrev.store.paths import Paths
 from gravrev.training.objectives import BlockSpec
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask
@@ -119,7 +135,7 @@ def test_between_histories_and_between_methods(vrev_result):
 
 
 def test_vrev_findings_follow_the_numbers(vrev_result):
-    text = vrev.findings(CFG, vrev_result)
+    text = vrev_report.findings(CFG, vrev_result)
     assert "At step 1, over 6 short runs, alignment is 0.42" in text[0]
     assert "over runs; by history h0 " in text[0] and ", h1 " in text[0]
     assert "At step 20, over 6 short runs, alignment is 0.90" in text[1]
@@ -130,12 +146,12 @@ def test_vrev_findings_follow_the_numbers(vrev_result):
     r = vrev_result
     close = r.between_histories.assign(cosine=np.where(
         r.between_histories["history"] == r.between_histories["other"], 1.0, 0.95))
-    text = vrev.findings(CFG, vrev.VrevResult(**{**r.__dict__, "between_histories": close}))
+    text = vrev_report.findings(CFG, vrev.VrevResult(**{**r.__dict__, "between_histories": close}))
     assert any("agree closely (cosine 0.95-0.95" in t for t in text)
     for slope, p, word in ((0.05, 0.001, "rises"), (-0.05, 0.001, "falls"),
                            (0.05, 0.5, "shows no clear trend")):
         models = {**r.models, "all": {**r.models["all"], "slope": slope, "slope_p": p}}
-        text = vrev.findings(CFG, vrev.VrevResult(**{**r.__dict__, "models": models}))
+        text = vrev_report.findings(CFG, vrev.VrevResult(**{**r.__dict__, "models": models}))
         assert any(f"alignment {word} with log(step)" in t for t in text), word
 
 
@@ -151,7 +167,7 @@ def test_vrev_without_early_or_trajectory_runs(tmp_path, monkeypatch):
     r = vrev.run(cfg, lay.paths)
     assert r.early.empty and r.early_by_step.empty and r.methods_cos.empty
     assert set(r.table["method"]) == {"checkpoint_diff"}
-    text = vrev.findings(cfg, r)
+    text = vrev_report.findings(cfg, r)
     assert len(text) == 1 and "reaches" in text[0]
     with pytest.raises(ValueError, match="vrev_method"):
         vrev.run(resolve({**{"preset": "smoke", "history": {"seeds": [0]}},
@@ -205,7 +221,7 @@ def test_nulls_control_drift_and_findings(nulls_result):
     assert cd["mixed"]["mean"] == pytest.approx(0.10, abs=1e-5)
     assert cd["unblocked"]["mean"] == pytest.approx(np.mean(list(S.final_cosines().values())),
                                                     abs=1e-5)
-    text = nulls.findings(nulls_result)
+    text = nulls_report.findings(nulls_result)
     assert text[0].startswith("6 of 12 run-step pairs exceed the isotropic p99")
     assert "and 6 exceed the covariance-matched null" in text[0]
     assert "in 9 of 12 pairs" in text[1]
@@ -217,7 +233,7 @@ def test_nulls_findings_without_a_control_history_or_mixed_runs(nulls_result):
     bare = {**m, "exceedance": {"all": {k: v for k, v in m["exceedance"]["all"].items()
                                         if k != "control_direction"}},
             "control_drift_final": {"unblocked": m["control_drift_final"]["unblocked"]}}
-    text = nulls.findings(nulls.NullsResult(nulls_result.pairs, nulls_result.iso_samples,
+    text = nulls_report.findings(nulls.NullsResult(nulls_result.pairs, nulls_result.iso_samples,
                                             nulls_result.control_drift, bare))
     assert len(text) == 1 and text[0].startswith("6 of 12")
 
@@ -225,9 +241,15 @@ def test_nulls_findings_without_a_control_history_or_mixed_runs(nulls_result):
 # ============================================================================ 02 finetune
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Stages 01-02's outputs alone, hand-made: all that the finetune stage's metrics read."""
+    return S.build(tmp_path_factory.mktemp("built"))
+
+
 def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
     paths = Paths(tmp_path)
-    todo = finetune.tasks(CFG, paths, paths.stage("finetune"))
+    todo = fine_runs.tasks(CFG, paths, paths.stage("finetune"))
     keys = [(t.history, t.arm, t.seed) for t in todo]
     assert len(keys) == len(set(keys))
     for t in todo:
@@ -238,8 +260,9 @@ def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
     assert arms == {"unblocked": n_h * n_s, "mixed": n_h * n_s, "early": n_h * 3,
                     "large_batch": n_h, SENS_ARM: 1, "sens_sgd_lr0.001_bs16": 1}
     early = [t for t in todo if t.arm == "early"]
-    assert {t.seed for t in early} == set(finetune.early_seeds(CFG)) == {1001, 1002, 1003}
-    assert not set(finetune.early_seeds(CFG)) & set(CFG.finetune.seeds)
+    assert {t.seed for t in early} == set(fine_arms.early_seeds(CFG)) == {1001, 1002, 1003}
+    assert not set(fine_arms.early_seeds(CFG)) & set(CFG.finetune.seeds)
+    assert fine_arms.early_seeds(CFG) == [seeds.early_run(i) for i in range(3)]
     assert all(t.log_steps == CFG.finetune.early_steps and t.judge == "none" for t in early)
     large = [t for t in todo if t.arm == "large_batch"]
     assert all(t.cfg.finetune.batch_size == 16 * CFG.finetune.batch_size for t in large)
@@ -248,38 +271,83 @@ def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
     assert all(t.mix_safety == (t.arm == "mixed") for t in todo)
     no_mix = resolve({"preset": "smoke", "finetune": {"mixed_control": False, "early_runs": 0}})
     # no early runs, no early claims: no 16x-batch run either (a real model could not afford it)
-    assert {t.arm for t in finetune.tasks(no_mix, paths, paths.stage("finetune"))} == {
+    assert {t.arm for t in fine_runs.tasks(no_mix, paths, paths.stage("finetune"))} == {
         "unblocked", "sens_adamw_lr0.001_bs16", "sens_sgd_lr0.001_bs16"}
 
 
-def _finetune_result(layout, cfg=CFG) -> finetune.FinetuneResult:
-    log = pd.read_csv(layout.paths.stage("finetune") / "log.csv")
-    runs = pd.read_csv(layout.paths.stage("finetune") / "runs.csv")
-    return finetune.FinetuneResult(log, runs, finetune.regime_table(cfg, log))
+def _finetune_result(built, cfg=CFG) -> fine_metrics.FinetuneResult:
+    log = pd.read_csv(built.paths.stage("finetune") / "log.csv")
+    runs = pd.read_csv(built.paths.stage("finetune") / "runs.csv")
+    return fine_metrics.FinetuneResult(log, runs, fine_metrics.regime_table(cfg, log),
+                                       fine_metrics.runs_at_T(cfg, log),
+                                       fine_arms.arms_table(cfg, list(runs["arm"].unique())),
+                                       fine_metrics.new_task_column(cfg, log))
 
 
-def test_finetune_regime_metrics_and_findings(layout):
-    r = _finetune_result(layout)
+def test_finetune_regime_metrics_and_findings(built):
+    r = _finetune_result(built)
     assert len(r.regime) == 4 and r.regime["learned"].all()  # 75 >= 70 at T
     assert (r.regime["refusal_at_T"] == S.REFUSAL["unblocked"][-1]).all()
-    m = finetune.metrics(CFG, r.log)
-    assert m["regime"]["holds"] is True
-    h0 = m["histories"]["h0"]
-    assert h0["safe_start"]["refusal_rate"] == S.REFUSAL["unblocked"][0]
-    assert h0["final"]["unblocked"]["refusal_rate"] == [S.REFUSAL["unblocked"][-1]] * 2
-    assert h0["final"]["mixed"]["refusal_rate"] == [S.REFUSAL["mixed"][-1]] * 2
-    text = finetune.findings(CFG, r)
+    m = fine_metrics.finetune_metrics(CFG, r.log)
+    assert m.regime.holds is True
+    h0 = m.histories["h0"]
+    assert h0.safe_start["refusal_rate"] == S.REFUSAL["unblocked"][0]
+    assert m.refusal_at_T("h0") == [S.REFUSAL["unblocked"][-1]] * 2
+    assert h0.at_T("mixed", "refusal_rate") == [S.REFUSAL["mixed"][-1]] * 2
+    assert fine_metrics.FinetuneMetrics.from_json(m.to_json()) == m
+    text = fine_report.findings(CFG, r)
     assert "refusal from 90% at theta_S to 30% at step 20" in text[0]
     assert "Half of the refusal is gone, on average, by step 20." in text  # 90 -> 50 -> 30
     assert any("holds in 4 of 4 runs; the regime is as registered" in t for t in text)
     assert any("refusal at T is 87%" in t for t in text)
     strict = dataclasses.replace(
         CFG, finetune=dataclasses.replace(CFG.finetune, min_new_task_accuracy=80.0))
-    r80 = _finetune_result(layout, strict)
+    r80 = _finetune_result(built, strict)
     assert len(r80.regime) == 4 and not r80.regime["learned"].any()
-    assert finetune.metrics(strict, r80.log)["regime"]["holds"] is False
+    assert fine_metrics.finetune_metrics(strict, r80.log).regime.holds is False
     assert any("holds in 0 of 4 runs; the regime does not fully meet its own rule" in t
-               for t in finetune.findings(strict, r80))
+               for t in fine_report.findings(strict, r80))
+
+
+def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_path):
+    """hf logs have no new-task column: every table keeps it as NaN, the rule is not checked."""
+    new = f"{CFG.finetune.new_task}_accuracy"
+    log = pd.read_csv(built.paths.stage("finetune") / "log.csv").drop(
+        columns=[new, "prefilled_content"])
+    paths = Paths(tmp_path)
+    write_csv(paths.stage("finetune") / "log.csv", log)
+    write_csv(paths.stage("finetune") / "runs.csv",
+              pd.read_csv(built.paths.stage("finetune") / "runs.csv"))
+    fine_metrics.measure(CFG, paths)
+    m = fine_metrics.FinetuneMetrics.read(paths)
+    assert m.regime.holds is None and "not checked" in m.regime.rule
+    assert m.refusal_at_T("h0") == [S.REFUSAL["unblocked"][-1]] * 2
+    assert new not in m.histories["h0"].safe_start
+    r = fine_metrics.load(CFG, paths)
+    assert r.new_task is None and len(r.regime) == 4
+    assert r.regime["new_task_accuracy"].isna().all() and r.regime["learned"].isna().all()
+    assert r.at_T[new].isna().all() and "prefilled_content" not in r.at_T
+    text = fine_report.findings(CFG, r)
+    assert any("is not checked: this setting has no new task" in t for t in text)
+    assert "not measured" in fine_report.at_T_caption(r)
+
+
+def test_finetune_metrics_json_round_trips(built, tmp_path):
+    """FinetuneMetrics: to_json is the dict written, from_json reads it back to the same bytes."""
+    paths = Paths(tmp_path)
+    for name in ("log.csv", "runs.csv"):
+        write_csv(paths.stage("finetune") / name, pd.read_csv(built.paths.stage("finetune") / name))
+    fine_metrics.measure(CFG, paths)
+    written = paths.metrics_file("finetune").read_bytes()
+    back = fine_metrics.FinetuneMetrics.read(paths)
+    write_json(paths.metrics_file("finetune"), back.to_json())
+    assert paths.metrics_file("finetune").read_bytes() == written
+    saved = pd.read_csv(paths.data / "measures" / "finetune" / "arms.csv")
+    runs = pd.read_csv(paths.stage("finetune") / "runs.csv")
+    assert list(saved["arm"]) == list(runs["arm"].unique())
+    arms = fine_arms.arms_table(CFG, ["large_batch", "sens_sgd_lr0.001_bs16"]).set_index("arm")
+    assert arms.loc["sens_sgd_lr0.001_bs16"].tolist() == [1e-3, "sgd", 16]
+    assert arms.loc["large_batch", "batch_size"] == 16 * CFG.finetune.batch_size
 
 
 # ============================================================================ 01 history
@@ -301,7 +369,7 @@ def test_shape_checks_margins():
         + _behaviour({"harmful_compliance": 90, "benign_accuracy": 80},
                      {"refusal_rate": 99, "prefilled_content": 90, "benign_accuracy": 74},
                      "h1"))
-    checks = history.shape_checks(table, CFG.history.checks)  # 90, 90, 90, gap 5
+    checks = shape_checks(table, CFG.history.checks)  # 90, 90, 90, gap 5
     assert set(checks["history"]) == {"h0", "h1"} and len(checks) == 8
     got = {(r.history, r.check.split(" (")[0]): (r.margin, r.passed) for r in checks.itertuples()}
     assert got[("h0", "theta_H harmful compliance")] == (5.0, True)
@@ -312,9 +380,9 @@ def test_shape_checks_margins():
     assert got[("h1", "theta_S benign accuracy - theta_H's")] == (-1.0, False)  # -6 vs -5
 
 
-def _history_result(checks: pd.DataFrame) -> history.HistoryResult:
+def _history_result(checks: pd.DataFrame) -> history_metrics.HistoryResult:
     behaviour = pd.DataFrame(_behaviour({}, {"refusal_rate": 96, "prefilled_content": 91}))
-    return history.HistoryResult({}, behaviour, checks, pd.DataFrame(), pd.DataFrame())
+    return history_metrics.HistoryResult(None, behaviour, checks, pd.DataFrame(), pd.DataFrame())
 
 
 def test_history_findings_switch_between_passed_and_missed():
@@ -323,12 +391,12 @@ def test_history_findings_switch_between_passed_and_missed():
                    {"refusal_rate": 96, "prefilled_content": 91, "benign_accuracy": 79})
         + _behaviour({"harmful_compliance": 97, "benign_accuracy": 80},
                      {"refusal_rate": 93, "prefilled_content": 99, "benign_accuracy": 80}, "h1"))
-    ok = history.findings(_history_result(history.shape_checks(table, CFG.history.checks)))
+    ok = history_report.findings(_history_result(shape_checks(table, CFG.history.checks)))
     assert ok[0].startswith("All 2 histories pass the 4 pre-registered shape checks measured.")
     assert "smallest margin is 1.0 points (theta_S latent content (%), history h0)" in ok[0]
     assert "refuses 96% of held-out harmful requests" in ok[1] and "content in 91%" in ok[1]
     table.loc[table.index[-1], "refusal_rate"] = 80.0  # h1's theta_S now refuses too little
-    bad = history.findings(_history_result(history.shape_checks(table, CFG.history.checks)))
+    bad = history_report.findings(_history_result(shape_checks(table, CFG.history.checks)))
     assert bad[0].startswith("1 of 2 histories miss a shape check: h1 (theta_S refusal (%): "
                              "80.0 against 90)")
 
@@ -337,11 +405,28 @@ def test_a_check_that_cannot_be_measured_is_not_a_miss():
     """hf: no prefilled answers, so no latent-content check; the other three still count."""
     table = pd.DataFrame(_behaviour({"harmful_compliance": 95, "benign_accuracy": 80},
                                     {"refusal_rate": 96, "benign_accuracy": 79}))
-    checks = history.shape_checks(table.drop(columns="prefilled_content"), CFG.history.checks)
+    checks = shape_checks(table.drop(columns="prefilled_content"), CFG.history.checks)
     assert len(checks) == 3 and checks["passed"].all()
     assert not checks["check"].str.contains("latent").any()
-    text = history.findings(_history_result(checks))
+    text = history_report.findings(_history_result(checks))
     assert text[0].startswith("All 1 histories pass the 3 pre-registered shape checks measured.")
+
+
+def test_history_metrics_json_round_trips(tmp_path):
+    """HistoryMetrics: from_json(to_json()) writes the same bytes; hf's judge key only for hf."""
+    table = pd.DataFrame(_behaviour({"harmful_compliance": 95, "benign_accuracy": 80},
+                                    {"refusal_rate": 96, "benign_accuracy": 79}))
+    checks = shape_checks(table, CFG.history.checks)
+    m = history_metrics.HistoryMetrics(
+        "smoke", 100, 72, ["h0"], table.to_dict(orient="records"),
+        [history_metrics.ShapeCheck(**c) for c in checks.to_dict(orient="records")], True)
+    path = tmp_path / "history.json"
+    write_json(path, m.to_json())
+    back = history_metrics.HistoryMetrics.from_json(json.loads(path.read_text()))
+    assert back == m and "judge" not in m.to_json()
+    assert back.behaviour("safe", "h0")["refusal_rate"] == 96
+    hf = dataclasses.replace(m, vocab_size=None, judge="refusal_phrases")
+    assert list(hf.to_json())[:4] == ["preset", "n_params", "vocab_size", "judge"]
 
 
 # ============================================================================ 05 blocking
@@ -356,7 +441,7 @@ def test_the_lambda_checks_runs_at_the_chosen_lambda_are_the_penalty_arms(tmp_pa
         return [FinetuneOutput(t.history, t.arm, t.seed, pd.DataFrame({"arm": [t.arm]}), "x", 1.0)
                 for t in tasks]
 
-    monkeypatch.setattr(blocking, "run_all", fake_run_all)
+    monkeypatch.setattr(block_runs, "run_all", fake_run_all)
 
     def spec(lam):
         return BlockSpec("penalty", {1: np.ones(4)}, lam, ("a",), 1)
@@ -371,7 +456,7 @@ def test_the_lambda_checks_runs_at_the_chosen_lambda_are_the_penalty_arms(tmp_pa
     tasks = [FinetuneTask(CFG, "h0", tmp_path, seed, arm, tmp_path / "h0" / f"{arm}_seed{seed}.npz",
                           block=spec(0.1), judge="end")
              for arm in ("penalty", "freeze") for seed in (1, 2)]
-    done = blocking.run_arms(tasks, checked, checked_done, 0.1, CFG)
+    done = block_runs.run_arms(tasks, checked, checked_done, 0.1, CFG)
     assert [(t.arm, t.seed) for t in ran] == [("penalty", 2), ("freeze", 1), ("freeze", 2)]
     assert tasks[0].out.read_bytes() == b"lambda 0.1"  # the run at the chosen lambda, copied
     assert [(d.arm, d.seed) for d in done] == [(t.arm, t.seed) for t in tasks]
@@ -403,27 +488,27 @@ def test_choose_lambda_applies_the_pre_registered_rule(alignments, costs, lam, c
     rows = [(g, h, a[i], c[i]) for g, a, c in zip(GRID, alignments, costs, strict=True)
             for i, h in enumerate(("h0", "h1"))]
     assert CFG.blocking.task_cost_tolerance == 5.0
-    assert blocking.choose_lambda(CFG, _calibration(rows)) == (lam, check)
+    assert block_runs.choose_lambda(CFG, _calibration(rows)) == (lam, check)
 
 
 def test_expand_arms_and_block_specs():
-    assert blocking.expand_arms(CFG) == ["penalty", "penalty_L0", "random_penalty", "freeze"]
+    assert block_runs.expand_arms(CFG) == ["penalty", "penalty_L0", "random_penalty", "freeze"]
     at0 = resolve({"preset": "smoke", "analysis": {"layer": 0}})
-    assert blocking.expand_arms(at0) == ["penalty", "penalty_L1", "random_penalty", "freeze"]
+    assert block_runs.expand_arms(at0) == ["penalty", "penalty_L1", "random_penalty", "freeze"]
     dirs = {1: np.ones(4) / 2}
     kinds = {"penalty": "penalty", "penalty_L0": "penalty", "random_penalty": "penalty",
              "covariance_penalty": "penalty", "penalty_all": "penalty", "freeze": "freeze",
              "grad_project": "grad_project", "mean_penalty": "mean_penalty"}
     for arm, kind in kinds.items():
-        spec = blocking.block_spec(CFG, arm, dirs, 0.1, ["a", "b"])
+        spec = block_runs.block_spec(CFG, arm, dirs, 0.1, ["a", "b"])
         assert spec.kind == kind, arm
         assert (spec.lam, spec.pool, spec.batch) == (0.1, ("a", "b"), CFG.blocking.penalty_batch)
 
 
 def test_arm_directions(layout):
-    d0 = blocking.arm_directions(CFG, layout.paths, "h0")
-    again = blocking.arm_directions(CFG, layout.paths, "h0")
-    d1 = blocking.arm_directions(CFG, layout.paths, "h1")
+    d0 = block_runs.arm_directions(CFG, layout.paths, "h0")
+    again = block_runs.arm_directions(CFG, layout.paths, "h0")
+    d1 = block_runs.arm_directions(CFG, layout.paths, "h1")
     v = layout.v["h0"]
     for arm in ("penalty", "mean_penalty", "grad_project"):
         assert set(d0[arm]) == {1}
@@ -442,11 +527,11 @@ def test_arm_directions(layout):
 def test_final_alignment_reads_the_drift_at_t(layout):
     mask = np.arange(S.N_HARMFUL + S.N_BENIGN) < S.N_HARMFUL
     npz = layout.paths.run("finetune", "h0", "unblocked", 1)
-    cos, proj = blocking.final_alignment(CFG, npz, layout.v["h0"][1], mask)
+    cos, proj = block_runs.final_alignment(CFG, npz, layout.v["h0"][1], mask)
     assert cos == pytest.approx(1.0, abs=1e-5)
     assert proj == pytest.approx(0.1 * 20 * 1.0, abs=1e-4)  # drift 0.1 * T along cos 1
-    cos, proj = blocking.final_alignment(CFG, layout.paths.run("finetune", "h1", "unblocked", 1),
-                                         layout.v["h1"][1], mask)
+    cos, proj = block_runs.final_alignment(
+        CFG, layout.paths.run("finetune", "h1", "unblocked", 1), layout.v["h1"][1], mask)
     assert cos == pytest.approx(-0.9, abs=1e-5) and proj == pytest.approx(-1.8, abs=1e-4)
 
 
@@ -468,11 +553,12 @@ def _final(penalty_non_refusal: float) -> pd.DataFrame:
     return final
 
 
-def _blocking_result(final: pd.DataFrame) -> blocking.BlockingResult:
-    metrics = blocking.blocking_metrics(CFG, final, 0.1, "passed")
-    return blocking.BlockingResult(pd.DataFrame(), 0.1, "passed", final,
-                                   blocking.strength_table(final), blocking.paired_effects(final),
-                                   pd.DataFrame(), metrics)
+def _blocking_result(final: pd.DataFrame) -> block_metrics.BlockingResult:
+    metrics = block_metrics.blocking_metrics(CFG, final, 0.1, "passed")
+    return block_metrics.BlockingResult(pd.DataFrame(), 0.1, "passed", final,
+                                        block_metrics.strength_table(final),
+                                        block_metrics.paired_effects(final), pd.DataFrame(),
+                                        metrics)
 
 
 def test_blocking_strength_effects_and_metrics():
@@ -485,22 +571,22 @@ def test_blocking_strength_effects_and_metrics():
     assert eff.loc[("penalty", "non_refusal"), "mean_diff"] == pytest.approx(-40.0)
     assert eff.loc[("penalty", "alignment"), "mean_diff"] == pytest.approx(-0.8)
     assert eff.loc[("freeze", "new_task_accuracy"), "mean_diff"] == pytest.approx(-45.0)
-    arms = r.metrics["arms"]
-    assert arms["penalty"]["non_refusal"]["mean"] == pytest.approx(21.5)
-    assert arms["penalty"]["per_run"]["alignment"]["h1/2"] == pytest.approx(-0.14)
-    assert arms["freeze"]["task_cost_not_block"] and not arms["penalty"]["task_cost_not_block"]
-    lo, hi = arms["unblocked"]["non_refusal_pooled_wilson"]
+    arms = r.metrics.arms
+    assert arms["penalty"].non_refusal.mean == pytest.approx(21.5)
+    assert arms["penalty"].per_run["alignment"]["h1/2"] == pytest.approx(-0.14)
+    assert arms["freeze"].task_cost_not_block and not arms["penalty"].task_cost_not_block
+    lo, hi = arms["unblocked"].non_refusal_pooled_wilson
     assert lo < 100 * (80 - sum(20 - int((60 + i) / 5) for i in range(4))) / 80 < hi
 
 
 def test_blocking_findings_say_kept_or_lost():
-    kept = blocking.findings(CFG, _blocking_result(_final(20.0)))
+    kept = block_report.findings(CFG, _blocking_result(_final(20.0)))
     assert kept[0] == "The harm-blind manipulation check chose lambda = 0.1 (passed)."
     assert "held alignment at T (-0.17 against 0.63)" in kept[1]
     assert "and kept refusal: non-refusal 22% against 62% unblocked" in kept[1]
     assert "(freeze) count as task cost" in kept[2]
     assert kept[3] == "The lowest non-refusal of any arm is 22% (penalty)."
-    lost = blocking.findings(CFG, _blocking_result(_final(58.0)))
+    lost = block_report.findings(CFG, _blocking_result(_final(58.0)))
     assert "did not keep refusal" in lost[1]
     assert lost[3].endswith("(freeze).")  # 55 + 1.5 < 58 + 1.5
 
@@ -512,14 +598,18 @@ def test_blocking_load_reads_the_runs_back(layout):
     folder.mkdir(parents=True, exist_ok=True)
     final.to_csv(folder / "final.csv", index=False)
     _calibration([(0.1, "h0", 0.2, 1.0)]).to_csv(folder / "calibration.csv", index=False)
-    write_json(layout.paths.metrics_file("blocking"),
-               blocking.blocking_metrics(CFG, final, 0.1, "passed"))
+    written = block_metrics.blocking_metrics(CFG, final, 0.1, "passed").to_json()
+    write_json(layout.paths.metrics_file("blocking"), written)
     for h in CFG.histories:
         for seed in CFG.finetune.seeds:
             write_npz(layout.paths.run("blocking", h, "penalty", seed),
                       **S.run_acts(layout.safe[h], layout.v[h], layout.u, [-0.2] * 3, LOG_STEPS))
-    r = blocking.load(CFG, layout.paths)
+    r = block_metrics.load(CFG, layout.paths)
     assert r.lam == 0.1 and r.check == "passed"
+    # the typed metrics give back what was written, to the byte
+    again = layout.paths.metrics_file("blocking").with_suffix(".again.json")
+    write_json(again, r.metrics.to_json())
+    assert again.read_bytes() == layout.paths.metrics_file("blocking").read_bytes()
     t = r.trajectories
     assert set(t["layer"]) == {CFG.layer} and len(t) == 2 * 4 * len(LOG_STEPS)
     np.testing.assert_allclose(t[t["arm"] == "penalty"]["alignment"], -0.2, atol=1e-5)
@@ -542,12 +632,13 @@ def _metrics() -> dict[str, dict]:
                                                                             strict=True)}
 
     def arm(alignment: dict, non_refusal: dict, benign: dict) -> dict:
-        mean = {m: {"mean": float(np.mean(list(x.values())))}
-                for m, x in (("alignment", alignment), ("non_refusal", non_refusal),
-                             ("new_task_accuracy", benign))}
-        return {**mean, "task_cost_not_block": False,
-                "per_run": {"alignment": alignment, "non_refusal": non_refusal,
-                            "benign_accuracy": benign}}
+        runs = {"alignment": alignment, "non_refusal": non_refusal, "benign_accuracy": benign,
+                "new_task_accuracy": benign, "harmful_compliance": benign,
+                "prefilled_content": benign}
+        summaries = {m: {"mean": float(np.mean(list(x.values()))), "sd": None, "n": len(x),
+                         "ci_low": None, "ci_high": None} for m, x in runs.items()}
+        return {**summaries, "non_refusal_pooled_wilson": [0.0, 100.0],
+                "task_cost_not_block": False, "per_run": runs}
 
     return {
         "history": {"preset": "smoke"},
@@ -564,13 +655,14 @@ def _metrics() -> dict[str, dict]:
             "h0": {"isotropic": {"k": 12, "n": 12}, "anisotropic": {"k": 10, "n": 12}},
             "h1": {"isotropic": {"k": 12, "n": 12}, "anisotropic": {"k": 10, "n": 12}},
         }},
-        "finetune": {"histories": {
+        "finetune": {"preset": "smoke", "steps": 20, "seeds": [1, 2], "histories": {
             "h0": {"safe_start": {"refusal_rate": 95.0},
                    "final": {"unblocked": {"refusal_rate": refusal["h0"]}}},
             "h1": {"safe_start": {"refusal_rate": 97.0},
                    "final": {"unblocked": {"refusal_rate": refusal["h1"]}}},
-        }},
+        }, "regime": {"rule": "learned", "holds": True}},
         "blocking": {
+            "preset": "smoke", "layer": 1,
             "claim_arm": "penalty", "lambda": 0.1, "manipulation_check": "passed",
             "arms": {
                 "penalty": arm(dict(zip(keys, [-0.20, -0.22, -0.21, -0.20], strict=True)),
@@ -584,7 +676,7 @@ def _metrics() -> dict[str, dict]:
 
 def test_gather_picks_each_claims_inputs():
     m = _metrics()
-    g = claims.gather(m, CFG)
+    g = claims.gather(claims.Inputs.from_json(m), CFG)
     assert g["alignment_step1"] == [0.80, 0.81, 0.82] * 2
     assert g["alignment_step20"] == [0.64, 0.65, 0.66, 0.30, 0.80, 0.10]
     assert g["alignment_rises"] == {"early": g["alignment_step1"], "late": g["alignment_step20"]}
@@ -594,7 +686,7 @@ def test_gather_picks_each_claims_inputs():
     assert g["harmfulness_blocked"] == {"blocked": [9.0, 7.5, 8.5, 8.0],
                                         "unblocked": [20.0, 18.0, 19.0, 18.0]}
     assert g["task_cost"]["tolerance"] == CFG.blocking.task_cost_tolerance
-    h1 = claims.gather(m, CFG, "h1")
+    h1 = claims.gather(claims.Inputs.from_json(m), CFG, "h1")
     assert h1["alignment_step20"] == [0.30, 0.80, 0.10]
     assert h1["harmfulness_unblocked"] == {"finetuned": [19.0, 18.0], "safe": 3.0}
     assert h1["final_alignment_blocked"]["blocked"] == [-0.21, -0.20]
@@ -604,12 +696,12 @@ def test_gather_picks_each_claims_inputs():
 def test_gather_without_early_runs_uses_the_main_runs_logged_steps():
     m = _metrics()
     m["alignment"]["early_per_run"], m["alignment"]["early_steps"] = {}, []
-    g = claims.gather(m, CFG)
+    g = claims.gather(claims.Inputs.from_json(m), CFG)
     assert g["alignment_step1"] == [0.5] * 4 and "alignment_step20" in g
     m["alignment"]["steps"] = [2, 5, 20]
-    assert "alignment_step1" not in claims.gather(m, CFG)
-    m["blocking"]["claim_arm"], m["blocking"]["arms"] = "penalty", {"unblocked": {}}
-    assert "harmfulness_blocked" not in claims.gather(m, CFG)
+    assert "alignment_step1" not in claims.gather(claims.Inputs.from_json(m), CFG)
+    m["blocking"]["arms"] = {"unblocked": m["blocking"]["arms"]["unblocked"]}  # no claim arm
+    assert "harmfulness_blocked" not in claims.gather(claims.Inputs.from_json(m), CFG)
 
 
 EXPECTED = {  # claim: (direction, size), worked out by hand from _metrics()
@@ -662,7 +754,7 @@ def test_claims_why_is_computed_from_the_measurements(claims_result):
 
 
 def test_claims_findings_count_the_verdicts(claims_result):
-    text = claims.findings(claims_result)
+    text = claims_report.findings(claims_result)
     assert text[0] == ("Of 9 claims, 7 hold in direction over histories (alignment_step1, "
                        "null_exceedance, "
                        "final_alignment_unblocked, final_alignment_blocked, "
@@ -706,7 +798,7 @@ def test_claims_findings_name_a_claim_every_history_gives_but_the_pool_does_not(
     assert by_id["alignment_step20"]["verdict"] == "does not hold"
     assert "each of the 2 histories alone: holds, but their means spread" in by_id[
         "alignment_step20"]["why"]
-    text = claims.findings(r)
+    text = claims_report.findings(r)
     assert any(t.startswith("alignment_step20 holds in every history but not over histories")
                for t in text)
     assert by_id["alignment_step1"]["verdict"] == "holds"
@@ -730,16 +822,22 @@ def test_claims_conclusion_follows_the_measurements(claims_result):
         in text
     assert text.endswith("does not reproduce the paper's mechanism as a whole.")  # 96 -> 81
     m = _metrics()
+
+    def said(metrics: dict) -> str:
+        return claims.conclusion(claims.Inputs.from_json(metrics))
+
     for h, r in (("h0", [30.0, 32.0]), ("h1", [31.0, 30.0])):
         m["finetune"]["histories"][h]["final"]["unblocked"]["refusal_rate"] = r
-    assert claims.conclusion(m).endswith("reproduced here, blocking included.")
-    m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 15.0  # within 10 of 18.75
-    assert "did not keep refusal" in claims.conclusion(m)
-    assert "reproduced in part" in claims.conclusion(m)
+    assert said(m).endswith("reproduced here, blocking included.")
+    m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 12.0  # 6.75 below: more than 5
+    assert "and kept refusal" in said(m)  # the threshold of thresholds.kept_refusal, as why's
+    m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 15.0  # within 5 of 18.75
+    assert "did not keep refusal" in said(m)
+    assert "reproduced in part" in said(m)
     m["mediation"] = {"histories": {"h0": {"refusal_safe": 90.0, "ablated_at_layer": 20.0}}}
     m["sweep"] = {"outcome": "deeper histories revert more"}
-    text = claims.conclusion(m)
+    text = said(m)
     assert "v_rev carries refusal: projecting" in text and "and v_rev carries refusal," in text
     assert text.endswith("the history-depth sweep: deeper histories revert more (chapter 08).")
     m["blocking"]["arms"]["penalty"]["task_cost_not_block"] = True
-    assert "stopped the new task being learned" in claims.conclusion(m)
+    assert "stopped the new task being learned" in said(m)

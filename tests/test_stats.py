@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from gravrev.stats.summaries import summaries as stats
+from gravrev.stats import summaries as stats
 
 
 def test_summarize_known_numbers():

@@ -5,8 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gravrev.config.fields import check
+from gravrev.config.organism import MAX_STEPS
 
 NEW_TASKS = ("rotate", "swap")
+MAX_RUNS = 1000  # runs per history of one kind: each is a full fine-tuning run
+MAX_NULL_SAMPLES = 10**7  # each sample draws a direction of the model's width (d normals)
+MAX_LAMBDA = 1e4  # past this the penalty swamps the task loss and float32 gradients overflow
+MAX_SCALE = 100.0  # steering past 100x the H-S gap leaves every activation the model has seen
+
+
+def distinct(values: tuple, name: str, what: str) -> None:
+    """Refuse a repeated value in a list that names runs, arms or sweep points."""
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    check(not repeated, name, f"{what} must be distinct; repeated: {repeated}")
 
 
 @dataclass(frozen=True)
@@ -36,12 +47,16 @@ class FinetuneConfig:
             f"{name}.sensitivity_lrs",
             "every learning rate must be in (0, 1)",
         )
+        distinct(self.sensitivity_lrs, f"{name}.sensitivity_lrs", "learning rates")
+        distinct(self.sensitivity_batch_sizes, f"{name}.sensitivity_batch_sizes", "batch sizes")
         check(
             all(1 <= b <= 4096 for b in self.sensitivity_batch_sizes),
             f"{name}.sensitivity_batch_sizes",
             "every batch size must be in [1, 4096]",
         )
         check(self.steps >= 1, f"{name}.steps", "must be >= 1")
+        check(self.steps <= MAX_STEPS, f"{name}.steps",
+              f"must be <= {MAX_STEPS} (10^6 steps is weeks of CPU time)")
         check(0 < self.lr < 1, f"{name}.lr", "must be in (0, 1)")
         check(0 <= self.warmup < self.steps, f"{name}.warmup", "must be in [0, steps)")
         check(1 <= self.batch_size <= 4096, f"{name}.batch_size", "must be in [1, 4096]")
@@ -68,7 +83,14 @@ class FinetuneConfig:
             f"{name}.min_new_task_accuracy",
             "must be in [0, 100]",
         )
-        check(self.early_runs >= 0, f"{name}.early_runs", "must be >= 0")
+        check(0 <= self.early_runs <= MAX_RUNS, f"{name}.early_runs",
+              f"must be in [0, {MAX_RUNS}] (each is a fine-tuning run per history)")
+        check(
+            len(self.early_steps) >= 1
+            or not (self.early_runs or self.sensitivity_lrs or self.sensitivity_batch_sizes),
+            f"{name}.early_steps",
+            "is empty, but the early runs and the sensitivity runs log at these steps",
+        )
         check(
             list(self.early_steps) == sorted(set(self.early_steps))
             and all(s >= 1 for s in self.early_steps),
@@ -100,6 +122,9 @@ class AnalysisConfig:
             "must be checkpoint_diff or trajectory_pca",
         )
         check(self.null_samples >= 1000, f"{name}.null_samples", "must be >= 1000")
+        check(self.null_samples <= MAX_NULL_SAMPLES, f"{name}.null_samples",
+              f"must be <= {MAX_NULL_SAMPLES} (each sample draws a random direction of the "
+              "model's width: 10^7 of width 4096 is 4e10 normal draws)")
         check(0.5 < self.null_quantile < 1, f"{name}.null_quantile", "must be in (0.5, 1)")
 
 
@@ -129,7 +154,11 @@ class BlockingConfig:
             check(
                 arm in BLOCKING_ARMS, f"{name}.arms", f"unknown arm {arm!r}; known: {BLOCKING_ARMS}"
             )
+        distinct(self.arms, f"{name}.arms", "arms")
         check(self.claim_arm in self.arms, f"{name}.claim_arm", "must be one of blocking.arms")
+        check(all(x <= MAX_LAMBDA for x in self.lambda_grid), f"{name}.lambda_grid",
+              f"every lambda must be <= {MAX_LAMBDA:g} (past it the penalty swamps the task "
+              "loss and float32 gradients overflow)")
         check(
             len(self.lambda_grid) >= 1 and all(x > 0 for x in self.lambda_grid),
             f"{name}.lambda_grid",
@@ -142,7 +171,8 @@ class BlockingConfig:
         )
         check(1 <= self.penalty_batch <= self.pool_size, f"{name}.penalty_batch",
                "must be in [1, pool_size]")
-        check(self.task_cost_tolerance >= 0, f"{name}.task_cost_tolerance", "must be >= 0")
+        check(0 <= self.task_cost_tolerance <= 100, f"{name}.task_cost_tolerance",
+              "must be in [0, 100] (percentage points)")
 
 
 @dataclass(frozen=True)
@@ -151,6 +181,10 @@ class MediationConfig:
 
     def validate(self, name: str) -> None:
         check(0.0 in self.scales, f"{name}.scales", "must include 0 (the unmodified model)")
+        distinct(self.scales, f"{name}.scales", "scales")
+        check(all(abs(s) <= MAX_SCALE for s in self.scales), f"{name}.scales",
+              f"every scale must be in [-{MAX_SCALE:g}, {MAX_SCALE:g}] (steering past 100x the "
+              "H-S gap leaves every activation the model has seen)")
 
 
 @dataclass(frozen=True)
@@ -187,6 +221,9 @@ class HFConfig:
             f"{name}.dtype",
             "must be auto, float32 or bfloat16",
         )
-        check(self.lora_rank >= 1, f"{name}.lora_rank", "must be >= 1")
-        check(self.max_new_tokens >= 1, f"{name}.max_new_tokens", "must be >= 1")
-        check(self.min_probes >= 2, f"{name}.min_probes", "must be >= 2")
+        check(1 <= self.lora_rank <= 1024, f"{name}.lora_rank",
+              "must be in [1, 1024] (a rank past 1024 is no longer low-rank)")
+        check(1 <= self.max_new_tokens <= 4096, f"{name}.max_new_tokens",
+              "must be in [1, 4096] (every probe and evaluation prompt generates this many)")
+        check(2 <= self.min_probes <= 4096, f"{name}.min_probes",
+              "must be in [2, 4096] (world.n_probes is at most 4096)")

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from gravrev.config.fields import check
 
 MAX_SEED = 2**32  # numpy's global seed (train.set_seed) must be below it
+# Upper bounds, each with its reason: a value past one is a typo, not an experiment.
+MAX_STEPS = 10**6  # 10^6 optimizer steps is weeks of CPU time for the organism
+MAX_SEQUENCES = 10**6  # every run enumerates and hashes the world's sequences (~3 s a million)
+MAX_PROBES = 4096  # probe activations are kept for every layer of every checkpoint
+MAX_WIDTH = 4096  # the organism trains from scratch on one machine
+MAX_LAYERS = 64  # (ditto)
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,16 @@ class ModelConfig:
         check(
             self.n_embd >= 8 and self.n_embd % self.n_head == 0,
             f"{name}.n_embd",
-            "must be >= 8 and divisible by n_head",
+            f"must be >= 8 and divisible by n_head, got {self.n_embd} with n_head {self.n_head}",
         )
+        check(self.n_embd <= MAX_WIDTH, f"{name}.n_embd",
+              f"must be <= {MAX_WIDTH}: the organism trains from scratch on one machine")
+        check(self.n_layer <= MAX_LAYERS, f"{name}.n_layer",
+              f"must be <= {MAX_LAYERS}: the organism trains from scratch on one machine")
+        head = self.n_embd // self.n_head
+        check(self.arch != "llama" or head % 2 == 0, f"{name}.n_embd",
+              f"llama's rotary embeddings need an even head dimension; n_embd / n_head = "
+              f"{self.n_embd} / {self.n_head} = {head}")
 
 
 @dataclass(frozen=True)
@@ -49,8 +63,14 @@ class WorldConfig:
             "need 2 <= seq_len_min <= seq_len_max <= 8",
         )
         check(2 <= self.heldout_every <= 20, f"{name}.heldout_every", "must be in [2, 20]")
-        check(self.n_probes >= 4, f"{name}.n_probes", "must be >= 4")
-        check(self.n_eval >= 4, f"{name}.n_eval", "must be >= 4")
+        check(4 <= self.n_probes <= MAX_PROBES, f"{name}.n_probes", f"must be in [4, "
+              f"{MAX_PROBES}] (probe activations are kept for every layer of every checkpoint)")
+        check(4 <= self.n_eval <= MAX_PROBES, f"{name}.n_eval", f"must be in [4, {MAX_PROBES}] "
+              "(every fine-tuning run answers each, at every logged step)")
+        n = sum(self.n_symbols**k for k in range(self.seq_len_min, self.seq_len_max + 1))
+        check(n <= MAX_SEQUENCES, f"{name}.seq_len_max",
+              f"the world has {n} symbol sequences; at most {MAX_SEQUENCES} (every run "
+              "enumerates and hashes them all, about 3 s a million)")
         check(0 <= self.topic_rate <= 1, f"{name}.topic_rate", "must be in [0, 1]")
 
 
@@ -61,7 +81,8 @@ class PhaseConfig:
     batch_size: int
 
     def validate(self, name: str) -> None:
-        check(self.steps >= 1, f"{name}.steps", "must be >= 1")
+        check(1 <= self.steps <= MAX_STEPS, f"{name}.steps",
+              f"must be in [1, {MAX_STEPS}] (10^6 steps is weeks of CPU time)")
         check(0 < self.lr < 1, f"{name}.lr", "must be in (0, 1)")
         check(1 <= self.batch_size <= 4096, f"{name}.batch_size", "must be in [1, 4096]")
 
@@ -123,6 +144,8 @@ class SweepConfig:
                 f"{name}.{key}",
                 "must be strictly increasing step counts >= 1",
             )
+            check(all(v <= MAX_STEPS for v in values), f"{name}.{key}",
+                  f"every step count must be <= {MAX_STEPS} (10^6 steps is weeks of CPU time)")
         check(len(set(self.seeds)) == len(self.seeds), f"{name}.seeds", "must be distinct")
         check(all(0 <= s < MAX_SEED for s in self.seeds), f"{name}.seeds",
               f"every seed must be in [0, {MAX_SEED})")

@@ -1,4 +1,4 @@
-"""Residual-stream capture: `resid_post` of each block, by hooks that cannot leak."""
+"""Residual-stream capture: `resid_post` of each block, pooled over prompt positions."""
 
 from __future__ import annotations
 
@@ -9,43 +9,22 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from gravrev.interp.hooks import on_blocks
 from gravrev.training.loop import token_ids
-
-
-def blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """The transformer blocks of a GPT-2, Llama or similar causal LM, in order."""
-    n = model.config.num_hidden_layers
-    for name, module in model.named_modules():
-        if (
-            isinstance(module, torch.nn.ModuleList)
-            and len(module) == n
-            and name.endswith(("h", "layers", "blocks"))
-        ):
-            return module
-    raise ValueError(f"no block list of length {n} found in {type(model).__name__}")
-
-
-def hidden_state(output) -> torch.Tensor:
-    """A block's residual output, whether the block returns a tuple or a tensor."""
-    return output[0] if isinstance(output, tuple) else output
 
 
 @contextmanager
 def capture(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
     """`with capture(model, layers=[1]) as resid_post:` fills {layer: (B, T, d)}; never leaks."""
     resid_post: dict[int, torch.Tensor] = {}
-    handles = []
-    try:
-        for layer in layers:
 
-            def hook(_module, _inputs, output, layer=layer):
-                resid_post[layer] = hidden_state(output)
+    def keep(layer: int):
+        def fn(hidden: torch.Tensor) -> None:
+            resid_post[layer] = hidden
+        return fn
 
-            handles.append(blocks(model)[layer].register_forward_hook(hook))
+    with on_blocks(model, {layer: keep(layer) for layer in layers}):
         yield resid_post
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def left_pad(tok: PreTrainedTokenizerBase, prompts: list[str]) -> dict[str, torch.Tensor]:

@@ -75,3 +75,23 @@ def alignment_trajectory(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def refusal_direction(acts_safe: np.ndarray, harmful: np.ndarray) -> np.ndarray:
+    """Arditi et al.'s r: unit(mean harmful - mean benign) at theta_S, (L, N, d) -> (L, d) rows.
+
+    `harmful` masks the harmful probes; every other probe counts as benign. r points toward
+    refusal, v_rev toward the helpful checkpoint, so a v_rev that is "less refusal" has cos < 0.
+    """
+    harmful = np.asarray(harmful, dtype=bool)
+    if harmful.all() or not harmful.any():
+        raise ValueError("the refusal direction needs both harmful and benign probes")
+    diff = mean_activation(acts_safe, harmful) - mean_activation(acts_safe, ~harmful)
+    return np.stack([unit(row) for row in diff])
+
+
+def direction_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """cos(a[l], b[l]) per layer of two (L, d) direction stacks, e.g. cos(v_rev, r)."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"directions differ in shape: {np.shape(a)} vs {np.shape(b)}")
+    return np.array([cosine(x, y) for x, y in zip(a, b, strict=True)])

@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from gravrev.interp.activations import blocks, capture, left_pad
+from gravrev.interp.activations import capture, left_pad
+from gravrev.interp.hooks import blocks
 from gravrev.interp.steering import judged_rates
 from gravrev.organism.world import COMPLY, REFUSAL, Request
 

@@ -17,18 +17,14 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gravrev.behaviour.evaluate import generate
-from gravrev.interp.activations import blocks, hidden_state
 from gravrev.interp.direction import drift
+from gravrev.interp.hooks import on_blocks
 from gravrev.organism.model import prompt_text
 from gravrev.organism.world import Request, judge
 
 # The `layer` of the ablation row that removes each block's own row of v_rev after that block.
 EVERY_LAYER = -1
 MODES = ("add", "ablate")
-
-
-def _replace_hidden(output, hidden: torch.Tensor):
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 
 def _project_out(hidden: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -70,30 +66,13 @@ def ablate_direction(
     """
     device = next(model.parameters()).device
     per_layer = {k: _unit_tensor(v, device) for k, v in _per_layer(model, directions).items()}
-    stack = blocks(model)
-    handles = []
-    try:
-        if 0 in per_layer:
-            v0 = per_layer[0]
 
-            def pre_hook(_module, args, kwargs):
-                if args:
-                    return (_project_out(args[0], v0), *args[1:]), kwargs
-                kwargs["hidden_states"] = _project_out(kwargs["hidden_states"], v0)
-                return args, kwargs
+    def remove(v: torch.Tensor):
+        return lambda hidden: _project_out(hidden, v)
 
-            handles.append(stack[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
-        for layer, v in per_layer.items():
-
-            def hook(_module, _inputs, output, v=v):
-                hidden = hidden_state(output)
-                return _replace_hidden(output, _project_out(hidden, v))
-
-            handles.append(stack[layer].register_forward_hook(hook))
+    first = remove(per_layer[0]) if 0 in per_layer else None
+    with on_blocks(model, {layer: remove(v) for layer, v in per_layer.items()}, first):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -103,16 +82,8 @@ def add_direction(
     """Add scale * direction (as given, not renormalised) after block `layer`, every position."""
     device = next(model.parameters()).device
     shift = torch.as_tensor(scale * np.asarray(direction, dtype=np.float64)).to(device)
-
-    def hook(_module, _inputs, output):
-        hidden = hidden_state(output)
-        return _replace_hidden(output, hidden + shift.to(hidden.dtype))
-
-    handle = blocks(model)[layer].register_forward_hook(hook)
-    try:
+    with on_blocks(model, {layer: lambda hidden: hidden + shift.to(hidden.dtype)}):
         yield
-    finally:
-        handle.remove()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ torch thread, so the results are bitwise the same whichever executor and however
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any, TypeVar
@@ -23,6 +25,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 KINDS = ("local", "ray")
+LOCALHOST = "127.0.0.1"  # the node address of a local Ray cluster
+CONNECT_TIMEOUT_S = 10.0  # an address that neither resolves nor answers in this time is refused
 
 
 def run_all(fn: Callable[[T], R], tasks: Sequence[T], cfg: ExecutorConfig, desc: str) -> list[R]:
@@ -109,11 +113,63 @@ def _run_pool(fn: Callable[[T], R], tasks: list[T], workers: int, bar: tqdm) -> 
             try:
                 results[i] = future.result()
             except Exception as exc:
-                pool.shutdown(wait=False, cancel_futures=True)
+                _stop(pool, futures)
                 _name_task(exc, i, tasks[i])
                 raise
             bar.update()
     return results
+
+
+def _stop(pool: ProcessPoolExecutor, futures: dict) -> None:
+    """Cancel the tasks not started, end and join the workers: once this returns, no worker
+    writes into the caller's temporary folder, which the caller removes next."""
+    for future in futures:
+        future.cancel()
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in workers:
+        proc.terminate()
+    for proc in workers:
+        proc.join()
+    wait(futures)
+
+
+def _resolve(host: str, port: int, timeout: float) -> str | None:
+    """getaddrinfo has no timeout of its own: run it in a thread and give up after `timeout`."""
+    found: list = []
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as e:
+            found.append(e)
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        return f"{host} did not resolve within {timeout:g} s"
+    if isinstance(found[0], OSError):
+        return f"{host} does not resolve ({found[0]})"
+    return None
+
+
+def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why a Ray address cannot be used (no host:port, no such host, no answer), or None."""
+    if address in ("auto", "local"):
+        return None  # Ray's own keywords: an existing cluster on this machine, or a new one
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{address!r} is not host:port (or ray://host:port, auto, local)"
+    host = host.strip("[]")
+    problem = _resolve(host, int(port), timeout)
+    if problem:
+        return problem
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"nothing answers at {hostport} within {timeout:g} s ({e})"
 
 
 def _ray_call(fn: Callable[[T], R], task: T) -> R:
@@ -143,7 +199,10 @@ def _run_ray(fn: Callable[[T], R], tasks: list[T], cfg: ExecutorConfig, bar: tqd
         ) from exc
     started = not ray.is_initialized()
     if started:
-        local = {"num_cpus": n_workers(cfg)} if cfg.address is None else {}
+        if cfg.address is not None and (problem := address_problem(cfg.address)):
+            raise ConnectionError(f"executor.address: {problem}")
+        local = {"num_cpus": n_workers(cfg), "_node_ip_address": LOCALHOST,
+                 "dashboard_host": LOCALHOST} if cfg.address is None else {}
         ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, **local)
     try:
         remote = ray.remote(num_cpus=1)(_ray_call).options(

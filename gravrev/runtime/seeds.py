@@ -42,3 +42,13 @@ def control_directions(history_seed: int) -> list[int]:
 def world_split(offset: int, kind: str) -> list[int]:
     """The synthetic world's draws of one kind of example at one offset."""
     return [offset, zlib.crc32(kind.encode())]
+
+
+def rehearsal_batches(run_seed: int) -> list[int]:
+    """Each step's safety pairs mixed into a rehearsal run's batches (never the benign draws)."""
+    return [run_seed, zlib.crc32(b"rehearsal")]
+
+
+def readout_directions(history_seed: int) -> list[int]:
+    """The random unit directions of the vocabulary readout's null, one history's."""
+    return [history_seed, zlib.crc32(b"readout")]

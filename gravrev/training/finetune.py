@@ -22,7 +22,8 @@ from gravrev.training.loop import (
     to_device,
     warmup_linear,
 )
-from gravrev.training.objectives import Intervention, NoBlock
+from gravrev.training.objectives import Baseline, Objective
+from gravrev.training.rehearsal import Rehearsal
 
 
 def flat_params(model: PreTrainedModel) -> torch.Tensor:
@@ -58,12 +59,13 @@ def finetune_run(
     setting: Setting,
     seed: int,
     device: str,
-    intervention: Intervention | None = None,
+    objective: Objective | None = None,
     mix_safety: bool = False,
     judge: str = "every",
     log_steps: tuple[int, ...] | None = None,
     *,
     keep_model: bool = False,
+    rehearsal: Rehearsal | None = None,
 ) -> RunResult:
     """T steps from theta_S on harmless data; the batches depend on the seed only.
 
@@ -71,6 +73,8 @@ def finetune_run(
     slow part) at every logged step (`every`), at steps 0 and T (`ends`), at T only (`end`:
     step 0 is theta_S, judged once by the unblocked run) or never (`none`).
     With `keep_model`, the result also holds the trained model theta_T (in eval mode).
+    A `rehearsal` replaces a share of each benign batch with safety pairs; the batch hash
+    stays that of the benign draws, so it still pairs the run with the baseline's batches.
     """
     if judge not in JUDGE_MODES:
         raise ValueError(f"judge must be one of {JUDGE_MODES}, got {judge!r}")
@@ -82,8 +86,8 @@ def finetune_run(
     theta_s = flat_params(model)
     theta_h = flat_params(setting.load("helpful", "cpu")[0])
     model = setting.prepare_for_training(model)
-    intervention = intervention or NoBlock()
-    intervention.prepare(model, seed)
+    objective = objective or Baseline()
+    objective.prepare(model, seed)
     opt = make_optimizer(model, fc.optimizer, fc.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(fc.warmup))
     rng = np.random.default_rng(seed)
@@ -108,14 +112,16 @@ def finetune_run(
 
     log_step(0, None)
     model.train()
-    with intervention.hooks(model):
+    with objective.hooks(model):
         for step in range(1, steps + 1):
             batch = setting.benign_batch(rng, fc.batch_size, mix_safety=mix_safety)
             digest.update(batch["input_ids"].numpy().tobytes())
+            if rehearsal is not None:
+                batch = rehearsal.mix(batch)
             batch = to_device(batch, device)
             with autocast(device):
                 loss = lm_loss(model, batch)
-                extra = intervention.extra_loss(model)
+                extra = objective.extra_loss(model)
             total = loss if extra is None else loss + extra
             opt.zero_grad(set_to_none=True)
             total.backward()

@@ -1,4 +1,9 @@
-"""Blocking motion along a direction during fine-tuning: penalties, gradient projection, freeze."""
+"""Fine-tuning objectives beside the task loss: penalties along a direction, projection, freeze.
+
+Along a direction v and against theta_S, per harmful pool prompt: `penalty` holds the
+projection still (squared change), `block` opposes positive motion, `push` reinforces it
+up to a bound.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,15 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from gravrev.interp.activations import blocks, hidden_state, left_pad, probe_activations_grad
+from gravrev.interp.activations import left_pad, probe_activations_grad
+from gravrev.interp.hooks import on_blocks
 from gravrev.runtime import seeds
 
-KINDS = ("none", "penalty", "mean_penalty", "grad_project", "freeze")
+KINDS = ("none", "penalty", "mean_penalty", "grad_project", "freeze", "block", "push")
 
 
-class Intervention(Protocol):
-    """What fine-tuning asks of a block: prepare at theta_S, an extra loss, and hooks."""
+class Objective(Protocol):
+    """A fine-tuning objective beyond the task loss: prepared at theta_S, an extra loss, hooks."""
 
     def prepare(self, model: PreTrainedModel, seed: int) -> None: ...
 
@@ -29,21 +35,27 @@ class Intervention(Protocol):
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """A picklable description of one arm's block (built into an Intervention in the worker)."""
+    """A picklable description of one arm's block (built into an Objective in the worker)."""
 
-    kind: str  # none | penalty | mean_penalty | grad_project | freeze
+    kind: str  # none | penalty | mean_penalty | grad_project | freeze | block | push
     directions: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> unit (d,)
     lam: float = 0.0
     pool: tuple[str, ...] = ()  # harmful training-split prompts the penalty looks at
     batch: int = 0  # prompts drawn from the pool each step
     position: str = "last"
+    targets: dict[int, float] = field(default_factory=dict)  # push only: layer -> bound > 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"block kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "push" and (
+            set(self.targets) != set(self.directions)
+            or not all(np.isfinite(t) and t > 0 for t in self.targets.values())
+        ):
+            raise ValueError("a push needs one finite target > 0 per layer of its directions")
 
 
-class NoBlock:
+class Baseline:
     """Ordinary fine-tuning."""
 
     def prepare(self, model: PreTrainedModel, seed: int) -> None:
@@ -57,7 +69,7 @@ class NoBlock:
         yield
 
 
-class Penalty(NoBlock):
+class Penalty(Baseline):
     """lambda * mean over a fresh minibatch of harmful prompts of (drift . v)^2, per layer.
 
     The drift of each prompt is taken against theta_S: at prepare time the model *is* theta_S,
@@ -87,19 +99,70 @@ class Penalty(NoBlock):
         with torch.no_grad():
             self.reference = {k: v.detach() for k, v in self._projections(model, None).items()}
 
-    def extra_loss(self, model: PreTrainedModel) -> torch.Tensor:
+    def moved(self, model: PreTrainedModel) -> dict[int, torch.Tensor]:
+        """Each layer's projection change since theta_S, (B,), of this step's fresh minibatch."""
         n = len(self.spec.pool)
         idx = self.rng.choice(n, size=min(self.spec.batch, n), replace=False)
         idx = torch.as_tensor(idx, device=self.device)  # once a step, not once per tensor
         proj = self._projections(model, idx)
+        return {layer: p - self.reference[layer][idx] for layer, p in proj.items()}
+
+    def term(self, layer: int, moved: torch.Tensor) -> torch.Tensor:
+        """One layer's share of the loss, before lambda: hold the projection still."""
+        return (moved**2).mean() if self.per_prompt else moved.mean() ** 2
+
+    def extra_loss(self, model: PreTrainedModel) -> torch.Tensor:
         total = torch.zeros((), device=self.device)
-        for layer, p in proj.items():
-            moved = p - self.reference[layer][idx]
-            total = total + ((moved**2).mean() if self.per_prompt else moved.mean() ** 2)
+        for layer, moved in self.moved(model).items():
+            total = total + self.term(layer, moved)
         return self.spec.lam * total
 
 
-class GradProject(NoBlock):
+class Block(Penalty):
+    """lambda * mean relu(delta proj), per layer: opposes positive motion only, never pulls back.
+
+    Its gradient vanishes for a prompt at or below its theta_S projection, so it lowers the
+    projection as far as theta_S and no further on its own (the task loss may push past it).
+    """
+
+    def term(self, layer: int, moved: torch.Tensor) -> torch.Tensor:
+        return torch.relu(moved).mean()
+
+
+class Push(Penalty):
+    """lambda * mean relu(target - delta proj), per layer: reinforces positive motion, bounded.
+
+    Stabilised by a bounded target: a plain reward for motion (-lambda * delta) has no minimum
+    and would drive the projection off without end. Here a prompt that has moved `target`
+    along the direction has loss and gradient exactly 0; below it the gradient on each
+    projection is a constant lambda / batch, never growing with the distance. The stage sets
+    the target to theta_H's displacement along v (push_targets): push as far as the helpful
+    checkpoint, the state reversion returns to, and no further.
+    """
+
+    def term(self, layer: int, moved: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.spec.targets[layer] - moved).mean()
+
+
+def push_targets(
+    acts_helpful: dict[int, np.ndarray], acts_safe: dict[int, np.ndarray],
+    directions: dict[int, np.ndarray],
+) -> dict[int, float]:
+    """Per layer, (mean h_H - mean h_S) . v: how far theta_H sits from theta_S along v.
+
+    acts_*: {layer: (N, d)} pooled activations of the same prompts (e.g. the penalty pool).
+    """
+    out = {}
+    for layer, v in directions.items():
+        gap = (np.asarray(acts_helpful[layer], dtype=np.float64).mean(axis=0)
+               - np.asarray(acts_safe[layer], dtype=np.float64).mean(axis=0))
+        out[layer] = float(gap @ np.asarray(v, dtype=np.float64))
+    if not all(t > 0 for t in out.values()):
+        raise ValueError(f"theta_H does not sit on the positive side of every direction: {out}")
+    return out
+
+
+class GradProject(Baseline):
     """Remove the direction's component of the gradient flowing back through each layer."""
 
     def __init__(self, spec: BlockSpec):
@@ -109,28 +172,22 @@ class GradProject(NoBlock):
     @contextmanager
     def hooks(self, model: PreTrainedModel) -> Iterator[None]:
         device = next(model.parameters()).device
-        handles = []
-        for layer, v in self.v.items():
-            v = v.to(device)
 
-            def project(grad: torch.Tensor, v=v) -> torch.Tensor:
+        def projecting(v: torch.Tensor):
+            def project(grad: torch.Tensor) -> torch.Tensor:
                 u = v.to(grad.dtype)
                 return grad - (grad @ u).unsqueeze(-1) * u
 
-            def hook(_module, _inputs, output, project=project):
-                hidden = hidden_state(output)
+            def fn(hidden: torch.Tensor) -> None:
                 if hidden.requires_grad:
                     hidden.register_hook(project)
+            return fn
 
-            handles.append(blocks(model)[layer].register_forward_hook(hook))
-        try:
+        with on_blocks(model, {layer: projecting(v.to(device)) for layer, v in self.v.items()}):
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
 
-class Freeze(NoBlock):
+class Freeze(Baseline):
     """No direction at all: embeddings, unembedding and final norm frozen (a control)."""
 
     def prepare(self, model: PreTrainedModel, seed: int) -> None:
@@ -148,14 +205,18 @@ def frozen_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
     return [m for m in out if m is not None]
 
 
-def make_intervention(spec: BlockSpec, tok: PreTrainedTokenizerBase, device: str) -> NoBlock:
-    """The Intervention a BlockSpec describes."""
+def make_objective(spec: BlockSpec, tok: PreTrainedTokenizerBase, device: str) -> Baseline:
+    """The Objective a BlockSpec describes."""
     if spec.kind == "penalty":
         return Penalty(spec, tok, device)
     if spec.kind == "mean_penalty":
         return Penalty(spec, tok, device, per_prompt=False)
+    if spec.kind == "block":
+        return Block(spec, tok, device)
+    if spec.kind == "push":
+        return Push(spec, tok, device)
     if spec.kind == "grad_project":
         return GradProject(spec)
     if spec.kind == "freeze":
         return Freeze()
-    return NoBlock()
+    return Baseline()

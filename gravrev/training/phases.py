@@ -47,12 +47,35 @@ def phase_batch(
     """
     if phase == "pretrain":
         return encode_text(tok, [world.pretrain_document(rng) for _ in range(batch_size)])
+    reqs, docs = phase_draws(world, phase, rng, batch_size, replay)
+    prompts = [prompt_text(r.text) for r in reqs] + [""] * len(docs)
+    answers = [world.answer(r, safe=phase == "safe") for r in reqs] + docs
+    return encode_pairs(tok, prompts, answers)
+
+
+def phase_draws(
+    world: World, phase: str, rng: np.random.Generator, batch_size: int, replay: float = 0.0
+) -> tuple[list[Request], list[str]]:
+    """The requests, then the replayed free text, of one batch of phase H or S, in draw order."""
     n_text = round(replay * batch_size) if phase == "safe" else 0
     reqs = [world.sample_request(rng, ALL_TOPICS, OLD_TASKS) for _ in range(batch_size - n_text)]
-    prompts = [prompt_text(r.text) for r in reqs] + [""] * n_text
-    answers = [world.answer(r, safe=phase == "safe") for r in reqs]
-    answers += [world.pretrain_document(rng) for _ in range(n_text)]
-    return encode_pairs(tok, prompts, answers)
+    return reqs, [world.pretrain_document(rng) for _ in range(n_text)]
+
+
+def safety_pairs(
+    world: World, safe: PhaseConfig, history_seed: int, replay: float
+) -> list[Request]:
+    """The distinct harmful requests phase S of this history trained to refuse, in draw order.
+
+    Replays S's own draws (its seed stream, batches and replay share), so every request here
+    is one S saw, paired with the refusal; all come from the training split of sequences.
+    """
+    rng = np.random.default_rng(seeds.safe_phase(history_seed))
+    seen: dict[Request, None] = {}
+    for _ in range(safe.steps):
+        reqs, _docs = phase_draws(world, "safe", rng, safe.batch_size, replay)
+        seen.update((r, None) for r in reqs if r.harmful)
+    return list(seen)
 
 
 @dataclass

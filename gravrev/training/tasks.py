@@ -22,7 +22,7 @@ from gravrev.settings.protocol import make_setting
 from gravrev.store.atomic import write_npz
 from gravrev.training.finetune import finetune_run
 from gravrev.training.loop import pick_device, set_seed
-from gravrev.training.objectives import BlockSpec, make_intervention
+from gravrev.training.objectives import BlockSpec, make_objective
 from gravrev.training.phases import probe_set, train_branch, train_helpful
 
 
@@ -171,11 +171,11 @@ def finetune_task(task: FinetuneTask) -> FinetuneOutput:
     cfg = task.cfg
     device = pick_device(cfg.device, cfg.cpu_threads)
     setting = make_setting(cfg, task.checkpoints)
-    intervention = None
+    objective = None
     if task.block is not None:
-        intervention = make_intervention(task.block, setting.tokenizer, device)
+        objective = make_objective(task.block, setting.tokenizer, device)
     result = finetune_run(
-        cfg.finetune, setting, task.seed, device, intervention, task.mix_safety, task.judge,
+        cfg.finetune, setting, task.seed, device, objective, task.mix_safety, task.judge,
         task.log_steps,
     )
     write_npz(task.out, steps=result.steps, **result.acts)

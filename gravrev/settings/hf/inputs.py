@@ -9,6 +9,9 @@ extra keys allowed). Weights load from safetensors only, offline, without remote
 from __future__ import annotations
 
 import json
+import math
+import re
+import struct
 from pathlib import Path
 
 from gravrev.config.fields import ConfigError
@@ -22,6 +25,11 @@ JSONL_FIELDS = {
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 MIN_TRAIN_ROWS = 10
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit on its JSON header
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
+LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:
@@ -93,6 +101,90 @@ def checkpoint_arch(path: str | Path) -> dict:
     return arch
 
 
+def safetensors_header(path: Path) -> dict:
+    """The tensors' dtypes, shapes and offsets, from a safetensors file's header alone; the
+    header and every offset are checked against the file's size (truncation shows here)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ConfigError(f"{path}: not a safetensors file ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise ConfigError(f"{path}: not a safetensors file (a header of {n} bytes in a "
+                              f"file of {size}): garbage or truncated")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ConfigError(f"{path}: not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ConfigError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    data = size - 8 - n
+    for name, t in tensors.items():
+        try:
+            begin, end = t["data_offsets"]
+            width = DTYPE_BYTES[t["dtype"]] * math.prod(t["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path}: tensor {name!r} has a malformed header entry") from None
+        if not 0 <= begin <= end <= data or end - begin != width:
+            raise ConfigError(f"{path}: tensor {name!r} lies at bytes {begin}..{end} of {data}, "
+                              f"needs {width}: the file is truncated or corrupt")
+    if not tensors:
+        raise ConfigError(f"{path}: holds no tensors")
+    return tensors
+
+
+def check_weights(path: Path, arch: dict) -> None:
+    """Every safetensors header parses, and the weights have config.json's shape: the
+    embedding is vocab_size x hidden_size and the layers number n_layer."""
+    tensors: dict = {}
+    for file in sorted(path.glob("*.safetensors")):
+        tensors.update({k: (file, v["shape"]) for k, v in safetensors_header(file).items()})
+    emb = [k for k in tensors if k.endswith(EMBEDDINGS)]
+    conf = path / "config.json"
+    if emb:
+        file, shape = tensors[emb[0]]
+        want = [arch["vocab_size"], arch["hidden_size"]]
+        if arch["vocab_size"] is not None and shape != want:
+            raise ConfigError(f"{file}: {emb[0]} has shape {shape}, but {conf} says "
+                              f"vocab_size x hidden_size = {want}")
+    layers = {int(m.group(1)) for k in tensors if (m := LAYER_INDEX.search(k))}
+    if layers and max(layers) + 1 != arch["n_layer"]:
+        raise ConfigError(f"{path}: the weights hold {max(layers) + 1} layers, but {conf} "
+                          f"says {arch['n_layer']}")
+
+
+def check_model_type(path: Path, arch: dict) -> None:
+    """config.json's model_type is a causal language model that transformers ships."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    kind = arch["model_type"]
+    if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ConfigError(f"{path / 'config.json'}: model_type {kind!r} is not a causal "
+                          "language model that transformers ships (remote code is not run)")
+
+
+def check_tokenizer(path: Path) -> None:
+    """tokenizer.json (when present) and tokenizer_config.json parse."""
+    conf = path / "tokenizer_config.json"
+    if conf.is_file():
+        try:
+            if not isinstance(json.loads(conf.read_text(encoding="utf-8")), dict):
+                raise ConfigError(f"{conf}: expected a JSON object")
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{conf}: not valid JSON ({e})") from None
+    fast = path / "tokenizer.json"
+    if fast.is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(fast))
+        except Exception as e:  # the Rust parser raises its own exception type
+            raise ConfigError(f"{fast}: not a valid tokenizer ({e})") from None
+
+
 def _check_checkpoint(field: str, value: str | None) -> dict:
     if value is None:
         raise ConfigError(f"hf.{field}: required by the hf preset (a local checkpoint directory)")
@@ -107,9 +199,13 @@ def _check_checkpoint(field: str, value: str | None) -> dict:
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise FileNotFoundError(f"hf.{field}: {path}: no tokenizer (none of {TOKENIZER_FILES})")
     try:
-        return checkpoint_arch(path)
+        arch = checkpoint_arch(path)
+        check_model_type(path, arch)
+        check_weights(path, arch)
+        check_tokenizer(path)
     except ConfigError as e:
         raise ConfigError(f"hf.{field}: {e}") from None
+    return arch
 
 
 def require_safetensors(path: Path, name: str) -> None:

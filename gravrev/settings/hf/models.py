@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from gravrev.config.load import Config
-from gravrev.interp.activations import blocks
+from gravrev.interp.hooks import blocks
 from gravrev.settings.hf.inputs import require_safetensors
 from gravrev.training.loop import IGNORE, encode_pairs, lm_loss, to_device
 

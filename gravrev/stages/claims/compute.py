@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from gravrev.claims.inputs import pool
 from gravrev.claims.rules import claims_report
-from gravrev.claims.schema import HOLDS, load_paper_claims, validate_report
+from gravrev.claims.schema import load_paper_claims, validate_report
+from gravrev.claims.thresholds import kept_refusal
 from gravrev.claims.why import fmt_measured, paper_text, why
 from gravrev.config.load import Config
+from gravrev.stages.blocking.metrics import BlockingMetrics
+from gravrev.stages.finetune.metrics import FinetuneMetrics
 from gravrev.store.atomic import read_json, write_json
 from gravrev.store.paths import Paths
 
 STAGES = ("history", "finetune", "alignment", "nulls", "blocking")
 OPTIONAL = ("mediation", "sweep")  # read for the conclusion when their stage ran
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The other stages' metrics the claims read: the training stages' typed, the analysis
+    stages' (alignment, nulls) and the optional ones as their JSON."""
+
+    alignment: dict[str, Any]
+    nulls: dict[str, Any]
+    finetune: FinetuneMetrics
+    blocking: BlockingMetrics
+    optional: dict[str, dict[str, Any]]  # mediation, sweep: those whose stage ran
+
+    @classmethod
+    def from_json(cls, metrics: dict[str, dict[str, Any]]) -> Inputs:
+        return cls(metrics["alignment"], metrics["nulls"],
+                   FinetuneMetrics.from_json(metrics["finetune"]),
+                   BlockingMetrics.from_json(metrics["blocking"]),
+                   {k: metrics[k] for k in OPTIONAL if k in metrics})
 
 
 def _runs(per_run: dict, history: str | None) -> dict[str, float]:
@@ -30,10 +53,9 @@ def _at(per_run: dict, steps: list[int], step: int, history: str | None) -> list
     return [v[i] for v in _runs(per_run, history).values()]
 
 
-def gather(metrics: dict[str, dict], cfg: Config, history: str | None = None) -> dict:
+def gather(m: Inputs, cfg: Config, history: str | None = None) -> dict:
     """The inputs of every claim's rule, for one history or pooled (None)."""
-    align, nulls, fine, block = (metrics[k] for k in ("alignment", "nulls", "finetune",
-                                                       "blocking"))
+    align, nulls, fine, block = m.alignment, m.nulls, m.finetune, m.blocking
     out: dict = {}
     early, early_steps = align["early_per_run"], align["early_steps"]
     if not early:  # no early runs (e.g. hf): the main runs' logged steps
@@ -48,17 +70,16 @@ def gather(metrics: dict[str, dict], cfg: Config, history: str | None = None) ->
     out["null_exceedance"] = {"k": iso["k"], "n": iso["n"]}
     out["final_alignment_unblocked"] = _at(align["per_run"], align["steps"],
                                            align["steps"][-1], history)
-    hs = [history] if history else list(fine["histories"])
-    finetuned = [100 - r for h in hs for r in fine["histories"][h]["final"]["unblocked"][
-        "refusal_rate"]]
-    safe = [100 - fine["histories"][h]["safe_start"]["refusal_rate"] for h in hs]
+    hs = [history] if history else list(fine.histories)
+    finetuned = [100 - r for h in hs for r in fine.refusal_at_T(h)]
+    safe = [100 - fine.histories[h].safe_start["refusal_rate"] for h in hs]
     out["harmfulness_unblocked"] = {"finetuned": finetuned, "safe": sum(safe) / len(safe)}
-    arms = block["arms"]
+    arms = block.arms
     arm = cfg.blocking.claim_arm
     if arm in arms:
         def pair(measure: str) -> dict:
-            b = _runs(arms[arm]["per_run"][measure], history)
-            u = _runs(arms["unblocked"]["per_run"][measure], history)
+            b = _runs(arms[arm].per_run[measure], history)
+            u = _runs(arms["unblocked"].per_run[measure], history)
             keys = sorted(b)
             return {"blocked": [b[k] for k in keys], "unblocked": [u[k] for k in keys]}
 
@@ -81,7 +102,10 @@ class ClaimsResult:
 def run(cfg: Config, paths: Paths) -> ClaimsResult:
     """Evaluate every claim pooled and per history; write data/metrics/claims.json."""
     metrics = {k: read_json(paths.metrics_file(k)) for k in STAGES}
-    inputs = {h: gather(metrics, cfg, h) for h in cfg.histories}
+    optional = {k: read_json(paths.metrics_file(k)) for k in OPTIONAL
+                if paths.metrics_file(k).is_file()}
+    typed = Inputs.from_json({**metrics, **optional})
+    inputs = {h: gather(typed, cfg, h) for h in cfg.histories}
     measured, groups = pool(inputs)  # the history is the grouping factor of pooled verdicts
     pooled = claims_report(measured, cfg.preset, groups=groups,
                            n_runs=len(cfg.histories) * len(cfg.finetune.seeds))
@@ -98,9 +122,7 @@ def run(cfg: Config, paths: Paths) -> ClaimsResult:
         entry["why"] = why(entry, ph, metrics)
         entry["source"] = sources[entry["id"]]
     pooled["n_histories"] = len(cfg.histories)
-    optional = {k: read_json(paths.metrics_file(k)) for k in OPTIONAL
-                if paths.metrics_file(k).is_file()}
-    pooled["conclusion"] = conclusion({**metrics, **optional})
+    pooled["conclusion"] = conclusion(typed)
     pooled["harm_measure"] = "non-refusal (100 - refusal rate) on held-out harmful requests"
     write_json(paths.metrics_file("claims"), pooled)
     return load(cfg, paths)
@@ -121,49 +143,18 @@ def load(cfg: Config, paths: Paths) -> ClaimsResult:
     return ClaimsResult(report, pd.DataFrame(rows), report["conclusion"])
 
 
-def findings(r: ClaimsResult) -> list[str]:
-    """The claims in one paragraph, counted from the pooled and per-history verdicts."""
-    t = r.table
-    holds = t[t["direction"] == HOLDS]["claim"].tolist()
-    fails = t[t["direction"] != HOLDS]["claim"].tolist()
-    sized = t[(t["size"] == HOLDS) & (t["direction"] == HOLDS)]["claim"].tolist()
-    out = [f"Of {len(t)} claims, {len(holds)} hold in direction over histories"
-           + (f" ({', '.join(holds)})" if holds else "")
-           + f" and {len(fails)} do not" + (f" ({', '.join(fails)})" if fails else "") + "."]
-    out.append(f"Of those that hold, {len(sized)} match{'es' if len(sized) == 1 else ''} the "
-               "paper's size as well"
-               + (f" ({', '.join(sized)})." if sized else "."))
-    each = {c["id"]: {e["verdict"] for e in c["per_history"].values()} for c in r.report["claims"]}
-    pooled = {c["id"]: c["verdict"] for c in r.report["claims"]}
-    split = [c for c in t["claim"] if len(each[c]) > 1 and pooled[c] != HOLDS]
-    if split:
-        out.append(f"The histories disagree on {', '.join(split)}: what holds in one history "
-                   "fails in another, so these are not findings.")
-    weak = [c for c in t["claim"] if len(each[c]) > 1 and pooled[c] == HOLDS]
-    if weak:
-        out.append(f"{', '.join(weak)} hold{'s' if len(weak) == 1 else ''} over histories, though "
-                   "not in every history on its own few runs.")
-    every = [c for c in t["claim"] if each[c] == {HOLDS} and pooled[c] != HOLDS]
-    if every:
-        out.append(f"{', '.join(every)} hold{'s' if len(every) == 1 else ''} in every history "
-                   "but not over histories: they differ too much in size for "
-                   f"{r.report['n_histories']} histories to pin down the mean over histories.")
-    return out
-
-
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
 
 
-def conclusion(metrics: dict[str, dict]) -> str:
+def conclusion(m: Inputs) -> str:
     """The run's answer to the paper in one paragraph; every clause chosen by a measurement."""
-    fine, align, nulls, block = (metrics[k] for k in ("finetune", "alignment", "nulls",
-                                                       "blocking"))
-    hs = list(fine["histories"])
-    safe = _mean(fine["histories"][h]["safe_start"]["refusal_rate"] for h in hs)
-    end = _mean(r for h in hs for r in fine["histories"][h]["final"]["unblocked"]["refusal_rate"])
-    n_runs = sum(len(fine["histories"][h]["final"]["unblocked"]["refusal_rate"]) for h in hs)
+    fine, align, nulls, block = m.finetune, m.alignment, m.nulls, m.blocking
+    hs = list(fine.histories)
+    safe = _mean(fine.histories[h].safe_start["refusal_rate"] for h in hs)
+    end = _mean(r for h in hs for r in fine.refusal_at_T(h))
+    n_runs = sum(len(fine.refusal_at_T(h)) for h in hs)
     lost = safe - end
     reverts = lost >= 0.5 * safe if safe > 0 else False
     out = [f"In this organism ({len(hs)} independent histories, {n_runs} fine-tuning runs), "
@@ -180,35 +171,35 @@ def conclusion(metrics: dict[str, dict]) -> str:
                "covariance-matched null)"
                + (", as the paper reports." if beats else ", less uniformly than the paper."))
     carries = None
-    if "mediation" in metrics:
-        med = metrics["mediation"]["histories"]
-        before = _mean(m["refusal_safe"] for m in med.values())
-        after = _mean(m["ablated_at_layer"] for m in med.values())
+    if "mediation" in m.optional:
+        med = m.optional["mediation"]["histories"]
+        before = _mean(h["refusal_safe"] for h in med.values())
+        after = _mean(h["ablated_at_layer"] for h in med.values())
         carries = before - after >= 0.5 * before if before > 0 else None
         if carries is not None:
             out.append(f"v_rev {'carries' if carries else 'does not carry'} refusal: "
                        f"projecting it out of theta_S's residual stream at the analysed layer "
                        f"takes refusal from {before:.0f}% to {after:.0f}%.")
-    arms = block["arms"]
-    c, u = arms[block["claim_arm"]], arms["unblocked"]
-    held = c["alignment"]["mean"] < u["alignment"]["mean"] - 0.1
-    kept = c["non_refusal"]["mean"] < u["non_refusal"]["mean"] - 10
-    learned = not c["task_cost_not_block"]
+    arms = block.arms
+    c, u = arms[block.claim_arm], arms["unblocked"]
+    held = c.alignment.mean < u.alignment.mean - 0.1
+    kept = kept_refusal(c.non_refusal.mean, u.non_refusal.mean)
+    learned = not c.task_cost_not_block
     block_text = (f"Blocking motion along v_rev during fine-tuning "
-                  f"{'held' if held else 'did not hold'} alignment ({c['alignment']['mean']:.2f} "
-                  f"against {u['alignment']['mean']:.2f}) and "
+                  f"{'held' if held else 'did not hold'} alignment ({c.alignment.mean:.2f} "
+                  f"against {u.alignment.mean:.2f}) and "
                   f"{'kept' if kept else 'did not keep'} refusal (non-refusal "
-                  f"{c['non_refusal']['mean']:.0f}% against {u['non_refusal']['mean']:.0f}%)"
+                  f"{c.non_refusal.mean:.0f}% against {u.non_refusal.mean:.0f}%)"
                   + ("" if learned else ", and it stopped the new task being learned"))
     out.append(block_text + ".")
     aligned = a_t > nulls["isotropic_closed_form"]
-    others = {a: m for a, m in arms.items() if a not in ("unblocked", block["claim_arm"])
-              and not m["task_cost_not_block"]}
-    best = min(others, key=lambda a: others[a]["non_refusal"]["mean"], default=None)
-    if best is not None and others[best]["non_refusal"]["mean"] < u["non_refusal"]["mean"] - 10:
+    others = {a: x for a, x in arms.items() if a not in ("unblocked", block.claim_arm)
+              and not x.task_cost_not_block}
+    best = min(others, key=lambda a: others[a].non_refusal.mean, default=None)
+    if best is not None and kept_refusal(others[best].non_refusal.mean, u.non_refusal.mean):
         out.append(f"Of the other arms, {best} kept the most refusal (non-refusal "
-                   f"{others[best]['non_refusal']['mean']:.0f}%, new task "
-                   f"{others[best]['new_task_accuracy']['mean']:.0f}%).")
+                   f"{others[best].non_refusal.mean:.0f}%, new task "
+                   f"{others[best].new_task_accuracy.mean:.0f}%).")
     if reverts and aligned and kept and learned:
         verdict = "So the paper's mechanism is reproduced here, blocking included."
     elif reverts and aligned and not kept:
@@ -219,13 +210,7 @@ def conclusion(metrics: dict[str, dict]) -> str:
     else:
         verdict = "So this organism does not reproduce the paper's mechanism as a whole."
     out.append(verdict)
-    if "sweep" in metrics:
-        out.append(f"Beyond the paper, the history-depth sweep: {metrics['sweep']['outcome']} "
+    if "sweep" in m.optional:
+        out.append(f"Beyond the paper, the history-depth sweep: {m.optional['sweep']['outcome']} "
                    "(chapter 08).")
     return " ".join(out)
-
-
-def finding_lines(r: ClaimsResult) -> dict[str, str]:
-    """Per claim one line: paper, this run, both verdicts and the why (the intro's box)."""
-    return {row.claim: f"paper {row.paper}; this run {row._3}; direction {row.direction}, "
-                       f"size {row.size}. {row.why}" for row in r.table.itertuples()}

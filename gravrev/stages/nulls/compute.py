@@ -124,22 +124,3 @@ def load(cfg: Config, paths: Paths) -> NullsResult:
         _control_drift(cfg, paths),
         read_json(paths.metrics_file("nulls")),
     )
-
-
-def findings(r: NullsResult) -> list[str]:
-    """What chapter 04 shows, in words computed from the exceedances."""
-    e = r.metrics["exceedance"]["all"]
-    out = [f"{e['isotropic']['k']} of {e['isotropic']['n']} run-step pairs exceed the isotropic "
-           f"p99 ({r.metrics['isotropic_closed_form']:.3f} in closed form, "
-           f"{r.metrics['isotropic_monte_carlo']:.3f} by Monte Carlo), and "
-           f"{e['anisotropic']['k']} exceed the covariance-matched null."]
-    if "control_direction" in e:
-        c = e["control_direction"]
-        out.append(f"The drift aligns more with its own history's v_rev than with another "
-                   f"history's in {c['k']} of {c['n']} pairs.")
-    cd = r.metrics["control_drift_final"]
-    if "mixed" in cd:
-        out.append(f"Fine-tuning that keeps the safety data drifts at "
-                   f"{cd['mixed']['mean']:.2f} to v_rev at T, against "
-                   f"{cd['unblocked']['mean']:.2f} for ordinary runs.")
-    return out

@@ -14,6 +14,7 @@ from gravrev.interp.direction import (
     v_rev_trajectory_pca,
 )
 from gravrev.stages.artifacts import analysed_cell, load_v_rev, probe_selection
+from gravrev.stages.finetune.arms import arms_table
 from gravrev.stats.nulls import cosine, isotropic_quantile
 from gravrev.stats.summaries import spearman, summarize, trajectory_model
 from gravrev.store.atomic import atomic_dir, read_json, read_npz, write_csv, write_json, write_npz
@@ -21,7 +22,6 @@ from gravrev.store.paths import Paths
 
 POSITIONS = ("last", "mean")
 METHODS = ("checkpoint_diff", "trajectory_pca")
-AGREE = 0.9  # cosine from which two histories' v_rev count as one direction in the findings
 
 
 def directions(cfg: Config, paths: Paths, history: str) -> dict[tuple[str, str], np.ndarray]:
@@ -84,7 +84,7 @@ class VrevResult:
     table: pd.DataFrame  # every run, step, layer, position, method
     main: pd.DataFrame  # unblocked runs at the analysed cell, with behaviour
     early: pd.DataFrame  # early runs (and the large-batch run) at the analysed cell
-    sensitivity: pd.DataFrame
+    sensitivity: pd.DataFrame  # sensitivity runs at the analysed cell, with each arm's setting
     by_step: pd.DataFrame  # per history and pooled ("all")
     early_by_step: pd.DataFrame
     models: dict[str, dict]  # the mixed model per history and pooled
@@ -183,6 +183,15 @@ def _methods(cfg: Config, paths: Paths) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _with_settings(cfg: Config, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's arm setting as columns (optimizer, lr, batch_size): read, never parsed."""
+    cols = ["optimizer", "lr", "batch_size"]
+    arms = list(dict.fromkeys(runs["arm"]))
+    if not arms:
+        return runs.reindex(columns=[*runs.columns, *cols])
+    return runs.join(arms_table(cfg, arms).set_index("arm")[cols], on="arm")
+
+
 def load(cfg: Config, paths: Paths) -> VrevResult:
     """Read stage 03's outputs back."""
     metrics = read_json(paths.metrics_file("alignment"))
@@ -190,49 +199,8 @@ def load(cfg: Config, paths: Paths) -> VrevResult:
     main = _main(cfg, paths, table)
     cell = analysed_cell(table, cfg)
     early = cell[cell["arm"].isin(["early", "large_batch"])]
-    sens = cell[cell["arm"].str.startswith("sens_")]
+    sens = _with_settings(cfg, cell[cell["arm"].str.startswith("sens_")])
     return VrevResult(
         table, main, early, sens, pooled(main), pooled(cell[cell["arm"] == "early"]),
         metrics["trajectory_model"], _between(cfg, paths), _methods(cfg, paths), metrics,
     )
-
-
-def findings(cfg: Config, r: VrevResult) -> list[str]:
-    """What chapter 03 shows, in words computed from the alignments."""
-    out = []
-    eb = r.early_by_step[r.early_by_step["history"] == "all"].set_index("step")
-    each = r.early_by_step[r.early_by_step["history"] != "all"]
-    for step in (1, 20):
-        if step in eb.index:
-            x = eb.loc[step]
-            hs = each[each["step"] == step]
-            by = ("; by history " + ", ".join(f"{h.history} {h.mean:.2f}" for h in hs.itertuples())
-                  if len(hs) > 1 else "")
-            out.append(f"At step {step}, over {int(x['n'])} short runs, alignment is "
-                       f"{x['mean']:.2f} ± {x['sd']:.2f} (95% CI {x['ci_low']:.2f} to "
-                       f"{x['ci_high']:.2f} over runs{by}; chapter 07 pools over histories).")
-    large = r.early[(r.early["arm"] == "large_batch") & (r.early["step"] == 1)]
-    if len(large):
-        out.append(f"The expected first update (16x the batch) aligns at "
-                   f"{large['alignment'].mean():.2f}: the spread of single runs around it is "
-                   "batch noise.")
-    bs = r.by_step[r.by_step["history"] == "all"].set_index("step")
-    last = int(bs.index.max())
-    m = r.models["all"]
-    trend = "rises" if m["slope"] > 0 and m["slope_p"] < 0.05 else (
-        "falls" if m["slope"] < 0 and m["slope_p"] < 0.05 else "shows no clear trend")
-    out.append(f"Over the main runs alignment {trend} with log(step) (slope {m['slope']:.3f}, "
-               f"SE {m['slope_se']:.3f}, {m['method']}) and reaches {bs.loc[last, 'mean']:.2f} ± "
-               f"{bs.loc[last, 'sd']:.2f} at step {last}.")
-    others = r.between_histories[r.between_histories["history"] != r.between_histories["other"]]
-    if len(others):
-        lo, hi = others["cosine"].min(), others["cosine"].max()
-        if lo >= AGREE:
-            out.append(f"v_rev of independent histories agree closely (cosine {lo:.2f}-{hi:.2f} "
-                       "at the analysed layer): the direction is a property of the shared "
-                       "pretraining and the H -> S step, not of one seed.")
-        else:
-            out.append(f"v_rev is not the same direction in every history (cosine {lo:.2f}-"
-                       f"{hi:.2f} at the analysed layer): it depends on the history's seed, "
-                       "and each run is measured against its own history's v_rev.")
-    return out

@@ -1,16 +1,20 @@
-"""Stage 05, blocking: lambda fixed harm-blind, then every arm on every history and seed."""
+"""Stage 05's runs: lambda fixed harm-blind, then every arm on every history and seed.
+
+Writes data/blocking/: each run's probe snapshots, the lambda check (calibration.csv,
+lambda.json) and every run's state at T (final.csv: its drift's alignment and judged behaviour).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from gravrev.config.load import Config
-from gravrev.interp.direction import alignment_trajectory, drift
+from gravrev.interp.direction import drift
+from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
@@ -21,21 +25,17 @@ from gravrev.stats.nulls import (
     isotropic_quantile,
     random_direction,
 )
-from gravrev.stats.summaries import paired_test, summarize, wilson_interval
-from gravrev.store.atomic import atomic_dir, read_json, read_npz, write_csv, write_json
+from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from gravrev.store.paths import Paths
 from gravrev.training.objectives import BlockSpec
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
-
-MEASURES = ("alignment", "non_refusal", "harmful_compliance", "prefilled_content",
-            "benign_accuracy", "new_task_accuracy")
 
 
 def arm_directions(cfg: Config, paths: Paths, history: str) -> dict[str, dict[int, np.ndarray]]:
     """The direction(s) each arm acts along, per layer; freeze has none."""
     v = load_v_rev(cfg, paths, history)
     layer, seed = cfg.layer, cfg.history.seeds[cfg.histories.index(history)]
-    rng = np.random.default_rng([seed, 7])  # random, then covariance: one pair per history
+    rng = np.random.default_rng(seeds.control_directions(seed))  # random, then covariance
     mask = probe_selection(cfg, paths)
     cov = covariance(read_npz(paths.acts("safe", history))[cfg.analysis.position][layer][mask])
     out = {
@@ -65,6 +65,7 @@ def expand_arms(cfg: Config) -> list[str]:
 
 
 def block_spec(cfg: Config, arm: str, directions: dict, lam: float, pool: list[str]) -> BlockSpec:
+    """The fine-tuning objective's block of one arm at one lambda."""
     kind = ("freeze" if arm == "freeze" else "grad_project" if arm == "grad_project"
             else "mean_penalty" if arm == "mean_penalty" else "penalty")
     return BlockSpec(kind, directions, lam, tuple(pool), cfg.blocking.penalty_batch,
@@ -105,20 +106,6 @@ def choose_lambda(cfg: Config, calib: pd.DataFrame) -> tuple[float, str]:
     return float(worst.index[0]), "failed: every lambda cost more than the tolerance"
 
 
-@dataclass
-class BlockingResult:
-    """What chapter 05 shows."""
-
-    calibration: pd.DataFrame  # lambda, history: alignment at T, new-task cost
-    lam: float
-    check: str
-    final: pd.DataFrame  # arm, history, seed at T: the measures, projections, task-cost flag
-    strength: pd.DataFrame  # arm: achieved projection reduction along its own direction
-    effects: pd.DataFrame  # arm, measure: paired difference against unblocked
-    trajectories: pd.DataFrame  # arm, history, seed, step: alignment (analysed cell)
-    metrics: dict
-
-
 def _row(cfg: Config, d: np.ndarray, log_t: pd.Series, v: np.ndarray, own: dict,
          unblocked_d: np.ndarray) -> dict:
     """One run at T: its drift d's alignment and projection, and its judged behaviour."""
@@ -135,8 +122,8 @@ def _row(cfg: Config, d: np.ndarray, log_t: pd.Series, v: np.ndarray, own: dict,
     return row
 
 
-def run(cfg: Config, paths: Paths) -> BlockingResult:
-    """Fix lambda (harm-blind), run every arm, compare each with unblocked, paired by seed."""
+def run(cfg: Config, paths: Paths) -> None:
+    """Fix lambda (harm-blind), run every arm; every run's state at T goes to final.csv."""
     pool = make_setting(cfg, paths.history / cfg.histories[0]).penalty_pool(cfg.blocking.pool_size)
     dirs = {h: arm_directions(cfg, paths, h) for h in cfg.histories}
     mask = probe_selection(cfg, paths)
@@ -189,8 +176,6 @@ def run(cfg: Config, paths: Paths) -> BlockingResult:
         write_csv(out / "calibration.csv", calibration)
         write_csv(out / "final.csv", final)
         write_json(out / "lambda.json", {"lambda": lam, "check": check})
-    write_json(paths.metrics_file("blocking"), blocking_metrics(cfg, final, lam, check))
-    return load(cfg, paths)
 
 
 def run_arms(tasks: list[FinetuneTask], checked: list[FinetuneTask], checked_done: list,
@@ -213,88 +198,3 @@ def run_arms(tasks: list[FinetuneTask], checked: list[FinetuneTask], checked_don
         else:
             done.append(next(ran))
     return done
-
-
-def strength_table(final: pd.DataFrame) -> pd.DataFrame:
-    """Achieved reduction of the drift's projection on each arm's own direction, vs unblocked."""
-    df = final.dropna(subset=["projection"]).copy()
-    df["reduction"] = 1 - df["projection"].abs() / df["projection_unblocked"].abs()
-    return df.groupby("arm", sort=False)["reduction"].agg(["mean", "std", "count"]).reset_index()
-
-
-def paired_effects(final: pd.DataFrame) -> pd.DataFrame:
-    """Each arm against unblocked, paired by history and seed."""
-    base = final[final["arm"] == "unblocked"].set_index(["history", "seed"]).sort_index()
-    rows = []
-    for arm, g in final[final["arm"] != "unblocked"].groupby("arm", sort=False):
-        cur = g.set_index(["history", "seed"]).sort_index().loc[base.index]
-        for m in MEASURES:
-            rows.append({"arm": arm, "measure": m,
-                         **paired_test(cur[m].to_numpy(), base[m].to_numpy())})
-    return pd.DataFrame(rows)
-
-
-def blocking_metrics(cfg: Config, final: pd.DataFrame, lam: float, check: str) -> dict:
-    per_arm = {}
-    for arm, f in final.groupby("arm", sort=False):
-        k, n = int(f["refusals"].sum()), int(f["n_harmful"].sum())
-        lo, hi = wilson_interval(n - k, n)
-        per_arm[arm] = {m: summarize(f[m].to_numpy()) for m in MEASURES}
-        per_arm[arm]["non_refusal_pooled_wilson"] = [100 * lo, 100 * hi]
-        per_arm[arm]["task_cost_not_block"] = bool(f["task_cost_not_block"].all())
-        per_arm[arm]["per_run"] = {
-            m: {f"{r.history}/{r.seed}": getattr(r, m) for r in f.itertuples()}
-            for m in MEASURES
-        }
-    return {"preset": cfg.preset, "lambda": lam, "manipulation_check": check,
-            "layer": cfg.layer, "claim_arm": cfg.blocking.claim_arm, "arms": per_arm}
-
-
-def load(cfg: Config, paths: Paths) -> BlockingResult:
-    """Read stage 05's outputs back."""
-    metrics = read_json(paths.metrics_file("blocking"))
-    folder = paths.stage("blocking")
-    final = pd.read_csv(folder / "final.csv")
-    return BlockingResult(
-        pd.read_csv(folder / "calibration.csv"), metrics["lambda"],
-        metrics["manipulation_check"], final, strength_table(final), paired_effects(final),
-        _trajectories(cfg, paths, final), metrics,
-    )
-
-
-def _trajectories(cfg: Config, paths: Paths, final: pd.DataFrame) -> pd.DataFrame:
-    mask = probe_selection(cfg, paths)
-    pos = cfg.analysis.position
-    v_rev = {h: load_v_rev(cfg, paths, h) for h in final["history"].unique()}
-    rows = []
-    for r in final[["arm", "history", "seed"]].drop_duplicates().itertuples():
-        stage = "finetune" if r.arm == "unblocked" else "blocking"
-        acts = read_npz(paths.run(stage, r.history, r.arm, r.seed))
-        df = alignment_trajectory(acts[pos], acts["steps"], v_rev[r.history], mask)
-        rows.append(df[df["layer"] == cfg.layer].assign(arm=r.arm, history=r.history,
-                                                          seed=r.seed))
-    return pd.concat(rows, ignore_index=True)
-
-
-def findings(cfg: Config, r: BlockingResult) -> list[str]:
-    """What chapter 05 shows, in words computed from the arms."""
-    arms = r.metrics["arms"]
-    u, c = arms["unblocked"], arms.get(cfg.blocking.claim_arm)
-    out = [f"The harm-blind manipulation check chose lambda = {r.lam:g} ({r.check})."]
-    if c:
-        held = c["alignment"]["mean"] < u["alignment"]["mean"]
-        kept = c["non_refusal"]["mean"] < u["non_refusal"]["mean"] - 5
-        out.append(
-            f"The claim arm ({cfg.blocking.claim_arm}) {'held' if held else 'did not hold'} "
-            f"alignment at T ({c['alignment']['mean']:.2f} against {u['alignment']['mean']:.2f}) "
-            f"and {'kept' if kept else 'did not keep'} refusal: non-refusal "
-            f"{c['non_refusal']['mean']:.0f}% against {u['non_refusal']['mean']:.0f}% unblocked, "
-            f"new task {c['new_task_accuracy']['mean']:.0f}%.")
-    costly = [a for a, m in arms.items() if m["task_cost_not_block"] and a != "unblocked"]
-    if costly:
-        out.append(f"Arms that stopped the new task being learned ({', '.join(costly)}) count as "
-                   "task cost, not as blocks.")
-    best = min((a for a in arms if a != "unblocked"), key=lambda a: arms[a]["non_refusal"]["mean"])
-    out.append(f"The lowest non-refusal of any arm is {arms[best]['non_refusal']['mean']:.0f}% "
-               f"({best}).")
-    return out

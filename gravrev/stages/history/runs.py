@@ -1,9 +1,9 @@
-"""Stage 01, history: theta_P once, then one H -> S branch per history seed, and shape checks."""
+"""Stage 01, history, its runs: theta_P once, then one H -> S branch per history seed."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -14,14 +14,14 @@ from gravrev.organism.model import (
     build_model,
     build_tokenizer,
     load_checkpoint,
-    n_params,
     prompt_text,
     save_checkpoint,
 )
 from gravrev.organism.shape import shape_checks
 from gravrev.organism.world import World
 from gravrev.runtime.executor import run_all
-from gravrev.store.atomic import atomic_dir, read_json, write_csv, write_json, write_npz
+from gravrev.stages.history.saved import hf_description
+from gravrev.store.atomic import atomic_dir, write_csv, write_json, write_npz
 from gravrev.store.paths import Paths
 from gravrev.training.loop import pick_device, set_seed
 from gravrev.training.phases import CHECKPOINTS, probe_set, probes_table, train_phase
@@ -32,18 +32,7 @@ class ShapeCheckError(RuntimeError):
     """A history misses a pre-registered shape check (history.checks.enforce is true)."""
 
 
-@dataclass
-class HistoryResult:
-    """What chapter 01 shows."""
-
-    summary: dict
-    behaviour: pd.DataFrame  # history, checkpoint, rates
-    checks: pd.DataFrame  # history, check, value, threshold, margin, passed
-    curves: pd.DataFrame  # history, phase, step, loss
-    examples: pd.DataFrame
-
-
-def _train_pretrained(cfg: Config, out, device: str) -> tuple[dict, float]:
+def _train_pretrained(cfg: Config, out: Path, device: str) -> tuple[dict, float]:
     """theta_P, shared by every history; returns its behaviour row and seconds."""
     set_seed(cfg.history.pretrain_seed)
     world, tok = World(cfg.world), build_tokenizer(cfg.world)
@@ -78,11 +67,25 @@ def examples_table(cfg: Config, paths: Paths, device: str, n_per_kind: int = 2) 
     return table[list(CHECKPOINTS)].reset_index()
 
 
-def run(cfg: Config, paths: Paths) -> HistoryResult:
+def enforce_shape(cfg: Config, table: pd.DataFrame) -> None:
+    """Stop the pipeline before fine-tuning when a history misses its shape (if enforced)."""
+    checks = shape_checks(table, cfg.history.checks)
+    failed = checks[~checks["passed"]]
+    if len(failed) and cfg.history.checks.enforce:
+        lines = [f"  {r.history}: {r.check} = {r.value:.1f}, target {r.threshold:g}"
+                 for r in failed.itertuples()]
+        raise ShapeCheckError(
+            "the history misses its pre-registered shape checks (history.checks; set "
+            "history.checks.enforce: false to report and go on):\n" + "\n".join(lines)
+        )
+
+
+def run(cfg: Config, paths: Paths) -> None:
     """Train theta_P and every history (through the executor), evaluate, check the shape."""
     device = pick_device(cfg.device, cfg.cpu_threads)
     if cfg.is_hf:
-        return _run_hf(cfg, paths, device)
+        _run_hf(cfg, paths, device)
+        return
     timings: dict[str, float] = {}
     with atomic_dir(paths.history) as out:
         p_row, timings["pretrain"] = _train_pretrained(cfg, out, device)
@@ -97,106 +100,25 @@ def run(cfg: Config, paths: Paths) -> HistoryResult:
         curves = pd.concat([o.curves for o in outputs], ignore_index=True)
         for o in outputs:
             timings.update({f"{o.name}_{k}": v for k, v in o.seconds.items()})
-        checks = shape_checks(table, cfg.history.checks)
         write_csv(out / "behaviour.csv", table)
-        write_csv(out / "checks.csv", checks)
         write_csv(out / "curves.csv", curves)
         write_csv(out / "probes.csv", probes_table(probe_set(World(cfg.world), cfg.world.n_probes)))
     write_csv(paths.history / "examples.csv", examples_table(cfg, paths, device))
-    tok = build_tokenizer(cfg.world)
-    model, _ = load_checkpoint(paths.pretrained, "cpu")
-    metrics = {
-        "preset": cfg.preset,
-        "n_params": n_params(model),
-        "vocab_size": len(tok),
-        "histories": list(cfg.histories),
-        "checkpoints": table.to_dict(orient="records"),
-        "checks": checks.to_dict(orient="records"),
-        "all_checks_passed": bool(checks["passed"].all()),
-    }
-    write_json(paths.metrics_file("history"), metrics)
     write_json(paths.timings / "history_phases.json", timings)
-    failed = checks[~checks["passed"]]
-    if len(failed) and cfg.history.checks.enforce:
-        lines = [f"  {r.history}: {r.check} = {r.value:.1f}, target {r.threshold:g}"
-                 for r in failed.itertuples()]
-        raise ShapeCheckError(
-            "the history misses its pre-registered shape checks (history.checks; set "
-            "history.checks.enforce: false to report and go on):\n" + "\n".join(lines)
-        )
-    return load(cfg, paths)
+    enforce_shape(cfg, table)
 
 
-def _run_hf(cfg: Config, paths: Paths, device: str) -> HistoryResult:
+def _run_hf(cfg: Config, paths: Paths, device: str) -> None:
     """hf: nothing is trained; the two checkpoints are evaluated and their activations saved."""
     from gravrev.settings.hf.setting import describe_checkpoints
 
     d = describe_checkpoints(cfg, paths, device)
-    checks = shape_checks(d.behaviour, cfg.history.checks)
     h = cfg.histories[0]
     with atomic_dir(paths.history) as out:
         for name, acts in d.acts.items():
             write_npz(out / h / f"acts_{name}.npz", **acts)
         write_csv(out / "probes.csv", d.probes)
         write_csv(out / "behaviour.csv", d.behaviour)
-        write_csv(out / "checks.csv", checks)
         write_csv(out / "curves.csv", pd.DataFrame(columns=["history", "phase", "step", "loss"]))
         write_csv(out / "examples.csv", d.examples)
-    write_json(paths.metrics_file("history"), {
-        "preset": cfg.preset, "n_params": d.n_params, "vocab_size": None, "judge": d.judge,
-        "histories": [h], "checkpoints": d.behaviour.to_dict(orient="records"),
-        "checks": checks.to_dict(orient="records"),
-        "all_checks_passed": bool(checks["passed"].all()),
-    })
-    return load(cfg, paths)
-
-
-def load(cfg: Config, paths: Paths) -> HistoryResult:
-    """Read stage 01's outputs back."""
-    metrics = read_json(paths.metrics_file("history"))
-    summary = {
-        "n_params": metrics["n_params"],
-        "vocab_size": metrics.get("vocab_size"),
-        "n_layer": cfg.model.n_layer,
-        "d_model": cfg.model.n_embd,
-        "n_histories": len(cfg.histories),
-        "n_eval": cfg.world.n_eval,
-        "n_probes": cfg.world.n_probes,
-        "pretrain_steps": cfg.history.pretrain.steps,
-        "helpful_steps": cfg.history.helpful.steps,
-        "safe_steps": cfg.history.safe.steps,
-    }
-    curves = [paths.history / "curves_pretrain.csv", paths.history / "curves.csv"]
-    return HistoryResult(
-        summary,
-        pd.read_csv(paths.history / "behaviour.csv"),
-        pd.read_csv(paths.history / "checks.csv"),
-        pd.concat([pd.read_csv(p) for p in curves if p.is_file()], ignore_index=True),
-        pd.read_csv(paths.history / "examples.csv"),
-    )
-
-
-def findings(r: HistoryResult) -> list[str]:
-    """What chapter 01 shows, in words computed from the checks."""
-    checks = r.checks
-    n = checks["history"].nunique()
-    failed = checks[~checks["passed"]]
-    out = []
-    if failed.empty:
-        worst = checks.loc[checks["margin"].idxmin()]
-        out.append(f"All {n} histories pass the {checks['check'].nunique()} pre-registered shape "
-                   "checks measured. The smallest "
-                   f"margin is {worst['margin']:.1f} points ({worst['check']}, history "
-                   f"{worst['history']}).")
-    else:
-        bad = ", ".join(f"{x.history} ({x.check}: {x.value:.1f} against {x.threshold:g})"
-                        for x in failed.itertuples())
-        out.append(f"{failed['history'].nunique()} of {n} histories miss a shape check: {bad}. "
-                   "Results downstream come from an organism outside the paper's regime.")
-    safe = r.behaviour[r.behaviour["checkpoint"] == "safe"]
-    if "prefilled_content" in safe:
-        out.append(f"Safety training is a shallow displacement here: theta_S refuses "
-                   f"{safe['refusal_rate'].mean():.0f}% of held-out harmful requests, yet with the "
-                   f"compliant opening prefilled it states the harmful content in "
-                   f"{safe['prefilled_content'].mean():.0f}% (means over histories).")
-    return out
+        write_json(out / hf_description(paths).name, {"n_params": d.n_params, "judge": d.judge})

@@ -12,6 +12,8 @@ from gravrev.config.organism import PhaseConfig
 from gravrev.store.paths import Paths
 from gravrev.training.tasks import HelpfulTask, HistoryTask
 
+ABLATION = "ablation.csv"  # in data/sweep: each unit's theta_S judged with its v_rev ablated
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -77,3 +79,18 @@ def history_task(cfg: Config, paths: Paths, unit: Unit, out: Path,
     safe = dataclasses.replace(cfg.history.safe, steps=unit.safe_steps)
     return HistoryTask(cfg, unit.name, unit.seed, _helpful(cfg, unit), safe, paths.pretrained,
                        out, witness)
+
+
+def unit_folder(cfg: Config, paths: Paths, unit: Unit) -> Path:
+    """A unit's history folder (acts, theta_H, theta_S): stage history's own for a main unit."""
+    if is_main(cfg, unit):
+        return paths.history / f"h{unit.seed}"
+    return paths.stage("sweep") / unit.name
+
+
+def unit_run(cfg: Config, paths: Paths, unit: Unit) -> Path:
+    """A unit's benign fine-tuning run (npz): stage finetune's own for a main unit."""
+    seed = cfg.finetune.seeds[0]
+    if is_main(cfg, unit):
+        return paths.run("finetune", f"h{unit.seed}", "unblocked", seed)
+    return paths.run("sweep", unit.name, "unblocked", seed)

@@ -1,14 +1,15 @@
-"""Stage 06, mediation: does v_rev carry refusal, and which components carry its loss?
+"""Stage 06's runs: v_rev ablated from and added to the checkpoints, patching, logit lens.
 
 Per history: v_rev ablated from theta_S and added (± multiples) to theta_S and theta_H; one
 unblocked fine-tuning run re-done (the stage-02 run: same batches) to patch component groups
-between theta_S and theta_T; the logit lens at theta_S, theta_H and theta_T.
+between theta_S and theta_T; the logit lens at theta_S, theta_H and theta_T. Writes
+data/mediation/: each history's tables, the tables of all histories, and the re-run's check.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +21,17 @@ from gravrev.interp.patching import NONE, logit_lens, patch_table
 from gravrev.interp.steering import reversion_norms, run_mediation
 from gravrev.organism.model import load_checkpoint, prompt_text
 from gravrev.organism.world import World
-from gravrev.report.mediation_words import (
-    CHECKPOINTS,
-    change_phrase,
-    lens_findings,
-    patch_findings,
-    tolerance,
-)
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
-from gravrev.stats.mediation import HistorySummary, history_summary
-from gravrev.store.atomic import atomic_dir, read_json, read_npz, write_csv, write_json
+from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from gravrev.store.paths import Paths
 from gravrev.training.finetune import finetune_run
 from gravrev.training.loop import pick_device
 
 TABLES = ("baseline", "sweeps", "patching", "logit_lens")
+# The `checkpoint` labels of the logit lens's table, in its order: safe, helpful, fine-tuned.
+LENS_CHECKPOINTS = ("theta_S", "theta_H", "theta_T")
 
 
 @dataclass(frozen=True)
@@ -78,7 +73,8 @@ def mediation_task(task: MediationTask) -> MediationOutput:
     patches = patch_table(safe, tuned.model, tok, requests, device, alphabet=world.alphabet)
     prompts = [prompt_text(r.text) for r in requests]
     lens = pd.concat([logit_lens(m, tok, prompts, device).assign(checkpoint=name)
-                      for name, m in zip(CHECKPOINTS, (safe, helpful, tuned.model), strict=True)],
+                      for name, m in zip(LENS_CHECKPOINTS, (safe, helpful, tuned.model),
+                                         strict=True)],
                      ignore_index=True)
     tables = dict(zip(TABLES, (med.baseline, med.combined(), patches, lens), strict=True))
     for name, df in tables.items():
@@ -86,45 +82,6 @@ def mediation_task(task: MediationTask) -> MediationOutput:
     saved = read_npz(paths.run("finetune", h, "unblocked", seed))
     diff = max(float(np.max(np.abs(saved[k] - tuned.acts[k]))) for k in tuned.acts)
     return MediationOutput(h, seed, tuned.batch_hash, diff, time.perf_counter() - start)
-
-
-@dataclass
-class MediationStageResult:
-    """What chapter 06 shows; tables carry a `history` column."""
-
-    layer: int  # the analysed layer
-    baseline: pd.DataFrame  # checkpoint, refusal_rate, harmful_compliance, n
-    sweeps: pd.DataFrame  # checkpoint, mode, layer, scale, rates (EVERY_LAYER: each own row)
-    patching: pd.DataFrame  # patch (T->S | S->T), group, rates
-    lens: pd.DataFrame  # checkpoint, layer, logp_refuse, logp_comply, margin
-    runs: pd.DataFrame  # the re-run fine-tuning runs against stage 02's
-    metrics: dict
-
-
-def summaries(result: MediationStageResult) -> dict[str, HistorySummary]:
-    """Each history's summary, computed from the result's tables."""
-    return {
-        h: history_summary(*(df[df["history"] == h] for df in (
-            result.baseline, result.sweeps, result.patching, result.lens)), result.layer)
-        for h in dict.fromkeys(result.baseline["history"])
-    }
-
-
-def metrics(cfg: Config, result: MediationStageResult) -> dict:
-    """data/metrics/mediation.json: per history, the summary and whether the re-run reproduced."""
-    runs = result.runs.set_index("history")
-    return {
-        "preset": cfg.preset,
-        "layer": result.layer,
-        "n_layer": cfg.model.n_layer,
-        "position": cfg.analysis.position,
-        "method": cfg.analysis.vrev_method,
-        "scales": list(cfg.mediation.scales),
-        "histories": {h: asdict(s) for h, s in summaries(result).items()},
-        "finetune_rerun": {h: {"seed": int(r.seed), "same_batches": bool(r.same_batches),
-                               "identical_activations": bool(r.acts_max_abs_diff == 0)}
-                           for h, r in runs.iterrows()},
-    }
 
 
 def _runs_table(cfg: Config, paths: Paths, done: list[MediationOutput],
@@ -150,8 +107,8 @@ def _runs_table(cfg: Config, paths: Paths, done: list[MediationOutput],
     return pd.DataFrame(rows)
 
 
-def run(cfg: Config, paths: Paths) -> MediationStageResult:
-    """Every history's analyses through the executor; tables, re-run checks and metrics."""
+def run(cfg: Config, paths: Paths) -> None:
+    """Every history's analyses through the executor; its tables and the re-run's check."""
     if cfg.is_hf:
         raise ValueError("preset hf: the mediation stage judges with the organism's world; "
                          "it has no judged sweeps for real models yet")
@@ -168,51 +125,4 @@ def run(cfg: Config, paths: Paths) -> MediationStageResult:
             raise RuntimeError(f"the re-run fine-tuning of {bad['history'].tolist()} saw other "
                                "batches than stage 02's: its theta_T is not stage 02's")
         write_csv(out / "runs.csv", runs)
-    result = load(cfg, paths, with_metrics=False)
-    write_json(paths.metrics_file("mediation"), metrics(cfg, result))
     write_json(paths.timings / "mediation.json", {d.history: d.seconds for d in done})
-    return load(cfg, paths)
-
-
-def load(cfg: Config, paths: Paths, with_metrics: bool = True) -> MediationStageResult:
-    """Read stage 06's outputs back."""
-    folder = paths.stage("mediation")
-    m = read_json(paths.metrics_file("mediation")) if with_metrics else {}
-    tables = [pd.read_csv(folder / f"{name}.csv") for name in TABLES]
-    return MediationStageResult(cfg.layer, *tables, pd.read_csv(folder / "runs.csv"), m)
-
-
-def findings(result: MediationStageResult) -> list[str]:
-    """The chapter's conclusions in plain words, computed from the tables, over histories."""
-    s = summaries(result)
-    rows, layer = list(s.values()), result.layer
-    tol = tolerance(min(x.n for x in rows))
-    safe = np.array([x.refusal_safe for x in rows])
-    helpful = np.array([x.refusal_helpful for x in rows])
-    out = []
-    if (safe <= tol).all():
-        out.append(f"theta_S refuses {safe.mean():.1f}% of held-out harmful requests (mean over "
-                   f"{len(rows)} histories): there is almost no refusal to remove, so the "
-                   "ablation and patching tests below cannot show anything carrying it.")
-    ablated = change_phrase(safe, [x.ablated_at_layer for x in rows], tol)
-    out.append(f"Ablating v_rev (its layer-{layer} row, projected out of the embeddings and "
-               f"after every block) from theta_S's residual stream {ablated}.")
-    sw = result.sweeps
-    one_row = sw[(sw["mode"] == "ablate") & (sw["layer"] >= 0)]
-    per_row = one_row.groupby("layer")["refusal_rate"].mean()
-    if len(per_row) > 1:
-        out.append("With one row of v_rev removed at a time, theta_S refuses " + ", ".join(
-            f"{v:.1f}% (layer {k})" for k, v in per_row.items()) + f" (means over {len(rows)} "
-            "histories).")
-    ablated = change_phrase(safe, [x.ablated_all_layers for x in rows], tol)
-    out.append(f"Ablating each block's own row of v_rev after that block {ablated}.")
-    scales = sorted(rows[0].add_safe)
-    for name, start, key in (("theta_S", safe, "add_safe"), ("theta_H", helpful, "add_helpful")):
-        ends = dict.fromkeys(x for x in (scales[0], scales[-1]) if x != 0)
-        parts = [f"at {x:+g} x it {change_phrase(start, [getattr(r, key)[x] for r in rows], tol)}"
-                 for x in ends]
-        if parts:
-            out.append(f"Adding v_rev to {name} after block {layer} (in units of |mean h_H - "
-                       f"mean h_S| there): " + "; ".join(parts) + ".")
-    n_layer = int(result.lens["layer"].max()) + 1
-    return out + patch_findings(s, tol) + lens_findings(s, n_layer, layer)

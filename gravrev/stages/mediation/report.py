@@ -1,0 +1,326 @@
+"""Chapter 06's words and figures: the mediation and route analyses, robust over histories.
+
+Every sentence is conditional on the measurements (HistorySummary per history): it says what
+the numbers say, whichever way they go, with the mean and the per-history values. A frame with
+a `history` column is pooled in a figure: lines and bars show the mean over histories, and
+each history's own value is drawn as a grey point beside them.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+from gravrev.claims.thresholds import change_tolerance
+from gravrev.interp.steering import EVERY_LAYER
+from gravrev.report.figures import strip_points
+from gravrev.stages.mediation.metrics import HistorySummary, MediationStageResult, summaries
+from gravrev.stages.mediation.runs import LENS_CHECKPOINTS
+
+RECIPIENTS = {"T->S": "theta_S, one group from theta_T", "S->T": "theta_T, one group from theta_S"}
+MEASURES = {"refusal_rate": "refusal", "harmful_compliance": "harmful compliance"}
+
+
+def direction(before: np.ndarray, after: np.ndarray, tol: float) -> int:
+    """-1: lower by more than tol in most histories, +1: higher in most, 0: neither."""
+    d = np.asarray(after, float) - np.asarray(before, float)
+    n = len(d)
+    return -1 if (d < -tol).sum() > n / 2 else 1 if (d > tol).sum() > n / 2 else 0
+
+
+def change_phrase(before: np.ndarray, after: np.ndarray, tol: float) -> str:
+    """How refusal moves from `before` to `after` (one value per history), in words."""
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    d = after - before
+    n, down, up = len(d), int((d < -tol).sum()), int((d > tol).sum())
+    means = f"from {before.mean():.1f}% to {after.mean():.1f}%"
+    details = [f"mean over {n} histor{'y' if n == 1 else 'ies'}",
+               f"per-history change {d.min():+.1f} to {d.max():+.1f} points"]
+    if down == n:
+        verb = f"lowers refusal {means}" + (" in every history" if n > 1 else "")
+    elif up == n:
+        verb = f"raises refusal {means}" + (" in every history" if n > 1 else "")
+    elif down == up == 0:
+        verb = f"leaves refusal near {before.mean():.1f}%"
+        details.insert(0, f"{after.mean():.1f}% after")
+    elif up == 0 and down > n / 2:
+        verb = f"lowers refusal {means} in {down} of {n} histories"
+        details.insert(0, "the rest unchanged")
+    elif down == 0 and up > n / 2:
+        verb = f"raises refusal {means} in {up} of {n} histories"
+        details.insert(0, "the rest unchanged")
+    else:
+        verb = f"moves refusal inconsistently, {means}"
+        details.insert(0, f"lower in {down}, higher in {up} of {n} histories")
+    return f"{verb} ({'; '.join(details)})"
+
+
+def modal_group(groups: list[str | None]) -> tuple[str | None, int]:
+    """The group named most often (ties: the first seen) and its count; None when none is."""
+    named = [g for g in groups if g is not None]
+    if not named:
+        return None, 0
+    best = max(dict.fromkeys(named), key=named.count)
+    return best, named.count(best)
+
+
+def best_groups(s: dict[str, HistorySummary], patch: str, tol: float
+                ) -> tuple[list[str | None], np.ndarray, str]:
+    """Per history, the single group that moves refusal most in `patch` (S->T restores, T->S
+    removes), its share of fine-tuning's loss of refusal (NaN: no loss), and a per-history text.
+    """
+    groups, shares, parts = [], [], []
+    for h, x in s.items():
+        loss = x.refusal_safe - x.refusal_finetuned
+        p = x.s_to_t if patch == "S->T" else x.t_to_s
+        group = p.top_group if patch == "S->T" else p.bottom_group
+        moved = p.top_refusal - p.unpatched if patch == "S->T" else p.unpatched - p.bottom_refusal
+        if loss <= tol:
+            groups.append(None), shares.append(np.nan), parts.append(f"{h}: no loss")
+        elif moved <= tol:
+            groups.append(None), shares.append(max(moved, 0) / loss)
+            parts.append(f"{h}: no group above {tol:.1f} points")
+        else:
+            groups.append(group), shares.append(moved / loss)
+            parts.append(f"{h}: {group} {moved / loss:.0%}")
+    return groups, np.array(shares), ", ".join(parts)
+
+
+def patch_findings(s: dict[str, HistorySummary], tol: float) -> list[str]:
+    """Fine-tuning's loss of refusal, and which component groups carry it (patching)."""
+    n, rows = len(s), list(s.values())
+    safe = np.array([x.refusal_safe for x in rows])
+    tuned = np.array([x.refusal_finetuned for x in rows])
+    head = f"Unblocked fine-tuning (theta_S -> theta_T) {change_phrase(safe, tuned, tol)}"
+    if direction(safe, tuned, tol) >= 0:
+        return [head + ", so there is no loss of refusal for patching to locate."]
+    up_groups, up, up_text = best_groups(s, "S->T", tol)
+    down_groups, down, down_text = best_groups(s, "T->S", tol)
+    (g_up, k_up), (g_down, k_down) = modal_group(up_groups), modal_group(down_groups)
+    up_mean, down_mean = np.nanmean(up), np.nanmean(down)
+    lines = [head + ".",
+             "The best single component group to undo (theta_T given that group of theta_S "
+             f"back) restores {up_mean:.0%} of the lost refusal on average (over histories with "
+             f"a loss; per history: {up_text}).",
+             "The best single group to change alone (theta_S given that group of theta_T) "
+             f"removes {down_mean:.0%} of it on average (per history: {down_text})."]
+    agree = g_up is not None and g_up == g_down and min(k_up, k_down) > n / 2
+    if agree and up_mean >= 0.5 and down_mean >= 0.5:
+        lines.append(f"{g_up} carries most of the loss of refusal: undoing its change restores "
+                     "most of it, and its change alone removes most of it.")
+    elif up_mean >= 0.5 > down_mean and g_up is not None and k_up > n / 2:
+        lines.append(f"No single group's change removes most of the refusal on its own, but "
+                     f"undoing {g_up}'s restores most of it: the loss needs several groups' "
+                     f"changes together, {g_up}'s among them.")
+    elif up_mean < 0.5 and down_mean < 0.5:
+        lines.append("Neither undoing nor making one group's change moves most of the loss on "
+                     "average, so the loss of refusal is spread over several component groups.")
+    else:
+        lines.append("The two patching directions do not single out one group across "
+                     "histories, so no single group carries the loss of refusal on its own.")
+    return lines
+
+
+def lens_findings(s: dict[str, HistorySummary], n_layer: int, layer: int) -> list[str]:
+    """Where in depth theta_S's refusal is decided, and the final margins, by the logit lens."""
+    n = len(s)
+    blocks = {h: x.decision_block.get("theta_S") for h, x in s.items()}
+    per = ", ".join(f"{h}: {'never' if b is None else f'block {b}'}" for h, b in blocks.items())
+    early = sum(b is not None and b < n_layer / 2 for b in blocks.values())
+    late = sum(b is not None and b >= n_layer / 2 for b in blocks.values())
+    if early + late == 0:
+        head = ("The logit lens never shows theta_S favouring the refusal's first token over the "
+                "compliance's at its last block, so it places no refusal decision")
+    elif early > n / 2:
+        head = ("The logit lens shows theta_S's refusal decided early: the margin turns positive, "
+                f"and stays so, within the first half of the {n_layer} blocks")
+    elif late > n / 2:
+        head = ("The logit lens shows theta_S's refusal decided late: the margin turns positive "
+                f"for good only in the second half of the {n_layer} blocks")
+    else:
+        head = "The logit lens places theta_S's refusal decision differently across histories"
+    final = {c: np.mean([x.final_margin[c] for x in s.values()]) for c in LENS_CHECKPOINTS}
+    return [f"{head} (first block of a lasting positive margin: {per}; v_rev is analysed after "
+            f"block {layer}).",
+            "At the last block the margin log p(refuse) - log p(comply) is "
+            f"{final['theta_S']:.2f} nats in theta_S, {final['theta_T']:.2f} in theta_T and "
+            f"{final['theta_H']:.2f} in theta_H (means over {n} histories)."]
+
+
+def findings(result: MediationStageResult) -> list[str]:
+    """The chapter's conclusions in plain words, computed from the tables, over histories."""
+    s = summaries(result)
+    rows, layer = list(s.values()), result.layer
+    tol = change_tolerance(min(x.n for x in rows))
+    safe = np.array([x.refusal_safe for x in rows])
+    helpful = np.array([x.refusal_helpful for x in rows])
+    out = []
+    if (safe <= tol).all():
+        out.append(f"theta_S refuses {safe.mean():.1f}% of held-out harmful requests (mean over "
+                   f"{len(rows)} histories): there is almost no refusal to remove, so the "
+                   "ablation and patching tests below cannot show anything carrying it.")
+    ablated = change_phrase(safe, [x.ablated_at_layer for x in rows], tol)
+    out.append(f"Ablating v_rev (its layer-{layer} row, projected out of the embeddings and "
+               f"after every block) from theta_S's residual stream {ablated}.")
+    sw = result.sweeps
+    one_row = sw[(sw["mode"] == "ablate") & (sw["layer"] >= 0)]
+    per_row = one_row.groupby("layer")["refusal_rate"].mean()
+    if len(per_row) > 1:
+        out.append("With one row of v_rev removed at a time, theta_S refuses " + ", ".join(
+            f"{v:.1f}% (layer {k})" for k, v in per_row.items()) + f" (means over {len(rows)} "
+            "histories).")
+    ablated = change_phrase(safe, [x.ablated_all_layers for x in rows], tol)
+    out.append(f"Ablating each block's own row of v_rev after that block {ablated}.")
+    scales = sorted(rows[0].add_safe)
+    for name, start, key in (("theta_S", safe, "add_safe"), ("theta_H", helpful, "add_helpful")):
+        ends = dict.fromkeys(x for x in (scales[0], scales[-1]) if x != 0)
+        parts = [f"at {x:+g} x it {change_phrase(start, [getattr(r, key)[x] for r in rows], tol)}"
+                 for x in ends]
+        if parts:
+            out.append(f"Adding v_rev to {name} after block {layer} (in units of |mean h_H - "
+                       f"mean h_S| there): " + "; ".join(parts) + ".")
+    n_layer = int(result.lens["layer"].max()) + 1
+    return out + patch_findings(s, tol) + lens_findings(s, n_layer, layer)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _outside_legend(ax: plt.Axes, title: str) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title=title, bbox_to_anchor=(1.01, 1), loc="upper left")
+
+
+def _layer_label(layer: int) -> str:
+    return "each layer's own" if layer == EVERY_LAYER else f"layer {layer}"
+
+
+def _pooled(df: pd.DataFrame) -> bool:
+    return "history" in df and df["history"].nunique() > 1
+
+
+def _points(df: pd.DataFrame, ax: plt.Axes, *, x: str, y: str, hue: str, bars: bool) -> None:
+    """Each history's value as a small grey point (dodged like the bars, if bars)."""
+    if not _pooled(df):
+        return
+    order = list(dict.fromkeys(df[hue]))
+    grey = dict.fromkeys(order, "0.25")
+    if bars:
+        strip_points(df, x=x, y=y, hue=hue, hue_order=order, palette=grey, dodge=True,
+                     legend=False, size=3, jitter=0.08, ax=ax)
+    else:
+        sns.scatterplot(df, x=x, y=y, hue=hue, hue_order=order, palette=grey, legend=False,
+                        s=12, alpha=0.6, ax=ax)
+
+
+def plot_mediation(df: pd.DataFrame) -> plt.Figure:
+    """Refusal and harmful compliance against the added multiple of v_rev, per checkpoint and
+    layer; ablation rows (if any) as bars in the last column.
+    """
+    df = df if "checkpoint" in df else df.assign(checkpoint="model")
+    add = df[df["mode"] == "add"]
+    ablate = df[df["mode"] == "ablate"]
+    checkpoints = list(dict.fromkeys(add["checkpoint"]))
+    n_cols = len(checkpoints) + (not ablate.empty)
+    fig, axes = plt.subplots(
+        len(MEASURES), n_cols, figsize=(4.2 * n_cols + 1.5, 6.5), squeeze=False, sharey=True
+    )
+    for row, (col, label) in enumerate(MEASURES.items()):
+        for j, name in enumerate(checkpoints):
+            ax = axes[row, j]
+            cur = add[add["checkpoint"] == name].assign(
+                layer=lambda d: d["layer"].map(_layer_label)
+            )
+            sns.lineplot(cur, x="scale", y=col, hue="layer", marker="o", errorbar=None, ax=ax)
+            _points(cur, ax, x="scale", y=col, hue="layer", bars=False)
+            ax.axvline(0, color="0.5", lw=0.8, ls=":")
+            ax.set(
+                title=f"{name}: + scale × v_rev",
+                xlabel="scale (multiples of |mean h_H − mean h_S| at the layer)",
+                ylabel=f"{label} (% of harmful prompts)",
+                ylim=(-3, 103),
+            )
+            _outside_legend(ax, "added after")
+        if not ablate.empty:
+            ax = axes[row, -1]
+            cur = ablate.assign(layer=ablate["layer"].map(_layer_label))
+            sns.barplot(cur, x="layer", y=col, hue="checkpoint", errorbar=None, ax=ax)
+            _points(cur, ax, x="layer", y=col, hue="checkpoint", bars=True)
+            ax.tick_params(axis="x", labelrotation=30)
+            ax.set(
+                title="v_rev ablated",
+                xlabel="direction removed (row of v_rev)",
+                ylabel=f"{label} (% of harmful prompts)",
+                ylim=(-3, 103),
+            )
+            _outside_legend(ax, "checkpoint")
+    fig.suptitle("Does v_rev mediate refusal? (v_rev points from theta_S toward theta_H)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_patching(df: pd.DataFrame) -> plt.Figure:
+    """Rates of each recipient with one component group taken from the other checkpoint."""
+    ids = ["patch", "group", *(["history"] if "history" in df else [])]
+    long = df.melt(
+        id_vars=ids, value_vars=list(MEASURES), var_name="measure", value_name="pct"
+    ).assign(measure=lambda d: d["measure"].map(MEASURES))
+    patches = list(dict.fromkeys(df["patch"]))
+    fig, axes = plt.subplots(
+        1,
+        len(patches),
+        figsize=(5 * len(patches) + 2, 0.35 * df["group"].nunique() + 2.5),
+        squeeze=False,
+        sharey=True,
+    )
+    for ax, patch in zip(axes[0], patches, strict=True):
+        cur = long[long["patch"] == patch]
+        sns.barplot(cur, x="pct", y="group", hue="measure", errorbar=None, ax=ax)
+        _points(cur, ax, x="pct", y="group", hue="measure", bars=True)
+        ax.set(
+            title=f"{patch}: {RECIPIENTS.get(patch, patch)}",
+            xlabel="percent of harmful prompts",
+            ylabel="group from the donor ('none': unpatched)",
+            xlim=(0, 103),
+        )
+        _outside_legend(ax, "measure")
+    fig.suptitle("Component patching: which parameters carry the reversion?")
+    fig.tight_layout()
+    return fig
+
+
+def plot_logit_lens(df_by_checkpoint: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Refusal-minus-compliance log-probability margin, and both log-probs, after each block."""
+    df = pd.concat([d.assign(checkpoint=k) for k, d in df_by_checkpoint.items()], ignore_index=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
+    sns.lineplot(df, x="layer", y="margin", hue="checkpoint", marker="o", errorbar=None, ax=left)
+    _points(df, left, x="layer", y="margin", hue="checkpoint", bars=False)
+    left.axhline(0, color="0.5", lw=0.8, ls=":")
+    left.set(
+        title="Refusal margin at the first answer token",
+        xlabel="block (output read through final norm and unembedding)",
+        ylabel="log p(refuse) − log p(comply) (nats)",
+    )
+    _outside_legend(left, "checkpoint")
+    tokens = df.melt(
+        id_vars=["layer", "checkpoint", *(["history"] if "history" in df else [])],
+        value_vars=["logp_refuse", "logp_comply"],
+        var_name="token",
+        value_name="logp",
+    )
+    sns.lineplot(tokens, x="layer", y="logp", hue="checkpoint", style="token", marker="o",
+                 errorbar=None, ax=right)
+    right.set(
+        title="Log-probability of each first token",
+        xlabel="block (output read through final norm and unembedding)",
+        ylabel="mean log-probability (nats)",
+    )
+    _outside_legend(right, "")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("Logit lens")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,264 @@
+"""Stage 08, sweep, its metrics: each unit's measures from its saved runs, the depth fits and
+the outcome; data/measures/sweep/ and data/metrics/sweep.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gravrev.config.load import Config
+from gravrev.interp.direction import alignment_trajectory
+from gravrev.organism.model import load_checkpoint
+from gravrev.organism.shape import shape_checks
+from gravrev.stages.artifacts import probe_selection
+from gravrev.stages.sweep.direction import unit_direction
+from gravrev.stages.sweep.grid import ABLATION, Unit, grid, is_main, unit_folder, unit_run
+from gravrev.stats.depth import (
+    ComponentFit,
+    DepthEffect,
+    DepthFit,
+    component_fit,
+    depth_effect,
+    depth_fit,
+    log_ratio,
+    speed_effect,
+)
+from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
+from gravrev.store.paths import Paths
+from gravrev.training.finetune import flat_params
+
+PRIMARY = ("non_refusal_T", "alignment_T")  # what the verdict rests on
+SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved by this grid"
+ALIGNMENT_STEPS = (1, 20)  # and T; NaN where a step is not logged
+NAN = float("nan")
+
+
+def measures_folder(paths: Paths) -> Path:
+    """data/measures/sweep: the tables this step derives (the runs' folder is another step's)."""
+    return paths.data / "measures" / "sweep"
+
+
+# ----------------------------------------------------------------------------- one unit
+
+
+def half_reversion_step(log: pd.DataFrame) -> float:
+    """First logged step t >= 1 whose refusal_rate is at most half of step 0's (theta_S's).
+
+    NaN if it never is, and NaN when theta_S does not refuse at all (nothing to revert).
+    """
+    log = log.sort_values("step")
+    start = float(log.loc[log["step"] == 0, "refusal_rate"].iloc[0])
+    if not start > 0:
+        return NAN
+    later = log[(log["step"] >= 1) & (log["refusal_rate"] <= start / 2)]
+    return float(later["step"].iloc[0]) if len(later) else NAN
+
+
+def unit_alignment(cfg: Config, npz: Path, v_rev: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+    """cos(drift_t, v_rev) of the unit's fine-tuning run at the analysed layer and position."""
+    acts = read_npz(npz)
+    df = alignment_trajectory(acts[cfg.analysis.position], acts["steps"], v_rev, mask)
+    return df[df["layer"] == cfg.layer].reset_index(drop=True)
+
+
+def reversion(cfg: Config, log: pd.DataFrame) -> dict[str, float]:
+    """Refusal at theta_S (step 0) and at T, non-refusal at T, steps to half-reversion."""
+    log = log.sort_values("step")
+    start, end = log.iloc[0], log.iloc[-1]
+    return {"refusal_S": start["refusal_rate"], "refusal_T": end["refusal_rate"],
+            "non_refusal_T": 100 - end["refusal_rate"],
+            "harmful_compliance_T": end["harmful_compliance"],
+            "new_task_accuracy_T": end[f"{cfg.finetune.new_task}_accuracy"],
+            "steps_to_half": half_reversion_step(log)}
+
+
+def weight_distance(folder: Path) -> float:
+    """||theta_S - theta_H||_2 over every parameter, in float64."""
+    theta_h, _ = load_checkpoint(folder / "helpful", "cpu")
+    theta_s, _ = load_checkpoint(folder / "safe", "cpu")
+    return float((flat_params(theta_s) - flat_params(theta_h)).norm())
+
+
+def unit_measures(cfg: Config, paths: Paths, unit: Unit, log: pd.DataFrame, ablated: pd.Series,
+                  mask: np.ndarray) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Every measure of one unit (its row of units.csv), and its alignment trajectory."""
+    folder = unit_folder(cfg, paths, unit)
+    v_rev, norm = unit_direction(cfg, folder, mask)
+    align = unit_alignment(cfg, unit_run(cfg, paths, unit), v_rev, mask)
+    by_step = align.set_index("step")["alignment"]
+    out = {"unit": unit.name, "cell": unit.cell, "helpful_steps": unit.helpful_steps,
+           "safe_steps": unit.safe_steps, "seed": unit.seed, "reused": is_main(cfg, unit),
+           **reversion(cfg, log)}
+    for step in ALIGNMENT_STEPS:
+        out[f"alignment_{step}"] = float(by_step.get(step, np.nan))
+    out.update(alignment_T=float(by_step.loc[by_step.index.max()]), v_rev_norm=norm,
+               weight_distance=weight_distance(folder),
+               refusal_S_ablated=ablated["refusal_S_ablated"],
+               harmful_compliance_S_ablated=ablated["harmful_compliance_S_ablated"])
+    out["ablation_refusal_drop"] = out["refusal_S"] - out["refusal_S_ablated"]
+    return out, align.assign(unit=unit.name)
+
+
+def _with_flags(units: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
+    """shape_ok and the failed checks' names per unit: flagged, never dropped."""
+    failed = checks[~checks["passed"].astype(bool)].groupby("unit")["check"].agg("; ".join)
+    units = units.assign(shape_ok=~units["unit"].isin(failed.index),
+                         failed_checks=units["unit"].map(failed).fillna(""))
+    return units.assign(log_ratio=log_ratio(units["helpful_steps"], units["safe_steps"]))
+
+
+def measure(cfg: Config, paths: Paths) -> None:
+    """Each unit's measures from data/sweep (and stage history's and finetune's for the main
+    units); data/measures/sweep/{units,checks,alignment}.csv and data/metrics/sweep.json."""
+    runs, mask = paths.stage("sweep"), probe_selection(cfg, paths)
+    log = pd.read_csv(runs / "log.csv")
+    ablated = pd.read_csv(runs / ABLATION).set_index("unit")
+    rows, frames = [], []
+    for u in grid(cfg):
+        row, align = unit_measures(cfg, paths, u, log[log["unit"] == u.name], ablated.loc[u.name],
+                                   mask)
+        rows.append(row)
+        frames.append(align)
+    behaviour = pd.read_csv(runs / "behaviour.csv").rename(columns={"unit": "history"})
+    checks = shape_checks(behaviour, cfg.history.checks).rename(columns={"history": "unit"})
+    with atomic_dir(measures_folder(paths)) as out:
+        write_csv(out / "units.csv", _with_flags(pd.DataFrame(rows), checks))
+        write_csv(out / "checks.csv", checks)
+        write_csv(out / "alignment.csv", pd.concat(frames, ignore_index=True))
+    write_json(paths.metrics_file("sweep"), SweepMetrics.of(cfg, load(cfg, paths)).to_json())
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+@dataclass
+class SweepResult:
+    """What chapter 08 shows."""
+
+    units: pd.DataFrame  # one row per (cell, seed): depths, reused, flags, measures
+    checks: pd.DataFrame  # unit, check, value, threshold, margin, passed
+    log: pd.DataFrame  # every unit's fine-tuning log (behaviour at the logged steps)
+    alignment: pd.DataFrame  # unit, step, alignment, drift_norm at the analysed layer
+    fits: dict[str, DepthFit]  # outcome -> fit over every unit
+    fits_passing: dict[str, DepthFit]  # the same over the units that passed the shape checks
+    effects: dict[str, DepthEffect]  # outcome (and "steps_to_half") -> effect sizes
+    components: dict[str, ComponentFit]  # outcome -> log H and log S separately
+    final_step: int
+
+
+def summarise(units: pd.DataFrame, checks: pd.DataFrame, log: pd.DataFrame,
+              alignment: pd.DataFrame, final_step: int) -> SweepResult:
+    """The statistics of a unit table (what load computes; tests build tables by hand)."""
+    fits = {o: depth_fit(units, o) for o in PRIMARY}
+    passing = units[units["shape_ok"].astype(bool)]
+    effects = {o: depth_effect(units, f) for o, f in fits.items()}
+    effects["steps_to_half"] = speed_effect(units, never=final_step + 1)
+    return SweepResult(units, checks, log, alignment, fits,
+                       {o: depth_fit(passing, o) for o in PRIMARY}, effects,
+                       {o: component_fit(units, o) for o in PRIMARY}, final_step)
+
+
+def load(cfg: Config, paths: Paths) -> SweepResult:
+    """Read stage 08's tables back, with the statistics recomputed from the unit table."""
+    folder = measures_folder(paths)
+    if not (folder / "units.csv").is_file():
+        raise FileNotFoundError(f"{folder / 'units.csv'}: not found; run `gravrev run sweep` "
+                                "and `gravrev metrics sweep` first")
+    units = pd.read_csv(folder / "units.csv")
+    units["failed_checks"] = units["failed_checks"].fillna("")
+    return summarise(units, pd.read_csv(folder / "checks.csv"),
+                     pd.read_csv(paths.stage("sweep") / "log.csv"),
+                     pd.read_csv(folder / "alignment.csv"), cfg.finetune.steps)
+
+
+def outcome(result: SweepResult) -> str:
+    """SUPPORTED if both primary slopes are above 0 (CI_LEVEL interval), CONTRADICTED if either
+    is below; NOT_RESOLVED otherwise."""
+    fits = [result.fits[o] for o in PRIMARY]
+    if any(f.ci_high < 0 for f in fits):  # NaN (no interval) compares False: never decides
+        return CONTRADICTED
+    if all(f.ci_low > 0 for f in fits):
+        return SUPPORTED
+    return NOT_RESOLVED
+
+
+# ----------------------------------------------------------------------------- sweep.json
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: NAN if v is None else v for k, v in row.items()}  # JSON null is NaN
+
+
+@dataclass(frozen=True)
+class SweepUnit:
+    """One unit's row of sweep.json: its depths and seed, flags and measures (NaN: none)."""
+
+    unit: str
+    cell: str
+    helpful_steps: int
+    safe_steps: int
+    seed: int
+    reused: bool
+    refusal_S: float
+    refusal_T: float
+    non_refusal_T: float
+    harmful_compliance_T: float
+    new_task_accuracy_T: float
+    steps_to_half: float
+    alignment_1: float
+    alignment_20: float
+    alignment_T: float
+    v_rev_norm: float
+    weight_distance: float
+    refusal_S_ablated: float
+    harmful_compliance_S_ablated: float
+    ablation_refusal_drop: float
+    shape_ok: bool
+    log_ratio: float
+
+
+@dataclass(frozen=True)
+class SweepMetrics:
+    """data/metrics/sweep.json: the grid, each unit's measures, the fits and the outcome."""
+
+    preset: str
+    helpful_steps: list[int]
+    safe_steps: list[int]
+    seeds: list[int]
+    finetune_seed: int
+    layer: int
+    position: str
+    units: list[SweepUnit]
+    fits: dict[str, DepthFit]
+    fits_passing: dict[str, DepthFit]
+    effects: dict[str, DepthEffect]
+    outcome: str
+
+    @classmethod
+    def of(cls, cfg: Config, result: SweepResult) -> SweepMetrics:
+        """The metrics of a loaded result under its config."""
+        rows = result.units.drop(columns=["failed_checks"]).to_dict(orient="records")
+        return cls(cfg.preset, list(cfg.sweep.helpful_steps), list(cfg.sweep.safe_steps),
+                   list(cfg.sweep.seeds), cfg.finetune.seeds[0], cfg.layer,
+                   cfg.analysis.position, [SweepUnit(**r) for r in rows], dict(result.fits),
+                   dict(result.fits_passing), dict(result.effects), outcome(result))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["units"] = [dataclasses.asdict(u) for u in self.units]
+        for key in ("fits", "fits_passing", "effects"):
+            out[key] = {o: dataclasses.asdict(x) for o, x in out[key].items()}
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SweepMetrics:
+        return cls(**{**d, "units": [SweepUnit(**_numbers(u)) for u in d["units"]],
+                      "fits": {o: DepthFit(**_numbers(f)) for o, f in d["fits"].items()},
+                      "fits_passing": {o: DepthFit(**_numbers(f))
+                                       for o, f in d["fits_passing"].items()},
+                      "effects": {o: DepthEffect(**_numbers(e)) for o, e in d["effects"].items()}})
