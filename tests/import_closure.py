@@ -102,6 +102,9 @@ def stage_source(cmd: str) -> str | None:
         return f"import gravrev.stages.{words[2]}.metrics"
     if words[:2] == ["gravrev", "notebook"]:
         return notebook_code(ROOT / "notebooks" / f"{words[2]}.ipynb")
+    if words[:2] == ["gravrev", "book"]:  # the provenance page, then Sphinx with our extension
+        return (notebook_code(ROOT / "notebooks" / "09_provenance.ipynb")
+                + "\nimport gravrev.cli\nimport gravrev.report.sphinx_assets")
     if words[:2] == ["gravrev", "validate"]:
         return "import gravrev.config.validate"
     return None
