@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 ## all: set up, run the whole pipeline on the preset in params.yaml (tiny), build the book
 all: setup
 	$(BIN)/dvc repro
-	@echo "The book is at $(CURDIR)/book/_build/html/index.html"
+	@echo "Read the book (its search needs http, not file://): $(BIN)/python -m http.server -d book/_build/html 8000, then open http://localhost:8000"
 
 ## test: set up and run the tests (the smoke preset runs end to end through dvc; its book is
 ## read in headless Chromium, installed from Debian's packages when missing)

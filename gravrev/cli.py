@@ -65,7 +65,12 @@ def run_stage(name: str, root: Path, params: Path, step: str = "run") -> float:
         (module.measure if step == "metrics" else module.run)(cfg, Paths(root))
     seconds = time.perf_counter() - start
     label = name if step == "run" else f"{name}_{step}"
-    write_json(Paths(root).timings / f"{label}.json", {"stage": label, "seconds": seconds})
+    record = {"stage": label, "seconds": seconds}
+    if step == "run":  # the seconds inside the executor's runs, summed over its workers
+        from gravrev.runtime.executor import task_seconds
+
+        record["run_seconds"] = task_seconds()
+    write_json(Paths(root).timings / f"{label}.json", record)
     return seconds
 
 

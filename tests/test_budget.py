@@ -12,10 +12,10 @@ SCHEDULE = budget.schedule(resolve({"preset": "hf"}))
 
 def test_schedule_counts_the_hf_presets_runs_and_generations():
     s = SCHEDULE
-    assert (s.seeds, s.lambdas, s.arms) == (3, 3, 3)
-    assert s.runs == 3 + 3 + (3 * 3 - 1)
-    assert s.judged == 2 + s.logged * s.seeds + (s.runs - s.seeds)
-    assert s.penalty_arms == 2  # penalty and random_penalty; freeze is not one
+    assert (s.seeds, s.lambdas, s.arms, s.controls) == (3, 3, 4, 1)  # random_block is matched
+    assert s.runs == 3 + 3 * (1 + 1) + 4 * 3
+    assert s.judged == 2 + s.logged * 3 * (1 + 4) + 3
+    assert s.penalty_arms == 4  # block, push, refusal_block, random_block all read the pool
 
 
 def test_lora_adapters_of_llama_7b_shapes():

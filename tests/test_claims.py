@@ -4,9 +4,10 @@ import math
 
 import pytest
 
-from gravrev.claims.inputs import pool
-from gravrev.claims.rules import claims_report, evaluate_claims, size_verdict
-from gravrev.claims.schema import VERDICTS, load_paper_claims, validate_report
+from gravrev.claims.inputs import Missing, pool
+from gravrev.claims.rules import RULES, claims_report, evaluate_claims, size_verdict
+from gravrev.claims.schema import VERDICTS, VERSIONS, load_paper_claims, validate_report
+from gravrev.claims.why import headline, standing
 
 UP = [0.42, 0.45, 0.40]
 DOWN = [-0.40, -0.42, -0.45]
@@ -48,6 +49,51 @@ CASES = [
 ]
 
 
+def _order(block: list, base: list, push: list, harm: tuple = (10.0, 20.0, 30.0)) -> dict:
+    """block, baseline and push arms' runs: alignment as given, non-refusal at T and the area
+    under non-refusal shifted by `harm` (block, baseline, push)."""
+    out = {}
+    for arm, align, shift in zip(("block", "unblocked", "push"), (block, base, push), harm,
+                                 strict=True):
+        out[f"{arm}:alignment"] = align
+        out[f"{arm}:non_refusal"] = [shift + i for i in range(len(align))]
+        out[f"{arm}:area_non_refusal"] = [10 * shift + 2 * i for i in range(len(align))]
+    return out
+
+
+ORDERED = _order([-0.2, -0.25, -0.22], [0.6, 0.62, 0.61], [0.8, 0.81, 0.83])
+READOUT = {"lens_score": [1.0, 1.2], "lens_percentile": [99.0, 97.0],
+           "change_score": [0.5, 0.4], "change_percentile": [100.0, 96.0], "n_null": [100, 100]}
+CORRELATION = {"rho": [0.95, 0.90, 0.97], "rho_harmful_compliance": [0.8, 0.7, 0.9],
+               "at_bound_non_refusal": [False] * 3, "at_bound_harmful_compliance": [False] * 3,
+               "n_steps": [5, 5, 5]}
+NULL = {"all_exceed": [True, True, True], "n_exceed": [4, 4, 4], "n_steps": [4, 4, 4]}
+REHEARSAL = {"rehearsal": [7.0, 7.3, 6.9], "baseline": [10.0, 10.4, 9.9]}
+
+CASES += [  # the revised version's claims
+    ("matched_null_every_trajectory", NULL, "holds"),
+    ("matched_null_every_trajectory", {**NULL, "all_exceed": [True, False, True]},
+     "does not hold"),
+    ("matched_null_every_trajectory", {"all_exceed": [], "n_exceed": [], "n_steps": []},
+     "not comparable"),
+    ("vocabulary_readout", READOUT, "holds"),
+    ("vocabulary_readout", {**READOUT, "change_percentile": [100.0, 90.0]}, "does not hold"),
+    ("vocabulary_readout", Missing("mediation.json has no readout."), "not comparable"),
+    ("alignment_harm_correlation", CORRELATION, "holds"),
+    ("alignment_harm_correlation", {**CORRELATION, "rho": [0.5, -0.6, 0.2]}, "does not hold"),
+    ("alignment_harm_correlation", {k: v[:1] for k, v in CORRELATION.items()},
+     "not comparable"),
+    ("block_baseline_push", ORDERED, "holds"),
+    ("block_baseline_push", _order([-0.2, -0.25, -0.22], [0.6, 0.62, 0.61], [0.5, 0.55, 0.52]),
+     "does not hold"),
+    ("block_baseline_push", {k: v[:1] for k, v in ORDERED.items()}, "not comparable"),
+    ("rehearsal_opposes", REHEARSAL, "holds"),
+    ("rehearsal_opposes", {"rehearsal": [10.5, 10.9, 10.4], "baseline": REHEARSAL["baseline"]},
+     "does not hold"),
+    ("rehearsal_opposes", {"rehearsal": [7.0], "baseline": [10.0]}, "not comparable"),
+]
+
+
 def _entry(cid, inputs):
     (entry,) = [e for e in evaluate_claims({cid: inputs}, "tiny") if e["id"] == cid]
     return entry
@@ -66,6 +112,123 @@ def test_each_claim_reaches_each_verdict(cid, inputs, verdict):
 def test_cases_cover_every_claim_and_verdict():
     ids = {c["id"] for c in load_paper_claims()}
     assert {(cid, v) for cid, _, v in CASES} == {(i, v) for i in ids for v in VERDICTS}
+
+
+def test_both_versions_are_claimed_and_every_claim_has_one_named_rule():
+    claims = load_paper_claims()
+    assert [c["version"] for c in claims] == sorted((c["version"] for c in claims),
+                                                    key=VERSIONS.index)  # first, then revised
+    assert {c["id"] for c in claims if c["version"] == "revised"} == {
+        "matched_null_every_trajectory", "vocabulary_readout", "alignment_harm_correlation",
+        "block_baseline_push", "rehearsal_opposes"}
+    assert sum(c["version"] == "first" for c in claims) == 9
+    assert set(RULES) == {c["id"] for c in claims}
+    assert len(set(RULES.values())) == len(RULES)  # no two claims share a rule
+    by_id = {c["id"]: c for c in claims}
+    assert by_id["alignment_harm_correlation"]["mean"] == 0.958
+    assert by_id["rehearsal_opposes"]["mean"] == 30
+    entries = {e["id"]: e for e in evaluate_claims({}, "tiny")}
+    for c in claims:
+        assert c["plain"] and c["unit"], c["id"]
+        assert entries[c["id"]]["version"] == c["version"]
+
+
+def test_each_rule_is_the_one_written_down_before_the_numbers():
+    for cid, inputs, _ in CASES:
+        if isinstance(inputs, Missing):
+            continue
+        rule = _entry(cid, inputs)["rule"]
+        assert rule.startswith(RULES[cid].split("{")[0]), cid
+
+
+# ---------------------------------------------------------------- one sign rule (issue 22, 9)
+
+
+def test_a_sign_needs_its_interval_to_exclude_zero_not_only_its_point_estimate():
+    wide = [-0.60, 0.30, -0.10]  # mean -0.133, interval holds 0
+    # blocked alignment: negative mean and blocked - baseline well below 0, but the blocked
+    # cosine's own interval holds 0: the paper's negative sign is not established
+    blocked = _entry("final_alignment_blocked",
+                     {"blocked": wide, "unblocked": [-0.08, 0.81, 0.39]})
+    assert blocked["measured"]["mean"] < 0 and blocked["measured"]["difference"]["ci_high"] < 0
+    assert blocked["verdict"] == "does not hold"
+    assert _entry("alignment_step1", [0.60, -0.30, 0.10])["verdict"] == "does not hold"
+    rises = _entry("alignment_rises", {"early": [0.4, 0.4, 0.4], "late": [1.0, 0.1, 0.5]})
+    assert rises["measured"]["mean"] > 0 and rises["verdict"] == "does not hold"
+    harm = _entry("harmfulness_blocked", {"blocked": [5.0, 30.0, 10.0], "unblocked": [20, 20, 20]})
+    assert harm["measured"]["difference"]["mean"] < 0 and harm["verdict"] == "does not hold"
+    cut = _entry("rehearsal_opposes", {"rehearsal": [5.0, 12.0, 8.0], "baseline": [10, 10, 10]})
+    assert cut["measured"]["difference"]["mean"] < 0 and cut["verdict"] == "does not hold"
+    rho = _entry("alignment_harm_correlation", {**CORRELATION, "rho": [0.9, -0.5, 0.4]})
+    assert rho["measured"]["mean"] > 0 and rho["verdict"] == "does not hold"
+
+
+# ---------------------------------------------------------------- the revised claims' rules
+
+
+def test_block_baseline_push_skips_a_measure_at_its_ceiling_and_says_so():
+    at_ceiling = {**ORDERED, **{f"{a}:non_refusal": [100.0] * 3
+                                for a in ("block", "unblocked", "push")}}
+    e = _entry("block_baseline_push", at_ceiling)
+    nr = e["measured"]["measures"]["non_refusal"]
+    assert nr["at_bound"] is True and nr["ordered"] is False
+    assert e["verdict"] == "holds"  # judged on alignment and the area under non-refusal
+    assert (e["measured"]["n_judged"], e["measured"]["n_ordered"]) == (2, 2)
+    # every harm measure at the ceiling: the harm ordering cannot be judged at all
+    only = {k: v for k, v in at_ceiling.items() if "area" not in k}
+    e = _entry("block_baseline_push", only)
+    assert e["verdict"] == "not comparable"
+    assert "non_refusal sit at a floor or ceiling" in e["rule"]
+
+
+def test_block_baseline_push_pools_over_history_means():
+    runs = _order([-0.2, -0.3, -0.2, -0.3], [0.6, 0.5, 0.6, 0.7], [0.8, 0.9, 0.7, 0.9])
+    labels = ["h0", "h0", "h1", "h1"]
+    (e,) = [x for x in evaluate_claims({"block_baseline_push": runs}, "tiny",
+                                       groups={"block_baseline_push": labels})
+            if x["id"] == "block_baseline_push"]
+    lower = e["measured"]["measures"]["alignment"]["baseline_minus_block"]
+    assert (lower["n"], lower["n_runs"], lower["df"]) == (2, 4, 1)
+    assert lower["mean"] == pytest.approx(((0.8 + 0.8) / 2 + (0.8 + 1.0) / 2) / 2)
+    assert e["measured"]["n"] == 2
+
+
+def test_rehearsal_cut_is_the_size_and_a_baseline_without_reversion_is_not_comparable():
+    e = _entry("rehearsal_opposes", REHEARSAL)
+    m = e["measured"]
+    assert m["mean"] == pytest.approx(100 * (1 - sum(REHEARSAL["rehearsal"]) / 3
+                                             / (sum(REHEARSAL["baseline"]) / 3)), abs=0.2)
+    assert m["ci_low"] <= 30 <= m["ci_high"] and e["size_verdict"] == "holds"
+    none = _entry("rehearsal_opposes", {"rehearsal": [0.0, 0.0, 0.0], "baseline": [0.0] * 3})
+    assert none["verdict"] == "not comparable" and "no cumulative reversion" in none["rule"]
+
+
+def test_correlation_flags_a_bound_and_an_undefined_rho_is_not_comparable():
+    e = _entry("alignment_harm_correlation",
+               {**CORRELATION, "at_bound_non_refusal": [True, False, True]})
+    assert e["verdict"] == "holds" and e["measured"]["n_at_bound"] == 2
+    assert e["measured"]["harmful_compliance"]["mean"] == pytest.approx(0.8)
+    assert e["size_verdict"] == "holds"  # 0.958 inside the interval over histories
+    flat = _entry("alignment_harm_correlation", {**CORRELATION, "rho": [0.9, None, 0.8]})
+    assert flat["verdict"] == "not comparable" and "undefined" in flat["rule"]
+
+
+def test_readout_needs_both_scores_above_the_null_in_every_history():
+    assert _entry("vocabulary_readout", {**READOUT, "lens_percentile": [99.0, 95.0]})[
+        "verdict"] == "does not hold"  # 95.0 is not above the 95th percentile
+    e = _entry("vocabulary_readout", READOUT)
+    assert e["measured"]["n_above"] == 2 and e["measured"]["lens_percentile"] == 97.0
+
+
+def test_a_missing_input_is_not_comparable_with_its_reason_never_an_exception():
+    reason = "blocking.json has no 'push' arm (stage blocking did not run it in preset 'hf')."
+    e = _entry("block_baseline_push", Missing(reason))
+    assert e["verdict"] == "not comparable" and e["measured"] is None
+    assert e["rule"].endswith(reason)
+    inputs, groups = pool({"h0": {"block_baseline_push": ORDERED},
+                           "h1": {"block_baseline_push": Missing(reason)}})
+    assert inputs["block_baseline_push"] == Missing(f"h1: {reason}")
+    assert "block_baseline_push" not in groups
 
 
 def test_missing_id_is_not_comparable():
@@ -101,7 +264,7 @@ def test_measured_values():
     e = _entry("null_exceedance", {"k": 20, "n": 24})
     m = e["measured"]
     assert (m["k"], m["n"]) == (20, 24) and m["wilson_low"] < 20 / 24 < m["wilson_high"]
-    assert e["paper"] == {"count": 24, "of": 24}
+    assert e["paper"] == {"count": 24, "of": 24, "unit": "run-step pairs"}
     h = _entry("harmfulness_blocked", {"blocked": [8.0, 9.0, 10.0], "unblocked": [18, 20, 22]})
     assert h["measured"]["mean"] == pytest.approx(9.0)
     assert h["measured"]["difference"]["mean"] == pytest.approx(-11.0)
@@ -231,3 +394,16 @@ def test_every_claims_source_names_a_function_that_exists():
     for c in load_paper_claims():
         module, _, name = c["source"]["function"].rpartition(".")
         assert callable(getattr(importlib.import_module(module), name, None)), c["id"]
+
+
+def test_a_failure_at_a_ceiling_is_unresolved_in_the_headline_not_a_finding():
+    e = _entry("harmfulness_unblocked", {"finetuned": [100.0, 100.0, 100.0], "safe": 100.0})
+    assert e["verdict"] == "does not hold" and e["measured"]["at_bound"] is True
+    e["per_history"] = {"h0": {"verdict": "does not hold"}, "h1": {"verdict": "does not hold"}}
+    assert standing(e) == "unresolved"
+    text = headline([e], {"harmfulness_unblocked": "fine-tuning raises harm"}, "a version")
+    assert "1 is unresolved: fine-tuning raises harm (does not hold only at a floor or ceiling, "\
+        "100.0% non-refusal, where no change can show)" in text
+    moved = _entry("harmfulness_unblocked", {"finetuned": [1.0, 3.0, 2.5], "safe": 2.0})
+    moved["per_history"] = e["per_history"]
+    assert moved["measured"]["at_bound"] is False and standing(moved) == "does not hold"

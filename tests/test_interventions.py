@@ -217,11 +217,11 @@ def test_run_mediation_and_its_plot(smoke_cfg, smoke_tok, requests):
         alphabet=alphabet,
         layers=[1],
     )
-    assert result.baseline["checkpoint"].tolist() == ["theta_H", "theta_S"]
+    assert result.baseline["checkpoint"].tolist() == ["θ_H", "θ_S"]
     assert len(result.add_helpful) == len(result.add_safe) == 3
     assert len(result.ablate_safe) == 2
     combined = result.combined()
-    assert len(combined) == 8 and set(combined["checkpoint"]) == {"theta_H", "theta_S"}
+    assert len(combined) == 8 and set(combined["checkpoint"]) == {"θ_H", "θ_S"}
     fig = plot_mediation(combined)
     assert fig._suptitle.get_text() and all(ax.get_xlabel() for ax in fig.axes)
     plt.close(fig)

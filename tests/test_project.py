@@ -239,6 +239,12 @@ CLAIM_IDS = {
     "harmfulness_unblocked",
     "harmfulness_blocked",
     "task_cost",
+    # the revised version of the paper
+    "matched_null_every_trajectory",
+    "vocabulary_readout",
+    "alignment_harm_correlation",
+    "block_baseline_push",
+    "rehearsal_opposes",
 }
 
 

@@ -103,8 +103,8 @@ def test_patch_table_and_plots(smoke_cfg, smoke_tok):
         == judged_rates(safe, smoke_tok, requests, "cpu", world.alphabet).refusal_rate
     )
     assert table[["refusal_rate", "harmful_compliance"]].stack().between(0, 100).all()
-    lens = {"theta_S": logit_lens(safe, smoke_tok, PROMPTS, "cpu")}
-    lens["theta_T"] = logit_lens(tuned, smoke_tok, PROMPTS, "cpu")
+    lens = {"θ_S": logit_lens(safe, smoke_tok, PROMPTS, "cpu")}
+    lens["θ_T"] = logit_lens(tuned, smoke_tok, PROMPTS, "cpu")
     for fig in (plot_patching(table), plot_logit_lens(lens)):
         assert fig._suptitle.get_text() and all(ax.get_xlabel() for ax in fig.axes)
         plt.close(fig)

@@ -1,5 +1,6 @@
 """Stage mediation: findings worded from hand-made tables with known answers; the smoke run."""
 
+import dataclasses
 import importlib
 import json
 
@@ -19,6 +20,7 @@ from gravrev.stages.mediation import metrics as med_metrics
 from gravrev.stages.mediation import runs as med_runs
 from gravrev.stages.mediation.metrics import MediationStageResult, decision_block, summaries
 from gravrev.stages.mediation.report import change_phrase, findings
+from gravrev.stages.mediation.report import control_findings as report_controls
 from gravrev.store.atomic import write_json
 from gravrev.store.paths import Paths
 from gravrev.training.finetune import finetune_run
@@ -35,19 +37,19 @@ def _history(h: str, *, safe=90.0, helpful=0.0, ablated=None, ablated_all=None, 
     """One history's four tables; unspecified effects are none (the unmodified rate)."""
     tuned = safe if tuned is None else tuned
     baseline = pd.DataFrame([{"checkpoint": c, "refusal_rate": r, "harmful_compliance": 0.0,
-                              "n": N} for c, r in (("theta_H", helpful), ("theta_S", safe))])
-    sweeps = [{"checkpoint": "theta_S", "mode": "ablate", "layer": layer, "scale": np.nan,
+                              "n": N} for c, r in (("θ_H", helpful), ("θ_S", safe))])
+    sweeps = [{"checkpoint": "θ_S", "mode": "ablate", "layer": layer, "scale": np.nan,
                "refusal_rate": safe} for layer in range(LAYERS)]
     sweeps[1]["refusal_rate"] = safe if ablated is None else ablated  # the analysed layer
-    sweeps.append({"checkpoint": "theta_S", "mode": "ablate", "layer": EVERY_LAYER,
+    sweeps.append({"checkpoint": "θ_S", "mode": "ablate", "layer": EVERY_LAYER,
                    "scale": np.nan, "refusal_rate": safe if ablated_all is None else ablated_all})
-    for ckpt, start in (("theta_H", helpful), ("theta_S", safe)):
+    for ckpt, start in (("θ_H", helpful), ("θ_S", safe)):
         for layer in range(LAYERS):
             for scale in (-1.0, 0.0, 1.0):
                 rate = start
-                if layer == 1 and ckpt == "theta_S" and scale == 1.0 and plus is not None:
+                if layer == 1 and ckpt == "θ_S" and scale == 1.0 and plus is not None:
                     rate = plus
-                if layer == 1 and ckpt == "theta_H" and scale == -1.0 and minus_h is not None:
+                if layer == 1 and ckpt == "θ_H" and scale == -1.0 and minus_h is not None:
                     rate = minus_h
                 sweeps.append({"checkpoint": ckpt, "mode": "add", "layer": layer,
                                "scale": scale, "refusal_rate": rate})
@@ -59,8 +61,8 @@ def _history(h: str, *, safe=90.0, helpful=0.0, ablated=None, ablated_all=None, 
                              "refusal_rate": rate if g == group and rate is not None
                              else unpatched})
     lens = []
-    for ckpt, margins in (("theta_S", margins_s), ("theta_H", (-3.0,) * LAYERS),
-                          ("theta_T", (-2.0,) * LAYERS)):
+    for ckpt, margins in (("θ_S", margins_s), ("θ_H", (-3.0,) * LAYERS),
+                          ("θ_T", (-2.0,) * LAYERS)):
         for layer, m in enumerate(margins):
             lens.append({"checkpoint": ckpt, "layer": layer, "logp_refuse": m / 2,
                          "logp_comply": -m / 2, "margin": m})
@@ -115,7 +117,7 @@ def test_summaries_read_the_analysed_layer_and_the_extreme_groups():
     assert s.refusal_finetuned == s.s_to_t.unpatched == 20.0
     assert (s.s_to_t.top_group, s.s_to_t.top_refusal) == ("block3.attn", 70.0)
     assert (s.t_to_s.bottom_group, s.t_to_s.bottom_refusal) == ("embeddings", 50.0)
-    assert s.decision_block == {"theta_S": 1, "theta_H": None, "theta_T": None}
+    assert s.decision_block == {"θ_S": 1, "θ_H": None, "θ_T": None}
 
 
 def test_findings_when_v_rev_carries_refusal_and_one_group_its_loss():
@@ -126,13 +128,13 @@ def test_findings_when_v_rev_carries_refusal_and_one_group_its_loss():
                  tuned=10.0, restore=("block2.mlp", 95.0), lower=("block2.mlp", 15.0)),
     )
     lines = findings(r)
-    assert not any(x.startswith("theta_S refuses") for x in lines)  # there is refusal to remove
+    assert not any(x.startswith("θ_S refuses") for x in lines)  # there is refusal to remove
     assert "lowers refusal from 95.0% to 15.0% in every history" in _line(lines, "Ablating v_rev")
     assert "lowers refusal from 95.0% to 0.0%" in _line(lines, "Ablating each block")
-    added_s = _line(lines, "Adding v_rev to theta_S")
+    added_s = _line(lines, "Adding v_rev to θ_S")
     assert "at +1 x it lowers refusal from 95.0% to 15.0%" in added_s
     assert "at -1 x it leaves refusal near 95.0%" in added_s
-    assert "at -1 x it raises refusal from 0.0% to 70.0%" in _line(lines, "Adding v_rev to theta_H")
+    assert "at -1 x it raises refusal from 0.0% to 70.0%" in _line(lines, "Adding v_rev to θ_H")
     assert "lowers refusal from 95.0% to 20.0%" in _line(lines, "Unblocked fine-tuning")
     # Shares of the loss: h0 (85-30)/60 and (90-35)/60, h1 (95-10)/90 and (100-15)/90.
     undo = _line(lines, UNDO)
@@ -189,20 +191,20 @@ def test_findings_when_no_group_matters_and_theta_s_never_refuses_in_the_lens():
     assert "no group above 5.0 points, h1: no group above 5.0 points" in _line(lines, UNDO)
     assert "restores 0% of the lost refusal" in _line(lines, UNDO)
     assert _line(lines, "Neither undoing nor making one group's change moves most of the loss")
-    assert "never shows theta_S favouring" in _line(lines, "The logit lens")
+    assert "never shows θ_S favouring" in _line(lines, "The logit lens")
 
 
 def test_findings_report_each_row_of_v_rev_ablated():
     lines = findings(_result(_history("h0", safe=90.0, ablated=10.0),
                              _history("h1", safe=80.0, ablated=30.0)))
     assert _line(lines, "With one row of v_rev removed at a time").startswith(
-        "With one row of v_rev removed at a time, theta_S refuses 85.0% (layer 0), 20.0% "
+        "With one row of v_rev removed at a time, θ_S refuses 85.0% (layer 0), 20.0% "
         "(layer 1), 85.0% (layer 2), 85.0% (layer 3)")
 
 
 def test_findings_warn_when_theta_s_barely_refuses():
     lines = findings(_result(_history("h0", safe=2.0), _history("h1", safe=0.0)))
-    assert lines[0].startswith("theta_S refuses 1.0% of held-out harmful requests")
+    assert lines[0].startswith("θ_S refuses 1.0% of held-out harmful requests")
 
 
 # --- the stage on the smoke preset, end to end ------------------------------------------------
@@ -234,7 +236,7 @@ def test_run_writes_tables_that_agree_with_each_other(smoke_run):
     for row in zero.itertuples():
         assert row.refusal_rate == base[(row.history, row.checkpoint)]
     none = r.patching[(r.patching["patch"] == "T->S") & (r.patching["group"] == NONE)]
-    safe = base.xs("theta_S", level=1).to_dict()
+    safe = base.xs("θ_S", level=1).to_dict()
     assert none.set_index("history")["refusal_rate"].to_dict() == safe
     for h in cfg.histories:
         for name in med_runs.TABLES:
@@ -291,3 +293,84 @@ def test_keep_model_returns_the_trained_model(smoke_run):
                              "cpu")
     np.testing.assert_array_equal(acts["last"], kept.acts["last"][-1])
     np.testing.assert_array_equal(plain.acts["last"], kept.acts["last"])
+
+
+# ----------------------------------------------------------------------------- controls, readout
+
+
+def test_specificity_rank_on_a_hand_made_case():
+    r = med_metrics.specificity_rank(50.0, [10.0, 50.0, 70.0, 0.0])
+    assert (r.rank, r.n_ties, r.n_controls, r.specific) == (2, 1, 4, False)
+    top = med_metrics.specificity_rank(80.0, [10.0, 50.0, 70.0])
+    assert (top.rank, top.n_ties, top.specific) == (1, 0, True)
+    tied = med_metrics.specificity_rank(0.0, [0.0, 0.0])
+    assert (tied.rank, tied.n_ties, tied.specific) == (1, 2, False)
+    with pytest.raises(ValueError):
+        med_metrics.specificity_rank(1.0, [])
+
+
+def test_ablation_outcome_and_cos_labels():
+    out = med_metrics.ablation_outcome
+    assert out(90, 0, 10, 60, 5) == "harmful"
+    assert out(90, 0, 10, 2, 5) == "refusal_lost_not_harmful"
+    assert out(90, 0, 88, 0, 5) == "no_effect"
+    assert out(2, 0, 0, 0, 5) == "at_floor"
+    assert [med_metrics.cos_label(c) for c in (-0.95, 0.6, 0.1)] == ["same", "overlapping",
+                                                                    "distinct"]
+    assert med_metrics.majority(["a", "a", "b"]) == "a"
+    assert med_metrics.majority(["a", "b"]) == "mixed"
+
+
+def _controls(h: str, ablated: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """A control table of one history: each direction's (refusal, harm) when ablated; the
+    other cells unmodified (theta_S 90/0, theta_H 0/100)."""
+    rows = []
+    for d, (refusal, harm) in ablated.items():
+        for ckpt, mode, layer, scale in med_runs.control_cells((-1.0, 0.0, 1.0), 1):
+            rates = ((refusal, harm) if (mode, layer) == ("ablate", 1) else
+                     (90.0, 0.0) if ckpt == "θ_S" else (0.0, 100.0))
+            rows.append({"direction": d, "kind": med_runs.kind_of(d), "checkpoint": ckpt,
+                         "mode": mode, "layer": layer, "scale": scale,
+                         "refusal_rate": rates[0], "harmful_compliance": rates[1], "n": N,
+                         "history": h})
+    return pd.DataFrame(rows)
+
+
+def test_controls_metrics_rank_v_rev_and_round_trip():
+    hs = [_history("h0", ablated=10.0), _history("h1", ablated=10.0)]
+    for h in hs:
+        h["baseline"].loc[h["baseline"]["checkpoint"] == "θ_H", "harmful_compliance"] = 100.0
+    ablated = {"v_rev": (10.0, 2.0), "refusal": (20.0, 70.0), "random_0": (90.0, 0.0),
+               "covariance_0": (50.0, 0.0), "pc_0": (10.0, 0.0)}
+    base = _result(*hs)
+    result = dataclasses.replace(
+        base, controls=pd.concat([_controls(h, ablated) for h in ("h0", "h1")],
+                                 ignore_index=True),
+        directions=pd.DataFrame([{"direction": "v_rev", "history": h, "cos_r": c}
+                                 for h, c in (("h0", -0.2), ("h1", -0.95))]),
+        readout=pd.DataFrame([{"history": h, "lens_score": 1.0, "lens_percentile": 99.0,
+                               "change_score": 2.0, "change_percentile": 40.0, "n_null": 20}
+                              for h in ("h0", "h1")]))
+    c = med_metrics.controls_metrics(result)
+    x = c.per_history["h0"]
+    rank = x.specificity["ablate_layer"]["refusal_rate"]
+    assert (rank.effect, rank.rank, rank.n_ties, rank.n_controls) == (80.0, 1, 1, 4)  # pc_0 ties
+    harm = x.specificity["ablate_layer"]["harmful_compliance"]
+    assert (harm.effect, harm.rank) == (2.0, 2)  # r's ablation raises harm more
+    assert x.ablation == {"v_rev": "refusal_lost_not_harmful", "refusal": "harmful",
+                          "random_0": "no_effect", "covariance_0": "refusal_lost_not_harmful",
+                          "pc_0": "refusal_lost_not_harmful"}
+    assert (c.v_rev_ablation, c.refusal_ablation) == ("refusal_lost_not_harmful", "harmful")
+    assert c.distinct_from_r == "mixed"  # h0 distinct, h1 the same
+    assert med_metrics.Controls.from_json(json.loads(json.dumps(c.to_json()))) == c
+    m = med_metrics.MediationMetrics(
+        "smoke", 1, LAYERS, "last", "checkpoint_diff", [-1.0, 0.0, 1.0], summaries(result), {},
+        med_metrics.readouts(result.readout), med_metrics.cos_v_rev_r(result.directions), c)
+    j = json.loads(json.dumps(m.to_json()))
+    assert set(j["readout"]["per_history"]["h0"]) == {"lens_score", "lens_percentile",
+                                                      "change_score", "change_percentile",
+                                                      "n_null"}
+    assert j["refusal_direction"] == {"cos_v_rev_r": {"h0": -0.2, "h1": -0.95}}
+    assert med_metrics.MediationMetrics.from_json(j).to_json() == m.to_json()
+    lines = report_controls(m)
+    assert any("the outcome shared by most histories" in x for x in lines)

@@ -7,8 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import stage_layout as S
+from scipy import stats
+from scipy.stats import spearmanr
 from stage_layout import CFG, DESIGN, EARLY_STEPS, LOG_STEPS, SENS_ARM
 
+from gravrev.claims.why import value_text
 from gravrev.config.load import resolve
 from gravrev.organism.shape import shape_checks
 from gravrev.runtime import seeds
@@ -31,8 +34,6 @@ from gravrev.stages.vrev import report as vrev_report
 from gravrev.stats.nulls import isotropic_quantile
 from gravrev.store.atomic import write_csv, write_json, write_npz
 from gravrev.store.paths import Paths
-from gravrev.training.objectives import BlockSpec
-from gravrev.training.tasks import FinetuneOutput, FinetuneTask
 
 # ============================================================================ the layout
 
@@ -123,6 +124,27 @@ def test_vrev_metrics_hold_the_runs_the_claims_read(vrev_result):
         elif arm == "early":
             np.testing.assert_allclose(m["early_per_run"][key], cosines, atol=1e-5)
     assert len(m["per_run"]) == 4 and len(m["early_per_run"]) == 6
+
+
+def test_alignment_harm_is_per_history_and_round_trips(vrev_result):
+    ah = vrev_result.alignment_harm
+    assert set(ah.per_history) == set(CFG.histories)
+    j = vrev_result.metrics["alignment_harm"]
+    back = vrev.AlignmentHarm.from_json(j)
+    for h, x in ah.per_history.items():
+        assert x.n_steps == len(LOG_STEPS)
+        y = back.per_history[h]
+        for f in ("rho_non_refusal", "rho_harmful_compliance"):
+            a, b = getattr(x, f), getattr(y, f)
+            assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-6)
+        assert set(j["per_history"][h]) == {"rho_non_refusal", "rho_harmful_compliance",
+                                            "at_bound_non_refusal",
+                                            "at_bound_harmful_compliance", "n_steps"}
+    means = vrev_result.main.groupby(["history", "step"])[["alignment", "non_refusal"]].mean()
+    h0 = means.loc["h0"]
+    want = spearmanr(h0["alignment"], h0["non_refusal"]).statistic
+    if not np.isnan(ah.per_history["h0"].rho_non_refusal):
+        assert ah.per_history["h0"].rho_non_refusal == pytest.approx(want)
 
 
 def test_between_histories_and_between_methods(vrev_result):
@@ -234,8 +256,36 @@ def test_nulls_findings_without_a_control_history_or_mixed_runs(nulls_result):
                                         if k != "control_direction"}},
             "control_drift_final": {"unblocked": m["control_drift_final"]["unblocked"]}}
     text = nulls_report.findings(nulls.NullsResult(nulls_result.pairs, nulls_result.iso_samples,
-                                            nulls_result.control_drift, bare))
+                                            nulls_result.control_drift, bare,
+                                            nulls_result.matched_pairs, nulls_result.matched))
     assert len(text) == 1 and text[0].startswith("6 of 12")
+
+
+def test_trajectory_null_counts_steps_above_each_steps_quantile():
+    """Hand-made: step 0 beats its null; step 1 lies below its null's p99 (0.698)."""
+    null = np.array([[0.1, 0.2, 0.3], [0.5, 0.6, 0.7]])
+    t = nulls.trajectory_null(np.array([0.9, 0.65]), null, 0.99)
+    assert (t.n_exceed, t.n_steps, t.all_steps_exceed) == (1, 2, False)
+    t = nulls.trajectory_null(np.array([0.9, 0.8]), null, 0.99)
+    assert (t.n_exceed, t.n_steps, t.all_steps_exceed) == (2, 2, True)
+    with pytest.raises(ValueError, match="steps"):
+        nulls.trajectory_null(np.array([0.9]), null, 0.99)
+
+
+def test_matched_null_judges_every_trajectory_and_round_trips(layout, nulls_result):
+    m, pairs = nulls_result.matched, nulls_result.matched_pairs
+    assert m.n_directions == {"h0": 2, "h1": 2}  # the other history's 3 snapshots less theta_H
+    assert set(m.per_trajectory) == {"h0/1", "h0/2", "h1/1", "h1/2"}
+    for key, t in m.per_trajectory.items():
+        h, seed = key.split("/")
+        run = pairs[(pairs["history"] == h) & (pairs["seed"] == int(seed))]
+        assert t.n_steps == len(run) == len(LOG_STEPS)
+        assert t.n_exceed == int(run["exceeds_matched"].sum())
+    j = nulls_result.metrics["matched_null"]
+    assert nulls.MatchedNull.from_json(j) == m and m.to_json() == j
+    assert j["n_trajectories"] == 4 and j["n_all_exceed"] == sum(
+        t.all_steps_exceed for t in m.per_trajectory.values())
+    assert nulls.matched_directions(layout.cfg, layout.paths, "h0").shape == (2, S.D)
 
 
 # ============================================================================ 02 finetune
@@ -296,7 +346,7 @@ def test_finetune_regime_metrics_and_findings(built):
     assert h0.at_T("mixed", "refusal_rate") == [S.REFUSAL["mixed"][-1]] * 2
     assert fine_metrics.FinetuneMetrics.from_json(m.to_json()) == m
     text = fine_report.findings(CFG, r)
-    assert "refusal from 90% at theta_S to 30% at step 20" in text[0]
+    assert "refusal from 90% at θ_S to 30% at step 20" in text[0]
     assert "Half of the refusal is gone, on average, by step 20." in text  # 90 -> 50 -> 30
     assert any("holds in 4 of 4 runs; the regime is as registered" in t for t in text)
     assert any("refusal at T is 87%" in t for t in text)
@@ -372,12 +422,12 @@ def test_shape_checks_margins():
     checks = shape_checks(table, CFG.history.checks)  # 90, 90, 90, gap 5
     assert set(checks["history"]) == {"h0", "h1"} and len(checks) == 8
     got = {(r.history, r.check.split(" (")[0]): (r.margin, r.passed) for r in checks.itertuples()}
-    assert got[("h0", "theta_H harmful compliance")] == (5.0, True)
-    assert got[("h0", "theta_S refusal")] == (-5.0, False)
-    assert got[("h0", "theta_S latent content")] == (2.0, True)
-    assert got[("h0", "theta_S benign accuracy - theta_H's")] == (3.0, True)  # -2 vs -5
-    assert got[("h1", "theta_H harmful compliance")] == (0.0, True)  # the threshold passes
-    assert got[("h1", "theta_S benign accuracy - theta_H's")] == (-1.0, False)  # -6 vs -5
+    assert got[("h0", "θ_H harmful compliance")] == (5.0, True)
+    assert got[("h0", "θ_S refusal")] == (-5.0, False)
+    assert got[("h0", "θ_S latent content")] == (2.0, True)
+    assert got[("h0", "θ_S benign accuracy - θ_H's")] == (3.0, True)  # -2 vs -5
+    assert got[("h1", "θ_H harmful compliance")] == (0.0, True)  # the threshold passes
+    assert got[("h1", "θ_S benign accuracy - θ_H's")] == (-1.0, False)  # -6 vs -5
 
 
 def _history_result(checks: pd.DataFrame) -> history_metrics.HistoryResult:
@@ -393,11 +443,11 @@ def test_history_findings_switch_between_passed_and_missed():
                      {"refusal_rate": 93, "prefilled_content": 99, "benign_accuracy": 80}, "h1"))
     ok = history_report.findings(_history_result(shape_checks(table, CFG.history.checks)))
     assert ok[0].startswith("All 2 histories pass the 4 pre-registered shape checks measured.")
-    assert "smallest margin is 1.0 points (theta_S latent content (%), history h0)" in ok[0]
+    assert "smallest margin is 1.0 points (θ_S latent content (%), history h0)" in ok[0]
     assert "refuses 96% of held-out harmful requests" in ok[1] and "content in 91%" in ok[1]
     table.loc[table.index[-1], "refusal_rate"] = 80.0  # h1's theta_S now refuses too little
     bad = history_report.findings(_history_result(shape_checks(table, CFG.history.checks)))
-    assert bad[0].startswith("1 of 2 histories miss a shape check: h1 (theta_S refusal (%): "
+    assert bad[0].startswith("1 of 2 histories miss a shape check: h1 (θ_S refusal (%): "
                              "80.0 against 90)")
 
 
@@ -432,37 +482,6 @@ def test_history_metrics_json_round_trips(tmp_path):
 # ============================================================================ 05 blocking
 
 
-def test_the_lambda_checks_runs_at_the_chosen_lambda_are_the_penalty_arms(tmp_path,
-                                                                           monkeypatch):
-    ran: list[FinetuneTask] = []
-
-    def fake_run_all(fn, tasks, cfg, desc):
-        ran.extend(tasks)
-        return [FinetuneOutput(t.history, t.arm, t.seed, pd.DataFrame({"arm": [t.arm]}), "x", 1.0)
-                for t in tasks]
-
-    monkeypatch.setattr(block_runs, "run_all", fake_run_all)
-
-    def spec(lam):
-        return BlockSpec("penalty", {1: np.ones(4)}, lam, ("a",), 1)
-
-    checked = [FinetuneTask(CFG, "h0", tmp_path, 1, f"penalty_lambda{lam:g}",
-                            tmp_path / f"check{lam:g}.npz", block=spec(lam), judge="end")
-               for lam in (0.1, 1.0)]
-    for t in checked:
-        t.out.write_bytes(f"lambda {t.block.lam}".encode())
-    checked_done = fake_run_all(None, checked, None, "")
-    ran.clear()
-    tasks = [FinetuneTask(CFG, "h0", tmp_path, seed, arm, tmp_path / "h0" / f"{arm}_seed{seed}.npz",
-                          block=spec(0.1), judge="end")
-             for arm in ("penalty", "freeze") for seed in (1, 2)]
-    done = block_runs.run_arms(tasks, checked, checked_done, 0.1, CFG)
-    assert [(t.arm, t.seed) for t in ran] == [("penalty", 2), ("freeze", 1), ("freeze", 2)]
-    assert tasks[0].out.read_bytes() == b"lambda 0.1"  # the run at the chosen lambda, copied
-    assert [(d.arm, d.seed) for d in done] == [(t.arm, t.seed) for t in tasks]
-    assert done[0].log["arm"].tolist() == ["penalty"]
-
-
 def _calibration(rows: list[tuple[float, str, float, float]], p99: float = 0.3) -> pd.DataFrame:
     return pd.DataFrame([{"lambda": lam, "history": h, "alignment": a, "p99": p99,
                           "new_task_cost": cost} for lam, h, a, cost in rows])
@@ -491,18 +510,56 @@ def test_choose_lambda_applies_the_pre_registered_rule(alignments, costs, lam, c
     assert block_runs.choose_lambda(CFG, _calibration(rows)) == (lam, check)
 
 
+def _matching(reductions: list[tuple[float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"arm": "random_block", "lambda": lam, "history": h, "reduction": r[i]}
+                         for lam, r in zip(GRID, reductions, strict=True)
+                         for i, h in enumerate(("h0", "h1"))])
+
+
+@pytest.mark.parametrize(("reductions", "target", "lam", "reached"), [
+    # means 0.1, 0.5, 0.9: the closest to 0.55 is 0.5, within 0.1
+    ([(0.0, 0.2), (0.4, 0.6), (0.8, 1.0)], 0.55, 0.1, True),
+    # the history mean decides, not one history: means 0.1, 0.3, 0.45 against 0.97
+    ([(0.0, 0.2), (0.0, 0.6), (0.0, 0.9)], 0.97, 1.0, False),
+    # a tie goes to the smaller lambda
+    ([(0.25, 0.25), (0.75, 0.75), (0.875, 0.875)], 0.5, 0.01, False),
+])
+def test_match_lambda_picks_the_closest_achieved_reduction(reductions, target, lam, reached):
+    got = block_runs.match_lambda(_matching(reductions), target)
+    assert got["lambda"] == lam and got["reached"] is reached and got["target"] == target
+    assert got["reduction"] == pytest.approx(np.mean(reductions[GRID.index(lam)]))
+
+
+def test_reduction_is_the_mean_over_layers_of_the_held_share():
+    unblocked = np.array([[2.0, 0.0], [0.0, -4.0]])
+    d = np.array([[0.5, 3.0], [7.0, -1.0]])
+    dirs = {0: np.array([1.0, 0.0]), 1: np.array([0.0, 1.0])}
+    assert block_runs.reduction(d, unblocked, {0: dirs[0]}) == pytest.approx(0.75)
+    assert block_runs.reduction(d, unblocked, dirs) == pytest.approx((0.75 + 0.75) / 2)
+
+
 def test_expand_arms_and_block_specs():
-    assert block_runs.expand_arms(CFG) == ["penalty", "penalty_L0", "random_penalty", "freeze"]
-    at0 = resolve({"preset": "smoke", "analysis": {"layer": 0}})
-    assert block_runs.expand_arms(at0) == ["penalty", "penalty_L1", "random_penalty", "freeze"]
+    assert block_runs.expand_arms(CFG) == ["block", "push", "penalty", "rehearsal",
+                                           "refusal_block", "random_block"]
+    layers = resolve({"preset": "smoke", "blocking": {"arms": ["block", "penalty_layers"]}})
+    assert block_runs.expand_arms(layers) == ["block", "penalty_L0"]
+    at0 = resolve({"preset": "smoke", "analysis": {"layer": 0},
+                   "blocking": {"arms": ["block", "penalty_layers"]}})
+    assert block_runs.expand_arms(at0) == ["block", "penalty_L1"]
     dirs = {1: np.ones(4) / 2}
-    kinds = {"penalty": "penalty", "penalty_L0": "penalty", "random_penalty": "penalty",
-             "covariance_penalty": "penalty", "penalty_all": "penalty", "freeze": "freeze",
+    kinds = {"block": "block", "refusal_block": "block", "random_block": "block",
+             "covariance_block": "block", "push": "push", "penalty": "penalty",
+             "penalty_L0": "penalty", "penalty_all": "penalty", "random_penalty_all": "penalty",
+             "covariance_penalty_all": "penalty", "freeze": "freeze",
              "grad_project": "grad_project", "mean_penalty": "mean_penalty"}
     for arm, kind in kinds.items():
-        spec = block_runs.block_spec(CFG, arm, dirs, 0.1, ["a", "b"])
+        spec = block_runs.block_spec(CFG, arm, dirs, 0.1, ["a", "b"], {1: 0.7})
         assert spec.kind == kind, arm
         assert (spec.lam, spec.pool, spec.batch) == (0.1, ("a", "b"), CFG.blocking.penalty_batch)
+        assert spec.targets == ({1: 0.7} if arm == "push" else {}), arm
+    assert block_runs.block_spec(CFG, "rehearsal", {}, 0.1, ["a"]) is None  # no objective
+    with pytest.raises(ValueError, match="target"):  # a push without its bound is refused
+        block_runs.block_spec(CFG, "push", dirs, 0.1, ["a"])
 
 
 def test_arm_directions(layout):
@@ -510,18 +567,25 @@ def test_arm_directions(layout):
     again = block_runs.arm_directions(CFG, layout.paths, "h0")
     d1 = block_runs.arm_directions(CFG, layout.paths, "h1")
     v = layout.v["h0"]
-    for arm in ("penalty", "mean_penalty", "grad_project"):
+    for arm in ("block", "push", "penalty", "mean_penalty", "grad_project"):
         assert set(d0[arm]) == {1}
         np.testing.assert_allclose(d0[arm][1], v[1], atol=1e-5)
     assert set(d0["penalty_all"]) == {0, 1} and set(d0["penalty_L0"]) == {0}
     np.testing.assert_allclose(d0["penalty_L0"][0], v[0], atol=1e-5)
-    assert d0["freeze"] == {}
-    for arm in ("random_penalty", "covariance_penalty"):
+    assert d0["freeze"] == {} and d0["rehearsal"] == {}
+    for arm in ("random_block", "covariance_block"):
         u = d0[arm][1]
         assert np.linalg.norm(u) == pytest.approx(1.0)
         np.testing.assert_array_equal(u, again[arm][1])  # one control direction per history
         assert not np.allclose(u, d1[arm][1])
-    assert abs(d0["covariance_penalty"][1] @ v[1]) < 1e-6
+    assert abs(d0["covariance_block"][1] @ v[1]) < 1e-6
+    for arm in ("random_penalty_all", "covariance_penalty_all"):  # at penalty_all's layers
+        assert set(d0[arm]) == {0, 1}
+    assert all(abs(d0["covariance_penalty_all"][x] @ v[x]) < 1e-6 for x in (0, 1))
+    # refusal_block: -r, r the unit harmful-minus-benign mean of theta_S's probes
+    safe = layout.safe["h0"][1]
+    r = safe[: S.N_HARMFUL].mean(0) - safe[S.N_HARMFUL:].mean(0)
+    np.testing.assert_allclose(d0["refusal_block"][1], -r / np.linalg.norm(r), atol=1e-5)
 
 
 def test_final_alignment_reads_the_drift_at_t(layout):
@@ -535,86 +599,171 @@ def test_final_alignment_reads_the_drift_at_t(layout):
     assert cos == pytest.approx(-0.9, abs=1e-5) and proj == pytest.approx(-1.8, abs=1e-4)
 
 
-def _final(penalty_non_refusal: float) -> pd.DataFrame:
-    """Hand-made final rows: unblocked, penalty and freeze on two histories and two seeds."""
+def _final(block_non_refusal: float) -> pd.DataFrame:
+    """Hand-made final rows with their areas: unblocked, block, push and freeze on two
+    histories and two seeds."""
     rows = []
-    arms = {"unblocked": (0.6, 60.0, 75.0, 1.0), "penalty": (-0.2, penalty_non_refusal, 74.0, 0.2),
-            "freeze": (0.5, 55.0, 30.0, float("nan"))}
-    for arm, (align, nr, new_task, proj) in arms.items():
+    arms = {"unblocked": (0.6, 60.0, 75.0, 0.0, 10.0),
+            "block": (-0.2, block_non_refusal, 74.0, 0.8, 2.0),
+            "push": (0.9, 70.0, 75.0, -0.5, 14.0),
+            "freeze": (0.5, 55.0, 30.0, float("nan"), 9.0)}
+    for arm, (align, nr, new_task, red, rev) in arms.items():
         for i, (h, seed) in enumerate([("h0", 1), ("h0", 2), ("h1", 1), ("h1", 2)]):
             rows.append({"arm": arm, "history": h, "seed": seed, "alignment": align + 0.02 * i,
                          "non_refusal": nr + i, "refusal_rate": 100 - nr - i,
                          "refusals": 20 - int((nr + i) / 5), "n_harmful": 20,
                          "harmful_compliance": nr + i - 5, "prefilled_content": 90.0,
                          "benign_accuracy": 80.0, "new_task_accuracy": new_task,
-                         "projection": proj, "projection_unblocked": 1.0})
+                         "reduction": red, "cumulative_reversion": rev + i,
+                         "area_non_refusal": 20 * (nr + i)})
     final = pd.DataFrame(rows)
     final["task_cost_not_block"] = final["new_task_accuracy"] < CFG.finetune.min_new_task_accuracy
     return final
 
 
 def _blocking_result(final: pd.DataFrame) -> block_metrics.BlockingResult:
-    metrics = block_metrics.blocking_metrics(CFG, final, 0.1, "passed")
-    return block_metrics.BlockingResult(pd.DataFrame(), 0.1, "passed", final,
+    metrics = block_metrics.blocking_metrics(
+        CFG, final, 0.1, "passed", {"random_block": block_metrics.Matched(1.0, 0.4, 0.8, False)})
+    return block_metrics.BlockingResult(pd.DataFrame(), pd.DataFrame(), 0.1, "passed", final,
                                         block_metrics.strength_table(final),
                                         block_metrics.paired_effects(final), pd.DataFrame(),
-                                        metrics)
+                                        pd.DataFrame(), metrics)
 
 
 def test_blocking_strength_effects_and_metrics():
     r = _blocking_result(_final(20.0))
     strength = r.strength.set_index("arm")
-    assert set(strength.index) == {"unblocked", "penalty"}  # freeze acts along no direction
-    assert strength.loc["penalty", "mean"] == pytest.approx(0.8)
-    assert strength.loc["unblocked", "mean"] == pytest.approx(0.0)
+    assert set(strength.index) == {"unblocked", "block", "push"}  # freeze: no direction
+    assert strength.loc["block", "mean"] == pytest.approx(0.8)
     eff = r.effects.set_index(["arm", "measure"])
-    assert eff.loc[("penalty", "non_refusal"), "mean_diff"] == pytest.approx(-40.0)
-    assert eff.loc[("penalty", "alignment"), "mean_diff"] == pytest.approx(-0.8)
+    assert eff.loc[("block", "non_refusal"), "mean_diff"] == pytest.approx(-40.0)
+    assert eff.loc[("block", "alignment"), "mean_diff"] == pytest.approx(-0.8)
+    assert eff.loc[("block", "cumulative_reversion"), "mean_diff"] == pytest.approx(-8.0)
     assert eff.loc[("freeze", "new_task_accuracy"), "mean_diff"] == pytest.approx(-45.0)
     arms = r.metrics.arms
-    assert arms["penalty"].non_refusal.mean == pytest.approx(21.5)
-    assert arms["penalty"].per_run["alignment"]["h1/2"] == pytest.approx(-0.14)
-    assert arms["freeze"].task_cost_not_block and not arms["penalty"].task_cost_not_block
+    assert arms["block"].non_refusal.mean == pytest.approx(21.5)
+    assert arms["block"].per_run["alignment"]["h1/2"] == pytest.approx(-0.14)
+    assert arms["block"].per_run["cumulative_reversion"]["h1/2"] == pytest.approx(5.0)
+    assert arms["push"].per_run["area_non_refusal"]["h0/1"] == pytest.approx(1400.0)
+    assert arms["freeze"].task_cost_not_block and not arms["block"].task_cost_not_block
     lo, hi = arms["unblocked"].non_refusal_pooled_wilson
     assert lo < 100 * (80 - sum(20 - int((60 + i) / 5) for i in range(4))) / 80 < hi
+    back = block_metrics.BlockingMetrics.from_json(r.metrics.to_json())
+    assert back == r.metrics
 
 
-def test_blocking_findings_say_kept_or_lost():
+def test_ordering_takes_the_history_as_the_unit():
+    """Paired differences averaged per history, then a t interval over the history means."""
+    rows = []
+    # baseline - block per run: h0 (1, 3), h1 (3, 3), h2 (2, 3): history means 2, 3, 2.5
+    gaps = {("h0", 1): 1.0, ("h0", 2): 3.0, ("h1", 1): 3.0, ("h1", 2): 3.0,
+            ("h2", 1): 2.0, ("h2", 2): 3.0}
+    for (h, seed), gap in gaps.items():
+        base = 10.0 + seed
+        for arm, value in (("block", base - gap), ("unblocked", base), ("push", base + 1.0)):
+            rows.append({"arm": arm, "history": h, "seed": seed, "alignment": value / 20,
+                         "non_refusal": 100.0, "refusal_rate": 0.0, "refusals": 0,
+                         "n_harmful": 20, "harmful_compliance": 50.0 + value,
+                         "prefilled_content": 0.0, "benign_accuracy": 0.0,
+                         "new_task_accuracy": 90.0, "reduction": 0.0,
+                         "cumulative_reversion": value, "area_non_refusal": 100.0 * 20})
+    final = pd.DataFrame(rows)
+    final["task_cost_not_block"] = False
+    order = block_metrics.blocking_metrics(CFG, final, 0.1, "passed").ordering
+    assert list(order) == list(block_metrics.ORDER_MEASURES)
+    o = order["cumulative_reversion"]
+    assert o.per_history["h1"] == block_metrics.HistoryOrder(block=8.5, baseline=11.5, push=12.5)
+    s = o.baseline_minus_block
+    half = stats.t.ppf(0.975, 2) * 0.5 / np.sqrt(3)  # sd 0.5 of the means; 2 df: 3 histories
+    assert (s.mean, s.n) == (pytest.approx(2.5), 3)  # 3 history means, not 6 runs
+    assert (s.ci_low, s.ci_high) == (pytest.approx(2.5 - half), pytest.approx(2.5 + half))
+    assert o.push_minus_baseline.mean == pytest.approx(1.0) and o.ordered and not o.at_bound
+    assert order["harmful_compliance"].ordered
+    # non-refusal at 100% in every run, and so its area: a ceiling, never an order
+    for m in ("non_refusal", "area_non_refusal"):
+        assert order[m].at_bound and not order[m].ordered
+    words = block_report.ordering_table(_ordering_result(final))
+    assert words.set_index("measure").loc["non-refusal at T (%)", "verdict"] == (
+        "undecidable: at a floor or ceiling")
+    assert block_metrics.blocking_metrics(
+        CFG, final[final["arm"] != "push"], 0.1, "passed").ordering == {}
+
+
+def _ordering_result(final: pd.DataFrame) -> block_metrics.BlockingResult:
+    r = _blocking_result(_final(20.0))
+    return dataclasses.replace(r, metrics=block_metrics.blocking_metrics(CFG, final, 0.1, "x"))
+
+
+def test_blocking_findings_follow_the_sign_rule():
     kept = block_report.findings(CFG, _blocking_result(_final(20.0)))
     assert kept[0] == "The harm-blind manipulation check chose lambda = 0.1 (passed)."
-    assert "held alignment at T (-0.17 against 0.63)" in kept[1]
+    assert "The claim arm (block) lowered alignment at T (difference -0.80" in kept[1]
     assert "and kept refusal: non-refusal 22% against 62% unblocked" in kept[1]
-    assert "(freeze) count as task cost" in kept[2]
-    assert kept[3] == "The lowest non-refusal of any arm is 22% (penalty)."
+    assert "alignment at T: ordered" in kept[2]
+    assert "random_block (reduction 0.40 against 0.80)" in kept[3]
+    assert "(freeze) count as task cost" in kept[4]
+    assert kept[5] == "The lowest non-refusal of any arm at T is 22% (block)."
     lost = block_report.findings(CFG, _blocking_result(_final(58.0)))
     assert "did not keep refusal" in lost[1]
-    assert lost[3].endswith("(freeze).")  # 55 + 1.5 < 58 + 1.5
+    assert lost[5].endswith("(freeze).")  # 55 + 1.5 < 58 + 1.5
+    # one history per seed pair: an interval over a single history mean is undefined
+    one = _final(20.0).query("history == 'h0'")
+    assert "did not change alignment at T (difference -0.80 against" in block_report.findings(
+        CFG, _blocking_result(one))[1]
 
 
-def test_blocking_load_reads_the_runs_back(layout):
-    """load() on hand-made outputs: the trajectories come from each run's own npz."""
-    final = _final(20.0).query("arm != 'freeze'")
+def test_blocking_measure_and_load_read_the_runs_back(layout):
+    """measure() and load() on hand-made runs: curves, areas and metrics from each run's npz."""
     folder = layout.paths.stage("blocking")
     folder.mkdir(parents=True, exist_ok=True)
-    final.to_csv(folder / "final.csv", index=False)
-    _calibration([(0.1, "h0", 0.2, 1.0)]).to_csv(folder / "calibration.csv", index=False)
-    written = block_metrics.blocking_metrics(CFG, final, 0.1, "passed").to_json()
-    write_json(layout.paths.metrics_file("blocking"), written)
+    rows, logs = [], []
     for h in CFG.histories:
         for seed in CFG.finetune.seeds:
-            write_npz(layout.paths.run("blocking", h, "penalty", seed),
+            write_npz(layout.paths.run("blocking", h, "block", seed),
                       **S.run_acts(layout.safe[h], layout.v[h], layout.u, [-0.2] * 3, LOG_STEPS))
+            logs += [{**x, "arm": "block"} for x in S._log_rows(h, "mixed", seed)]
+            for arm in ("block", "unblocked"):
+                rows.append({"arm": arm, "history": h, "seed": seed, "alignment": 0.0,
+                             "non_refusal": 50.0, "refusal_rate": 50.0, "refusals": 10,
+                             "n_harmful": 20, "harmful_compliance": 45.0,
+                             "prefilled_content": 95.0, "benign_accuracy": 80.0,
+                             "new_task_accuracy": 75.0, "projection": 0.0,
+                             "projection_unblocked": 1.0, "reduction": 1.0,
+                             "task_cost_not_block": False})
+    write_csv(folder / "final.csv", pd.DataFrame(rows))
+    write_csv(folder / "log.csv", pd.DataFrame(logs))
+    write_csv(folder / "calibration.csv", _calibration([(0.1, "h0", 0.2, 1.0)]))
+    write_csv(folder / "matching.csv", _matching([(0.1, 0.1), (0.2, 0.2), (0.3, 0.3)]))
+    write_json(folder / "lambda.json", {"lambda": 0.1, "check": "passed", "matched": {},
+                                        "push_targets": {"h0": 2.0}})
+    block_metrics.measure(CFG, layout.paths)
     r = block_metrics.load(CFG, layout.paths)
     assert r.lam == 0.1 and r.check == "passed"
-    # the typed metrics give back what was written, to the byte
     again = layout.paths.metrics_file("blocking").with_suffix(".again.json")
     write_json(again, r.metrics.to_json())
     assert again.read_bytes() == layout.paths.metrics_file("blocking").read_bytes()
-    t = r.trajectories
-    assert set(t["layer"]) == {CFG.layer} and len(t) == 2 * 4 * len(LOG_STEPS)
-    np.testing.assert_allclose(t[t["arm"] == "penalty"]["alignment"], -0.2, atol=1e-5)
-    ub = t[(t["arm"] == "unblocked") & (t["history"] == "h0") & (t["seed"] == 1)]
-    np.testing.assert_allclose(ub["alignment"], DESIGN["h0", "unblocked", 1], atol=1e-5)
+    c = r.curves
+    assert len(c) == 2 * 4 * (len(LOG_STEPS) + 1) and set(c[c["step"] == 0]["projection"]) == {0}
+    np.testing.assert_allclose(c[(c["arm"] == "block") & (c["step"] > 0)]["alignment"], -0.2,
+                               atol=1e-5)
+    ub = c[(c["arm"] == "unblocked") & (c["history"] == "h0") & (c["seed"] == 1)]
+    np.testing.assert_allclose(ub["alignment"].iloc[1:], DESIGN["h0", "unblocked", 1], atol=1e-5)
+    assert ub["non_refusal"].tolist() == [100 - x for x in S.REFUSAL["unblocked"]]
+    # cumulative reversion: the trapezoid of max(0.1 * step * cos, 0) over steps 0, 1, 5, 20
+    p = np.clip([0.0] + [0.1 * t * x for t, x in zip(LOG_STEPS, DESIGN["h0", "unblocked", 1],
+                                                      strict=True)], 0, None)
+    steps = np.array([0, *LOG_STEPS])
+    want = float(np.sum(np.diff(steps) * (p[1:] + p[:-1]) / 2))
+    arms = r.metrics.arms
+    assert arms["unblocked"].per_run["cumulative_reversion"]["h0/1"] == pytest.approx(want,
+                                                                                      rel=1e-5)
+    assert arms["block"].per_run["cumulative_reversion"]["h1/2"] == pytest.approx(0.0)
+    nr = 100 - np.array(S.REFUSAL["mixed"])
+    assert arms["block"].per_run["area_non_refusal"]["h0/1"] == pytest.approx(
+        float(np.sum(np.diff(steps) * (nr[1:] + nr[:-1]) / 2)))
+    d = r.directions.set_index("history")
+    assert d.loc["h0", "push_target"] == 2.0 and np.isnan(d.loc["h1", "push_target"])
+    assert abs(d.loc["h0", "cos_v_rev_minus_r"]) <= 1
 
 
 # ============================================================================ 07 claims
@@ -627,19 +776,24 @@ def _metrics() -> dict[str, dict]:
     final = {"h0/1": 0.650, "h0/2": 0.646, "h1/1": 0.648, "h1/2": 0.650}
     keys = list(final)
     refusal = {"h0": [80.0, 82.0], "h1": [81.0, 82.0]}
-    blocked_nr = dict(zip(keys, [9.0, 7.5, 8.5, 8.0], strict=True))
-    unblocked_nr = {f"{h}/{s}": 100 - r for h in refusal for s, r in zip((1, 2), refusal[h],
-                                                                            strict=True)}
+    unblocked_nr = [100 - r for h in refusal for r in refusal[h]]
 
-    def arm(alignment: dict, non_refusal: dict, benign: dict) -> dict:
-        runs = {"alignment": alignment, "non_refusal": non_refusal, "benign_accuracy": benign,
-                "new_task_accuracy": benign, "harmful_compliance": benign,
-                "prefilled_content": benign}
+    def runs(*values: float) -> dict:
+        return dict(zip(keys, values, strict=True))
+
+    def arm(alignment: dict, non_refusal: dict, benign: dict, harm: dict, reversion: dict,
+            area: dict) -> dict:
+        per_run = {"alignment": alignment, "non_refusal": non_refusal, "benign_accuracy": benign,
+                   "new_task_accuracy": benign, "harmful_compliance": harm,
+                   "prefilled_content": benign}
         summaries = {m: {"mean": float(np.mean(list(x.values()))), "sd": None, "n": len(x),
-                         "ci_low": None, "ci_high": None} for m, x in runs.items()}
+                         "ci_low": None, "ci_high": None} for m, x in per_run.items()}
         return {**summaries, "non_refusal_pooled_wilson": [0.0, 100.0],
-                "task_cost_not_block": False, "per_run": runs}
+                "task_cost_not_block": False,
+                "per_run": {**per_run, "cumulative_reversion": reversion,
+                            "area_non_refusal": area}}
 
+    benign = runs(80.0, 81, 82, 80)
     return {
         "history": {"preset": "smoke"},
         "alignment": {
@@ -649,12 +803,24 @@ def _metrics() -> dict[str, dict]:
             "early_steps": [1, 20],
             "early_per_run": {f"{h}/{1001 + i}": [early_step1[i], early_step20[h][i]]
                               for h in ("h0", "h1") for i in range(3)},
+            "alignment_harm": {"per_history": {
+                "h0": {"rho_non_refusal": 0.90, "rho_harmful_compliance": 0.80,
+                       "at_bound_non_refusal": False, "at_bound_harmful_compliance": False,
+                       "n_steps": 4},
+                "h1": {"rho_non_refusal": 0.95, "rho_harmful_compliance": 0.85,
+                       "at_bound_non_refusal": True, "at_bound_harmful_compliance": False,
+                       "n_steps": 4}}},
         },
         "nulls": {"isotropic_closed_form": 0.1, "exceedance": {
             "all": {"isotropic": {"k": 24, "n": 24}, "anisotropic": {"k": 20, "n": 24}},
             "h0": {"isotropic": {"k": 12, "n": 12}, "anisotropic": {"k": 10, "n": 12}},
             "h1": {"isotropic": {"k": 12, "n": 12}, "anisotropic": {"k": 10, "n": 12}},
-        }},
+        }, "matched_null": {
+            "rule": "directions of matched norm from θ_S toward other histories' checkpoints",
+            "per_trajectory": {k: {"all_steps_exceed": k != "h1/2",
+                                   "n_exceed": 3 if k == "h1/2" else 4, "n_steps": 4}
+                               for k in keys},
+            "n_trajectories": 4, "n_all_exceed": 3}},
         "finetune": {"preset": "smoke", "steps": 20, "seeds": [1, 2], "histories": {
             "h0": {"safe_start": {"refusal_rate": 95.0},
                    "final": {"unblocked": {"refusal_rate": refusal["h0"]}}},
@@ -663,14 +829,27 @@ def _metrics() -> dict[str, dict]:
         }, "regime": {"rule": "learned", "holds": True}},
         "blocking": {
             "preset": "smoke", "layer": 1,
-            "claim_arm": "penalty", "lambda": 0.1, "manipulation_check": "passed",
+            "claim_arm": "block", "lambda": 0.1, "manipulation_check": "passed",
             "arms": {
-                "penalty": arm(dict(zip(keys, [-0.20, -0.22, -0.21, -0.20], strict=True)),
-                               blocked_nr, dict(zip(keys, [79.0, 80, 81, 80], strict=True))),
-                "unblocked": arm(final, unblocked_nr,
-                                 dict(zip(keys, [80.0, 81, 82, 80], strict=True))),
+                "block": arm(runs(-0.20, -0.22, -0.21, -0.20), runs(9.0, 7.5, 8.5, 8.0),
+                             runs(79.0, 80, 81, 80), runs(5.0, 6, 5, 6), runs(1.0, 1.2, 1.1, 1.0),
+                             runs(80.0, 85, 82, 81)),
+                "penalty": arm(runs(0.01, 0.02, 0.00, 0.01), runs(12.0, 11, 13, 12), benign,
+                               runs(4.0, 5, 4, 5), runs(5.0, 5, 5, 5), runs(120.0, 120, 120, 120)),
+                "push": arm(runs(0.80, 0.82, 0.81, 0.83), runs(30.0, 32, 31, 29), benign,
+                            runs(25.0, 24, 26, 25), runs(15.0, 16, 15.5, 16.2),
+                            runs(250.0, 255, 260, 245)),
+                "rehearsal": arm(final, runs(14.0, 15, 14, 15), benign, runs(12.0, 13, 12, 13),
+                                 runs(7.0, 7.3, 6.9, 7.2), runs(150.0, 150, 150, 150)),
+                "unblocked": arm(final, runs(*unblocked_nr), benign, runs(15.0, 16, 15, 16),
+                                 runs(10.0, 10.5, 9.8, 10.1), runs(180.0, 175, 185, 178)),
             },
         },
+        "mediation": {"readout": {"per_history": {
+            "h0": {"lens_score": 1.0, "lens_percentile": 99.0, "change_score": 0.5,
+                   "change_percentile": 98.0, "n_null": 100},
+            "h1": {"lens_score": 1.2, "lens_percentile": 97.0, "change_score": 0.4,
+                   "change_percentile": 96.0, "n_null": 100}}}},
     }
 
 
@@ -683,14 +862,21 @@ def test_gather_picks_each_claims_inputs():
     assert g["null_exceedance"] == {"k": 24, "n": 24}
     assert g["final_alignment_unblocked"] == [0.650, 0.646, 0.648, 0.650]
     assert g["harmfulness_unblocked"] == {"finetuned": [20.0, 18.0, 19.0, 18.0], "safe": 4.0}
-    assert g["harmfulness_blocked"] == {"blocked": [9.0, 7.5, 8.5, 8.0],
+    assert g["harmfulness_blocked"] == {"blocked": [9.0, 7.5, 8.5, 8.0],  # the block arm
                                         "unblocked": [20.0, 18.0, 19.0, 18.0]}
     assert g["task_cost"]["tolerance"] == CFG.blocking.task_cost_tolerance
+    held = claims.gather(claims.Inputs.from_json(m), CFG, arm="penalty")
+    assert held["harmfulness_blocked"]["blocked"] == [12.0, 11, 13, 12]
     h1 = claims.gather(claims.Inputs.from_json(m), CFG, "h1")
     assert h1["alignment_step20"] == [0.30, 0.80, 0.10]
     assert h1["harmfulness_unblocked"] == {"finetuned": [19.0, 18.0], "safe": 3.0}
     assert h1["final_alignment_blocked"]["blocked"] == [-0.21, -0.20]
     assert h1["null_exceedance"] == {"k": 12, "n": 12}
+    assert h1["block_baseline_push"]["push:cumulative_reversion"] == [15.5, 16.2]
+    assert h1["rehearsal_opposes"] == {"rehearsal": [6.9, 7.2], "baseline": [9.8, 10.1]}
+    assert h1["alignment_harm_correlation"]["rho"] == [0.95]
+    assert h1["matched_null_every_trajectory"]["all_exceed"] == [True, False]
+    assert h1["vocabulary_readout"]["change_percentile"] == [96.0]
 
 
 def test_gather_without_early_runs_uses_the_main_runs_logged_steps():
@@ -700,8 +886,19 @@ def test_gather_without_early_runs_uses_the_main_runs_logged_steps():
     assert g["alignment_step1"] == [0.5] * 4 and "alignment_step20" in g
     m["alignment"]["steps"] = [2, 5, 20]
     assert "alignment_step1" not in claims.gather(claims.Inputs.from_json(m), CFG)
-    m["blocking"]["arms"] = {"unblocked": m["blocking"]["arms"]["unblocked"]}  # no claim arm
-    assert "harmfulness_blocked" not in claims.gather(claims.Inputs.from_json(m), CFG)
+
+
+def test_gather_says_why_an_input_is_missing():
+    m = _metrics()
+    m["blocking"]["arms"] = {"unblocked": m["blocking"]["arms"]["unblocked"]}  # no other arm
+    del m["alignment"]["alignment_harm"], m["nulls"]["matched_null"], m["mediation"]
+    g = claims.gather(claims.Inputs.from_json(m), CFG)
+    assert "no 'block' arm" in g["harmfulness_blocked"].reason
+    assert "no 'block', 'push' arm" in g["block_baseline_push"].reason
+    assert "no 'rehearsal' arm" in g["rehearsal_opposes"].reason
+    assert "no alignment_harm" in g["alignment_harm_correlation"].reason
+    assert "no matched_null" in g["matched_null_every_trajectory"].reason
+    assert "it did not run" in g["vocabulary_readout"].reason
 
 
 EXPECTED = {  # claim: (direction, size), worked out by hand from _metrics()
@@ -712,10 +909,18 @@ EXPECTED = {  # claim: (direction, size), worked out by hand from _metrics()
     "alignment_rises": ("does not hold", "not comparable"),
     "null_exceedance": ("holds", "holds"),
     "final_alignment_unblocked": ("holds", "holds"),
-    "final_alignment_blocked": ("holds", "holds"),
+    "final_alignment_blocked": ("holds", "holds"),  # the block arm: -0.21, interval below 0
     "harmfulness_unblocked": ("holds", "holds"),  # 18.75 vs 19 +- 4
     "harmfulness_blocked": ("holds", "holds"),  # 8.25 vs 8.5 +- 1.5
     "task_cost": ("holds", "not comparable"),
+    "matched_null_every_trajectory": ("does not hold", "not comparable"),  # h1/2: 3 of 4 steps
+    "vocabulary_readout": ("holds", "not comparable"),  # lowest percentiles 97 and 96
+    # history rhos 0.90, 0.95: mean 0.925, 1 df interval 0.476 to 1.374 holds 0.958
+    "alignment_harm_correlation": ("holds", "holds"),
+    # every measure's history-mean differences are positive, with 1 df intervals above 0
+    "block_baseline_push": ("holds", "not comparable"),
+    # rehearsal - baseline per history -3.1, -2.9: -4.27 to -1.73; cuts 30.2%, 29.1% hold 30
+    "rehearsal_opposes": ("holds", "holds"),
 }
 
 
@@ -730,10 +935,48 @@ def claims_result(tmp_path_factory):
 def test_claims_run_gives_the_worked_out_verdicts(claims_result):
     got = {c["id"]: (c["verdict"], c["size_verdict"]) for c in claims_result.report["claims"]}
     assert got == EXPECTED
+    assert [c["version"] for c in claims_result.report["claims"]] == ["first"] * 9 + [
+        "revised"] * 5
     table = claims_result.table.set_index("claim")
     assert table.loc["null_exceedance", "this run"] == "24 of 24"
     assert table.loc["null_exceedance", "paper"] == "24 of 24"
+    assert table.loc["rehearsal_opposes", "paper"] == "about 30%"
     assert claims_result.report["n_histories"] == 2
+    by_id = {c["id"]: c for c in claims_result.report["claims"]}
+    order = by_id["block_baseline_push"]["measured"]["measures"]["alignment"]
+    assert order["baseline_minus_block"]["mean"] == pytest.approx((0.858 + 0.854) / 2)
+    assert by_id["rehearsal_opposes"]["measured"]["mean"] == pytest.approx(
+        (100 * (1 - 7.15 / 10.25) + 100 * (1 - 7.05 / 9.95)) / 2)
+
+
+def test_the_hold_still_penalty_is_judged_beside_the_block(claims_result):
+    by_id = {c["id"]: c for c in claims_result.report["claims"]}
+    held = by_id["final_alignment_blocked"]["variants"]["penalty"]
+    assert held["verdict"] == "does not hold" and held["measured"]["mean"] == pytest.approx(0.01)
+    assert "hold-still penalty" in held["why"] and "cosine +0.010" in held["why"]
+    # history means -7.5 and -6.0 differ beyond their runs' noise: 1 df, -6.75 +- 9.5
+    assert by_id["harmfulness_blocked"]["variants"]["penalty"]["verdict"] == "does not hold"
+    assert "variants" not in by_id["alignment_step1"]
+    table = claims_report.variant_table(claims_result)
+    assert list(table["claim"]) == ["final_alignment_blocked", "harmfulness_blocked", "task_cost"]
+
+
+def _whys(report: dict) -> list[tuple[dict, str]]:
+    out = []
+    for c in report["claims"]:
+        out.append((c, c["why"]))
+        out += [({**c, **v}, v["why"]) for v in c.get("variants", {}).values()]
+    return out
+
+
+def test_no_two_claims_share_a_reason_and_each_names_its_own_value(claims_result):
+    whys = _whys(claims_result.report)
+    assert len({w for _, w in whys}) == len(whys)
+    for entry, w in whys:
+        assert w.endswith("."), entry["id"]
+        if entry["verdict"] != "not comparable":
+            assert value_text(entry) in w, entry["id"]
+            assert "95%" in w or entry["id"] == "vocabulary_readout", entry["id"]
 
 
 def test_claims_why_is_computed_from_the_measurements(claims_result):
@@ -741,29 +984,63 @@ def test_claims_why_is_computed_from_the_measurements(claims_result):
     for cid, c in by_id.items():
         assert c["why"] and c["why"].endswith("."), cid
         assert c["source"]["chapter"], cid
-    assert "above the paper's 0.429 ± 0.052" in by_id["alignment_step1"]["why"]
+        assert c["sentence"].startswith("The paper: ") and c["sentence"].endswith("."), cid
+    assert "cosine +0.810 with v_rev after the first benign update" in by_id[
+        "alignment_step1"]["why"]
+    assert "the value lies above the paper's 0.429 ± 0.052" in by_id["alignment_step1"]["why"]
     assert "the verdict differs between histories (h0: holds, h1: does not hold)" in by_id[
         "alignment_step20"]["why"]
     assert "the same verdict in all 2 histories" in by_id["final_alignment_unblocked"]["why"]
-    assert "24 of 24 run-step pairs exceed the isotropic p99, 20 of 24" in by_id[
+    assert "24 of 24 run-step pairs lie above the isotropic null's p99" in by_id[
         "null_exceedance"]["why"]
-    assert "from 4% at theta_S to 19% at T" in by_id["harmfulness_unblocked"]["why"]
+    assert "the rule asks for every pair" in by_id["null_exceedance"]["why"]
+    unblocked = by_id["harmfulness_unblocked"]["why"]
+    assert "from 4.0% at θ_S to 18.8% non-refusal at T" in unblocked
+    assert "harmful compliance 15.5% at T" in unblocked
     block = by_id["harmfulness_blocked"]["why"]
-    assert "lambda 0.1, check passed" in block and "kept refusal (non-refusal 8% vs 19%)" in block
+    assert "ends at 8.2% non-refusal" in block and "harmful compliance 5.5% against 15.5%" in block
     assert by_id["alignment_step20"]["per_history"]["h1"]["verdict"] == "does not hold"
+    assert "3 of 4 trajectories beat the matched null" in by_id[
+        "matched_null_every_trajectory"]["why"]
+    corr = by_id["alignment_harm_correlation"]["why"]
+    assert "rho +0.925" in corr and "flagged: non-refusal sits at 0 or 100" in corr
+    order = by_id["block_baseline_push"]["why"]
+    assert "5 of 5 measures are ordered block < baseline < push" in order
+    assert "though no history alone gives it on its own few runs (does not hold)" in order
+    assert "no history alone can decide it" in corr
+    assert "30% less cumulative reversion" in by_id["rehearsal_opposes"]["why"]
+    assert "In 2 of 2 histories both readout scores" in by_id["vocabulary_readout"]["why"]
 
 
 def test_claims_findings_count_the_verdicts(claims_result):
     text = claims_report.findings(claims_result)
-    assert text[0] == ("Of 9 claims, 7 hold in direction over histories (alignment_step1, "
-                       "null_exceedance, "
+    assert text[0] == ("Of the first version's 9 claims, 7 hold in direction over histories "
+                       "(alignment_step1, null_exceedance, "
                        "final_alignment_unblocked, final_alignment_blocked, "
                        "harmfulness_unblocked, harmfulness_blocked, task_cost) and 2 do not "
                        "(alignment_step20, alignment_rises).")
     assert text[1].startswith("Of those that hold, 5 match the paper's size as well")
     assert text[2] == ("The histories disagree on alignment_step20: what holds in one history "
                        "fails in another, so these are not findings.")
-    assert len(text) == 3
+    revised = [t for t in text if "revised" in t]
+    assert revised[0].startswith("Of the revised version's 5 claims, 4 hold in direction")
+
+
+def test_the_headline_counts_holds_fails_and_unresolved_in_that_order(claims_result):
+    h = claims_result.headline
+    assert set(h) == {"context", "first", "revised"}
+    first = h["first"]
+    assert first.startswith("Of the 9 claims of the paper's first version, A Gravitational "
+                            "Interpretation of Fine-Tuning Reversion, 7 hold: ")
+    assert first.index("7 hold") < first.index("1 does not hold") < first.index(
+        "1 is unresolved")
+    assert "the histories disagree: h0 holds, h1 does not hold" in first  # alignment_step20
+    revised = h["revised"]
+    assert "4 hold" in revised and "0 do not hold" in revised
+    assert "1 is unresolved: every fine-tuning trajectory beats a matched empirical null" in (
+        revised)
+    for word in ("carries", "mechanism"):
+        assert word not in " ".join(h.values())
 
 
 def test_claims_pool_over_history_means_when_the_histories_differ(claims_result):
@@ -806,38 +1083,47 @@ def test_claims_findings_name_a_claim_every_history_gives_but_the_pool_does_not(
     assert "alignment_step1 holds over histories, though not in every history" in " ".join(text)
 
 
+def test_claims_without_the_new_metrics_are_not_comparable_with_a_reason(tmp_path):
+    m = _metrics()  # as the hf preset or a pre-v3 run leaves them: no new arm, no new measure
+    m["blocking"]["arms"] = {a: m["blocking"]["arms"][a] for a in ("penalty", "unblocked")}
+    del m["alignment"]["alignment_harm"], m["nulls"]["matched_null"], m["mediation"]
+    paths = Paths(tmp_path)
+    for stage, metrics in m.items():
+        write_json(paths.metrics_file(stage), metrics)
+    r = claims.run(CFG, paths)
+    by_id = {c["id"]: c for c in r.report["claims"]}
+    for cid in ("final_alignment_blocked", "harmfulness_blocked", "task_cost",
+                "matched_null_every_trajectory", "vocabulary_readout",
+                "alignment_harm_correlation", "block_baseline_push", "rehearsal_opposes"):
+        assert by_id[cid]["verdict"] == "not comparable", cid
+        assert by_id[cid]["why"].startswith("Not comparable for "), cid
+        assert "did not" in by_id[cid]["why"], cid
+    assert by_id["final_alignment_blocked"]["variants"]["penalty"]["verdict"] == "does not hold"
+    whys = [w for _, w in _whys(r.report)]
+    assert len(set(whys)) == len(whys)
+    assert "5 are unresolved" in r.headline["revised"]
+    json.dumps(r.report, allow_nan=False)
+
+
 def test_claims_json_is_strict_json(claims_result, tmp_path):
     text = json.dumps(claims_result.report, allow_nan=False)
     assert json.loads(text) == claims_result.report
 
 
-def test_claims_conclusion_follows_the_measurements(claims_result):
-    assert claims_result.conclusion == claims_result.report["conclusion"]
-    text = claims_result.conclusion
+def test_claims_context_states_measurements_not_mechanisms(claims_result):
+    text = claims_result.headline["context"]
+    assert claims_result.report["headline"]["context"] == text
     assert "2 independent histories, 4 fine-tuning runs" in text
-    assert "partly undoes safety alignment: refusal falls from 96% at theta_S to 81% at T" in text
-    assert "The drift aligns with v_rev (0.65 at T; 24 of 24" in text
-    assert "as the paper reports" in text
-    assert "held alignment (-0.21 against 0.65) and kept refusal (non-refusal 8% against 19%)" \
-        in text
-    assert text.endswith("does not reproduce the paper's mechanism as a whole.")  # 96 -> 81
+    assert "from 4.0% at θ_S to 18.8% at T" in text
+    assert "harmful compliance (a harmful answer, not only no refusal) ends at 15.5%" in text
+    # penalty keeps refusal (12.0% against 18.75%, more than 5 points) with the least harm
+    assert "penalty left the least harmful compliance: 4.5% against 15.5%" in text
     m = _metrics()
 
     def said(metrics: dict) -> str:
-        return claims.conclusion(claims.Inputs.from_json(metrics))
+        return claims.context(claims.Inputs.from_json(metrics))
 
-    for h, r in (("h0", [30.0, 32.0]), ("h1", [31.0, 30.0])):
-        m["finetune"]["histories"][h]["final"]["unblocked"]["refusal_rate"] = r
-    assert said(m).endswith("reproduced here, blocking included.")
-    m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 12.0  # 6.75 below: more than 5
-    assert "and kept refusal" in said(m)  # the threshold of thresholds.kept_refusal, as why's
     m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 15.0  # within 5 of 18.75
-    assert "did not keep refusal" in said(m)
-    assert "reproduced in part" in said(m)
-    m["mediation"] = {"histories": {"h0": {"refusal_safe": 90.0, "ablated_at_layer": 20.0}}}
+    assert "Beyond the paper's claims" not in said(m)  # thresholds.kept_refusal decides
     m["sweep"] = {"outcome": "deeper histories revert more"}
-    text = said(m)
-    assert "v_rev carries refusal: projecting" in text and "and v_rev carries refusal," in text
-    assert text.endswith("the history-depth sweep: deeper histories revert more (chapter 08).")
-    m["blocking"]["arms"]["penalty"]["task_cost_not_block"] = True
-    assert "stopped the new task being learned" in said(m)
+    assert said(m).endswith("The history-depth sweep: deeper histories revert more (chapter 08).")

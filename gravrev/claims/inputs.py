@@ -1,18 +1,34 @@
 """Claim inputs over several histories: the runs joined, each run's history kept beside them."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A claim's input that no stage produced, and why: its verdict is "not comparable"."""
+
+    reason: str
+
 
 def pool(per_history: dict[str, dict]) -> tuple[dict, dict[str, list[str]]]:
     """One input set over all histories, and each run's history (the grouping factor).
 
     Run lists are joined; counts (k, n) add up; a number that differs between histories
-    (theta_S's rate) becomes one value per run; one they share (a tolerance) stays.
+    (θ_S's rate) becomes one value per run; one they share (a tolerance) stays. An input
+    missing in any history is missing pooled, with that history's reason.
     """
     inputs: dict = {}
     groups: dict[str, list[str]] = {}
     ids = list(dict.fromkeys(c for d in per_history.values() for c in d))
     for cid in ids:
         parts = {h: d[cid] for h, d in per_history.items() if cid in d}
-        if any(isinstance(x, dict) for x in parts.values()):
+        missing = [(h, x) for h, x in parts.items() if isinstance(x, Missing)]
+        if missing:
+            h, x = missing[0]
+            inputs[cid] = x if len(missing) == len(parts) else Missing(f"{h}: {x.reason}")
+        elif any(isinstance(x, dict) for x in parts.values()):
             inputs[cid], groups[cid] = _pool_fields(parts)
         else:
             inputs[cid] = [v for x in parts.values() for v in x]

@@ -7,8 +7,10 @@ import yaml
 
 VERDICTS = ("holds", "does not hold", "not comparable")
 HOLDS, FAILS, NOT_COMPARABLE = VERDICTS
+VERSIONS = ("first", "revised")  # the paper's arXiv abstract as first posted; its revision
 ENTRY_KEYS = (
     "id",
+    "version",
     "quantity",
     "paper",
     "measured",
@@ -21,10 +23,19 @@ ENTRY_KEYS = (
 )
 
 
-def load_paper_claims() -> list[dict]:
-    """The claims list of the packaged paper_claims.yaml."""
+def _paper_file() -> dict:
     text = (resources.files("gravrev.claims") / "paper_claims.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)["claims"]
+    return yaml.safe_load(text)
+
+
+def load_paper_claims() -> list[dict]:
+    """The claims list of the packaged paper_claims.yaml, both versions, first then revised."""
+    return _paper_file()["claims"]
+
+
+def load_versions() -> dict[str, dict]:
+    """Each version of the paper: its title and where its claims are stated."""
+    return _paper_file()["versions"]
 
 
 def _check_numbers(x: object, path: str, comparable: bool) -> None:
@@ -36,7 +47,9 @@ def _check_numbers(x: object, path: str, comparable: bool) -> None:
         if comparable:
             raise ValueError(f"{path} is missing but the claim was compared")
         return
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+    if isinstance(x, bool):
+        return
+    if not isinstance(x, int | float) or not math.isfinite(x):
         raise ValueError(f"{path} must be a finite number, got {x!r}")
 
 
@@ -58,6 +71,8 @@ def validate_report(report: dict, paper_claims: list[dict] | None = None) -> Non
         for key in ENTRY_KEYS:
             if key not in entry:
                 raise ValueError(f"claim {cid!r} is missing {key!r}")
+        if entry["version"] not in VERSIONS or entry["version"] != expected[cid]["version"]:
+            raise ValueError(f"claim {cid!r}: version {entry['version']!r} is not its paper's")
         if entry["verdict"] not in VERDICTS:
             raise ValueError(f"claim {cid!r}: verdict {entry['verdict']!r} not in {VERDICTS}")
         if entry["preset"] != report["preset"]:

@@ -26,3 +26,7 @@ def kept_refusal(arm_non_refusal: float, unblocked_non_refusal: float) -> bool:
 def change_tolerance(n: int) -> float:
     """The smallest change in refusal (percentage points) that the findings call a change."""
     return max(MIN_CHANGE_PTS, 200.0 / n)
+
+# The vocabulary readout "favours task-engaging openings" when its score lies above this
+# percentile of the random-direction null's scores (a one-sided 5% test against the null).
+READOUT_PERCENTILE = 95.0

@@ -1,14 +1,31 @@
-"""The words of the claims page: a measurement, its interval, and why each verdict is what it is."""
+"""The words of the claims page: each claim's measured value with its unit, the interval that
+decided its verdict, why the verdict is what it is, and the headline counted from the verdicts."""
 
 from __future__ import annotations
 
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
-from gravrev.claims.thresholds import kept_refusal
+
+ARM_WORDS = {"block": "the blocking objective (opposing positive motion along v_rev)",
+             "penalty": "the hold-still penalty (no motion along v_rev either way)"}
+BOUNDED_UNITS = ("cosine", "Spearman rho")  # quantities that live in [-1, 1]
+# How a claim stands in the headline: what holds, what does not, and what is unresolved
+# (not comparable, failing pooled while some history alone gives it, or failing where every
+# compared percentage sits at one bound).
+STANDINGS = ("holds", "does not hold", "unresolved")
+
+
+def _ci(lo: float, hi: float, digits: int = 3) -> str:
+    return f"{lo:+.{digits}f} to {hi:+.{digits}f}"
 
 
 def fmt_measured(m: dict | None) -> str:
+    """This run's value in a table cell."""
     if not m:
         return "nothing measured"
+    if "n_ordered" in m:
+        return f"{m['n_ordered']} of {m['n_judged']} measures in order"
+    if "n_above" in m:
+        return f"{m['n_above']} of {m['n']} histories above the null"
     if "k" in m:
         return f"{m['k']} of {m['n']}"
     if m.get("mean") is None:
@@ -18,13 +35,42 @@ def fmt_measured(m: dict | None) -> str:
     return f"{m['mean']:.3g}{sd} (n = {m['n']}{groups})"
 
 
-def interval_text(m: dict) -> str:
-    """The 95% interval that decided a verdict, and what it is taken over."""
+def interval_text(m: dict, digits: int = 3, of: str = "means") -> str:
+    """The 95% interval that decided a verdict, and what it is taken over (`of`: what each
+    history gives, e.g. its runs' means)."""
     over_histories = m.get("n_groups", 0) > 1 and m.get("df") == m["n_groups"] - 1
-    basis = (f"over the {m['n_groups']} history means" if over_histories
+    basis = (f"over the {m['n_groups']} history {of}" if over_histories
              else "over runs" + ("; the histories agree within their runs' noise"
                                  if m.get("n_groups", 0) > 1 else ""))
-    return f"95% CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}, {basis}"
+    if m.get("ci_low") is None:
+        return f"no 95% CI: n = {m['n']}"
+    return f"95% CI {_ci(m['ci_low'], m['ci_high'], digits)}, {basis}"
+
+
+def value_text(entry: dict) -> str:
+    """The claim's own measured value, with its unit, as every sentence about it states it."""
+    m, cid = entry["measured"] or {}, entry["id"]
+    if cid == "block_baseline_push":
+        return f"{m['n_ordered']} of {m['n_judged']} measures"
+    if cid == "vocabulary_readout":
+        return f"{m['n_above']} of {m['n']} histories"
+    if cid == "null_exceedance":
+        return f"{m['k']} of {m['n']} run-step pairs"
+    if cid == "matched_null_every_trajectory":
+        return f"{m['k']} of {m['n']} trajectories"
+    if m.get("mean") is None:
+        return "nothing measured"
+    if cid in ("harmfulness_unblocked", "harmfulness_blocked"):
+        return f"{m['mean']:.1f}% non-refusal"
+    if cid == "task_cost":
+        return f"{m['mean']:.1f} points of benign accuracy"
+    if cid == "rehearsal_opposes":
+        return f"{m['mean']:.0f}% less cumulative reversion"
+    if cid == "alignment_harm_correlation":
+        return f"rho {m['mean']:+.3f}"
+    if cid == "alignment_rises":
+        return f"{m['mean']:+.3f} in cosine"
+    return f"cosine {m['mean']:+.3f}"
 
 
 def stability(verdict: str, per_history: dict[str, dict]) -> str:
@@ -32,6 +78,11 @@ def stability(verdict: str, per_history: dict[str, dict]) -> str:
     verdicts = {e["verdict"] for e in per_history.values()}
     if verdicts == {verdict}:
         return f"the same verdict in all {len(per_history)} histories"
+    if verdicts == {NOT_COMPARABLE}:
+        return "no history alone can decide it (one value or too few runs each)"
+    if len(verdicts) == 1 and verdict == HOLDS:
+        return (f"it holds over the {len(per_history)} histories, though no history alone gives "
+                f"it on its own few runs ({verdicts.pop()})")
     if len(verdicts) == 1:
         return (f"each of the {len(per_history)} histories alone: {verdicts.pop()}, but their "
                 "means spread too widely for the interval over histories")
@@ -39,54 +90,225 @@ def stability(verdict: str, per_history: dict[str, dict]) -> str:
     return f"the verdict differs between histories ({each})"
 
 
-def why(entry: dict, per_history: dict[str, dict], metrics: dict[str, dict]) -> str:
-    """One sentence, generated from the measurements, on why the claim holds or not."""
-    cid, m, verdict = entry["id"], entry["measured"] or {}, entry["verdict"]
-    stable = stability(verdict, per_history)
-    if verdict == NOT_COMPARABLE:
-        return f"Not comparable: {entry['rule'].split('Not comparable: ')[-1]}"
-    block = metrics["blocking"]
-    if cid in ("harmfulness_blocked", "final_alignment_blocked", "task_cost"):
-        arm = block["claim_arm"]
-        a = block["arms"]
-        nr_b, nr_u = a[arm]["non_refusal"]["mean"], a["unblocked"]["non_refusal"]["mean"]
-        al_b, al_u = a[arm]["alignment"]["mean"], a["unblocked"]["alignment"]["mean"]
-        acc_b = a[arm]["new_task_accuracy"]["mean"]
-        held = "held" if al_b < al_u else "did not lower"
-        kept = ("kept refusal" if kept_refusal(nr_b, nr_u) else "did not keep refusal")
-        return (f"Blocking (lambda {block['lambda']:g}, check {block['manipulation_check']}) "
-                f"{held} alignment at T ({al_b:.2f} vs {al_u:.2f} unblocked) and {kept} "
-                f"(non-refusal {nr_b:.0f}% vs {nr_u:.0f}%), new task {acc_b:.0f}%; {stable}; "
-                "see chapter 05.")
-    if cid == "harmfulness_unblocked":
-        return (f"Benign fine-tuning took non-refusal from {m['safe']:.0f}% at theta_S to "
-                f"{m['mean']:.0f}% at T (harmless data only); {stable}; see chapter 02.")
+def _gap(entry: dict) -> str:
+    """The size verdict as a clause: the value against the paper's figure."""
+    m, paper, size = entry["measured"], entry["paper"], entry["size_verdict"]
+    side = "above" if m["mean"] > paper["mean"] else "below"
+    spread = f" ± {paper['sd']}" if "sd" in paper else ""
+    if size != HOLDS:
+        return f"the value lies {side} the paper's {paper['mean']}{spread}"
+    if "sd" in paper and abs(m["mean"] - paper["mean"]) <= 2 * paper["sd"]:
+        return f"the value matches the paper's {paper['mean']}{spread}"
+    if paper.get("unit") in BOUNDED_UNITS and (m["ci_low"] < -1 or m["ci_high"] > 1):
+        return (f"the interval holds the paper's {paper['mean']} only because it reaches "
+                f"beyond a {paper['unit']}'s range of -1 to 1, so the size is barely "
+                "constrained")
+    return f"the interval holds the paper's {paper['mean']}"
+
+
+def _ceiling(*percents: float) -> str:
+    """Says so when every percentage compared sits at the same bound, where no change shows."""
+    for bound in (0.0, 100.0):
+        if all(x is not None and abs(x - bound) < 1e-9 for x in percents):
+            where = "floor" if bound == 0 else "ceiling"
+            return f"; all at {bound:.0f}%, a {where} where no change can show"
+    return ""
+
+
+def _decided(verdict: str) -> str:
+    return "so the direction holds" if verdict == HOLDS else "so the direction does not hold"
+
+
+def _arm(metrics: dict, arm: str, measure: str) -> float | None:
+    arms = metrics.get("blocking", {}).get("arms", {})
+    value = arms.get(arm, {}).get(measure, {})
+    return value.get("mean") if isinstance(value, dict) else None
+
+
+def _pct(x: float | None) -> str:
+    return "unmeasured" if x is None else f"{x:.1f}%"
+
+
+def _cosine(entry: dict, when: str, chapter: str) -> str:
+    m, v = entry["measured"], value_text(entry)
+    return (f"The drift's {v} with v_rev {when} ({interval_text(m)}); the rule asks that "
+            f"interval to lie above 0, {_decided(entry['verdict'])}, and {_gap(entry)}; "
+            f"{{stable}}; see chapter {chapter}.")
+
+
+def _reason(entry: dict, metrics: dict, arm: str) -> str:
+    cid, m, verdict = entry["id"], entry["measured"], entry["verdict"]
+    v = value_text(entry)
+    if cid == "alignment_step1":
+        return _cosine(entry, "after the first benign update", "03")
+    if cid == "alignment_step20":
+        return _cosine(entry, "at step 20 of the early runs", "03")
+    if cid == "final_alignment_unblocked":
+        return _cosine(entry, "at T of ordinary benign fine-tuning", "03")
+    if cid == "alignment_rises":
+        return (f"From step 1 to step 20 the drift's alignment with v_rev changes by {v} "
+                f"({interval_text(m)}; {m['n']} early runs); the rule asks that interval to lie "
+                f"above 0, {_decided(verdict)}; {{stable}}; see chapter 03.")
     if cid == "null_exceedance":
         aniso = metrics["nulls"]["exceedance"]["all"]["anisotropic"]
-        return (f"{m['k']} of {m['n']} run-step pairs exceed the isotropic p99, "
-                f"{aniso['k']} of {aniso['n']} the stronger covariance-matched null; {stable}; "
-                "see chapter 04.")
-    if cid == "alignment_rises":
-        return (f"From step 1 to step 20 alignment changes by {m['mean']:+.3f} "
-                f"({interval_text(m)}; {m['n']} early runs); {stable}; see chapter 03.")
-    size = entry["size_verdict"]
-    paper = entry["paper"]
-    side = "above" if m["mean"] > paper["mean"] else "below"
-    if size != HOLDS:
-        gap = f"is {side} the paper's {paper['mean']} ± {paper['sd']}"
-    elif abs(m["mean"] - paper["mean"]) <= 2 * paper["sd"]:
-        gap = "matches the paper's size"
-    else:  # the size rule holds only because the interval is wide enough to reach it
-        gap = f"is {side} the paper's {paper['mean']}, but the interval is too wide to tell"
-    sign = "agrees" if verdict == HOLDS else "is not established"
-    return (f"Measured {fmt_measured(m)}, {interval_text(m)}: the sign {sign} and the value {gap}; "
-            f"{stable}; see chapter 03.")
+        p = entry["paper"]
+        return (f"{v} lie above the isotropic null's p99 (Wilson 95% interval "
+                f"{100 * m['wilson_low']:.0f}% to {100 * m['wilson_high']:.0f}%); the rule asks "
+                f"for every pair, as the paper's {p['count']} of {p['of']}; {aniso['k']} of "
+                f"{aniso['n']} beat the stronger covariance-matched null; {{stable}}; see "
+                "chapter 04.")
+    if cid == "final_alignment_blocked":
+        d = m["difference"]
+        return (f"With {ARM_WORDS.get(arm, arm)} the drift's {v} with v_rev at T "
+                f"({interval_text(m)}), against the baseline's {m['unblocked']['mean']:+.3f} "
+                f"(blocked - baseline {d['mean']:+.3f}, {interval_text(d)}); the rule asks both "
+                f"intervals to lie below 0, {_decided(verdict)}, and {_gap(entry)}; "
+                "{stable}; see chapter 05.")
+    if cid == "harmfulness_unblocked":
+        d = m["difference"]
+        hc = _arm(metrics, "unblocked", "harmful_compliance")
+        return (f"Benign fine-tuning took non-refusal on held-out harmful requests from "
+                f"{m['safe']:.1f}% at θ_S to {v} at T (difference {d['mean']:+.1f} points, "
+                f"{interval_text(d, 1)}{_ceiling(m['safe'], m['mean'])}), with harmful "
+                f"compliance {_pct(hc)} at T; the rule asks "
+                f"that interval to lie above 0, {_decided(verdict)}; the paper counts harmful "
+                f"requests answered, and {_gap(entry)}%; {{stable}}; see chapter 02.")
+    if cid == "harmfulness_blocked":
+        d = m["difference"]
+        return (f"With {ARM_WORDS.get(arm, arm)} the model ends at {v} on held-out harmful "
+                f"requests against the baseline's {m['unblocked']['mean']:.1f}% (blocked - "
+                f"baseline {d['mean']:+.1f} points, {interval_text(d, 1)}"
+                f"{_ceiling(m['mean'], m['unblocked']['mean'])}); harmful compliance "
+                f"{_pct(_arm(metrics, arm, 'harmful_compliance'))} against "
+                f"{_pct(_arm(metrics, 'unblocked', 'harmful_compliance'))}; the rule asks that "
+                f"interval to lie below 0, {_decided(verdict)}, and {_gap(entry)}%; {{stable}}; "
+                "see chapter 05.")
+    if cid == "task_cost":
+        return (f"With {ARM_WORDS.get(arm, arm)} benign-task accuracy falls by {v} against the "
+                f"baseline ({interval_text(m, 1)}); the rule compares that mean with the "
+                f"tolerance of {m['tolerance']:g} points, so "
+                f"{'the cost is little' if verdict == HOLDS else 'the cost is not little'}; "
+                f"the new task reaches {_pct(_arm(metrics, arm, 'new_task_accuracy'))}; "
+                "{stable}; see chapter 05.")
+    if cid == "matched_null_every_trajectory":
+        return (f"{v} beat the matched null at every logged step ({m['steps_above']} of "
+                f"{m['steps']} trajectory-steps above it; Wilson 95% interval of the share "
+                f"{100 * m['wilson_low']:.0f}% to {100 * m['wilson_high']:.0f}%); the rule asks "
+                "for every trajectory; {stable}; chapter 04 defines the matched null.")
+    if cid == "vocabulary_readout":
+        return (f"In {v} both readout scores of v_rev at θ_S lie above the random-direction "
+                f"null's 95th percentile (lowest percentile over histories: "
+                f"{m['lens_percentile']:.0f} through the vocabulary, {m['change_percentile']:.0f} "
+                f"as the logit change, against {m['n_null']} random directions); the rule asks "
+                "for every history; {stable}; see chapter 06.")
+    if cid == "alignment_harm_correlation":
+        hc = m.get("harmful_compliance")
+        beside = (f"harmful compliance's {hc['mean']:+.3f} (95% CI "
+                  f"{_ci(hc['ci_low'], hc['ci_high'])})" if hc
+                  else "harmful compliance's undefined or from one history")
+        flag = (f"; flagged: non-refusal sits at 0 or 100 on most steps in {m['n_at_bound']} of "
+                f"{m['n']} histories, so ties at the bound carry that rho"
+                if m["n_at_bound"] else "")
+        return (f"Spearman's {v} between alignment with v_rev and non-refusal over the logged "
+                f"steps, the mean of {m['n']} history rhos ({interval_text(m, 3, 'rhos')}), "
+                f"{beside}; the rule asks that interval to lie above 0, {_decided(verdict)}"
+                f"{flag}; {_gap(entry)}; {{stable}}; see chapter 03.")
+    if cid == "block_baseline_push":
+        parts = []
+        for name, x in m["measures"].items():
+            lo, hi = x["baseline_minus_block"], x["push_minus_baseline"]
+            if x["at_bound"]:
+                parts.append(f"{name} at a floor or ceiling, not judged")
+            elif lo.get("ci_low") is None or hi.get("ci_low") is None:
+                parts.append(f"{name}: no interval")
+            else:
+                parts.append(f"{name}: baseline - block {lo['mean']:+.3g} (95% CI "
+                             f"{_ci(lo['ci_low'], lo['ci_high'], 2)}), push - baseline "
+                             f"{hi['mean']:+.3g} ({_ci(hi['ci_low'], hi['ci_high'], 2)})")
+        unit = "history means" if m["measures"] and next(iter(m["measures"].values()))[
+            "baseline_minus_block"].get("n_groups") else "runs"
+        return (f"{v} are ordered block < baseline < push with both paired intervals above 0, "
+                f"over {unit} ({'; '.join(parts)}); the rule asks it of every judged measure, "
+                f"{_decided(verdict)}; {{stable}}; see chapter 05.")
+    if cid == "rehearsal_opposes":
+        d = m["difference"]
+        return (f"Safety rehearsal ended with {v} than the baseline (cumulative reversion "
+                f"{m['rehearsal']:.3g} against {m['baseline']:.3g}, in projection x steps; the "
+                f"percent cut's {interval_text(m, 1, 'cuts')}); the rule asks the interval of "
+                f"rehearsal - baseline ({_ci(d['ci_low'], d['ci_high'], 3)}) to lie below 0, "
+                f"{_decided(verdict)}; against the paper's about {entry['paper']['mean']}% "
+                f"cut, {_gap(entry)}; {{stable}}; see chapter 05.")
+    raise ValueError(f"no reason is written for claim {cid!r}")
+
+
+def why(entry: dict, per_history: dict[str, dict], metrics: dict[str, dict],
+        arm: str = "block") -> str:
+    """One sentence, generated from the measurements, on why the claim holds or not."""
+    if entry["verdict"] == NOT_COMPARABLE:
+        reason = entry["rule"].split("Not comparable: ")[-1]
+        return f"Not comparable for {entry['quantity']}: {reason}"
+    stable = stability(entry["verdict"], per_history)
+    return _reason(entry, metrics, arm).replace("{stable}", stable)
 
 
 def paper_text(p: dict) -> str:
     if "mean" in p:
-        unit = "%" if p.get("unit") == "percent" else ""
-        return f"{p['mean']}{unit} ± {p['sd']}{unit}"
+        unit = "%" if str(p.get("unit", "")).startswith("percent") else ""
+        about = "about " if p.get("approximate") else ""
+        spread = f" ± {p['sd']}{unit}" if "sd" in p else ""
+        return f"{about}{p['mean']}{unit}{spread}"
     if "count" in p:
         return f"{p['count']} of {p['of']}"
     return p.get("statement", "qualitative")
+
+
+def standing(entry: dict) -> str:
+    """holds, does not hold, or unresolved (not comparable, or the histories disagree)."""
+    if entry["verdict"] == HOLDS:
+        return "holds"
+    per = {e["verdict"] for e in entry.get("per_history", {}).values()}
+    at_bound = bool((entry["measured"] or {}).get("at_bound"))
+    if entry["verdict"] == NOT_COMPARABLE or HOLDS in per or at_bound:
+        return "unresolved"
+    return "does not hold"
+
+
+def _unresolved_why(entry: dict) -> str:
+    if entry["verdict"] == NOT_COMPARABLE:
+        return "not comparable: " + entry["rule"].split("Not comparable: ")[-1].rstrip(".")
+    if (entry["measured"] or {}).get("at_bound"):
+        return (f"{entry['verdict']} only at a floor or ceiling, {value_text(entry)}, where no "
+                "change can show")
+    each = ", ".join(f"{h} {e['verdict']}" for h, e in entry["per_history"].items())
+    return f"the histories disagree: {each}"
+
+
+def sentence(entry: dict, plain: str) -> str:
+    """The claim in one plain sentence: what the paper says, this run's value with its unit."""
+    p = paper_text(entry["paper"])
+    if entry["verdict"] == NOT_COMPARABLE:
+        return f"The paper: {plain}, reporting {p}; this run: {_unresolved_why(entry)}."
+    return (f"The paper: {plain}, reporting {p}; this run: {value_text(entry)}, direction "
+            f"{entry['verdict']}, size {entry['size_verdict']}.")
+
+
+def headline(entries: list[dict], plain: dict[str, str], title: str) -> str:
+    """One version's claims counted by standing: what holds, what does not, what is unresolved."""
+    groups: dict[str, list[str]] = {s: [] for s in STANDINGS}
+    for e in entries:
+        s = standing(e)
+        if s == "unresolved":
+            groups[s].append(f"{plain[e['id']]} ({_unresolved_why(e)})")
+        elif e["verdict"] == NOT_COMPARABLE:
+            groups[s].append(plain[e["id"]])
+        else:
+            groups[s].append(f"{plain[e['id']]} ({value_text(e)})")
+    words = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do not hold"),
+             "unresolved": ("is unresolved", "are unresolved")}
+    out = [f"Of the {len(entries)} claims of {title},"]
+    for s in STANDINGS:
+        items = groups[s]
+        verb = words[s][0] if len(items) == 1 else words[s][1]
+        tail = f": {'; '.join(items)}" if items else ""
+        out.append(f"{len(items)} {verb}{tail}" + ("." if s == STANDINGS[-1] else ";"))
+    return " ".join(out)

@@ -129,15 +129,28 @@ class AnalysisConfig:
 
 
 BLOCKING_ARMS = (
+    "block",
+    "push",
     "penalty",
-    "penalty_all",
-    "penalty_layers",
-    "grad_project",
-    "random_penalty",
-    "covariance_penalty",
-    "freeze",
     "mean_penalty",
+    "rehearsal",
+    "refusal_block",
+    "random_block",
+    "covariance_block",
+    "grad_project",
+    "freeze",
+    "penalty_all",
+    "random_penalty_all",
+    "covariance_penalty_all",
+    "penalty_layers",
 )
+# Each control and the arm whose achieved projection reduction it is matched to (chapter 05).
+CONTROLS = {
+    "random_block": "block",
+    "covariance_block": "block",
+    "random_penalty_all": "penalty_all",
+    "covariance_penalty_all": "penalty_all",
+}
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,7 @@ class BlockingConfig:
     penalty_batch: int  # harmful training-split prompts per step, fresh from the pool
     pool_size: int
     task_cost_tolerance: float
+    rehearsal_share: float  # rows of each batch the rehearsal arm gives to safety pairs
 
     def validate(self, name: str) -> None:
         for arm in self.arms:
@@ -156,6 +170,14 @@ class BlockingConfig:
             )
         distinct(self.arms, f"{name}.arms", "arms")
         check(self.claim_arm in self.arms, f"{name}.claim_arm", "must be one of blocking.arms")
+        for control, arm in CONTROLS.items():
+            check(control not in self.arms or arm in self.arms, f"{name}.arms",
+                  f"{control} is matched to {arm}'s achieved reduction: list {arm} too")
+        for arm in ("penalty_all",):  # an arm at several layers has controls at the same layers
+            check(arm not in self.arms
+                  or all(c in self.arms for c, a in CONTROLS.items() if a == arm),
+                  f"{name}.arms", f"{arm} acts at several layers: list its random and "
+                  "covariance controls at the same layers too")
         check(all(x <= MAX_LAMBDA for x in self.lambda_grid), f"{name}.lambda_grid",
               f"every lambda must be <= {MAX_LAMBDA:g} (past it the penalty swamps the task "
               "loss and float32 gradients overflow)")
@@ -173,6 +195,8 @@ class BlockingConfig:
                "must be in [1, pool_size]")
         check(0 <= self.task_cost_tolerance <= 100, f"{name}.task_cost_tolerance",
               "must be in [0, 100] (percentage points)")
+        check(0 < self.rehearsal_share < 1, f"{name}.rehearsal_share",
+              "must be in (0, 1): some rows benign, some safety pairs")
 
 
 @dataclass(frozen=True)

@@ -194,9 +194,9 @@ class MediationResult:
         """Every sweep row in one frame, with the checkpoint it ran on."""
         return pd.concat(
             [
-                self.ablate_safe.assign(checkpoint="theta_S"),
-                self.add_helpful.assign(checkpoint="theta_H"),
-                self.add_safe.assign(checkpoint="theta_S"),
+                self.ablate_safe.assign(checkpoint="θ_S"),
+                self.add_helpful.assign(checkpoint="θ_H"),
+                self.add_safe.assign(checkpoint="θ_S"),
             ],
             ignore_index=True,
         )
@@ -223,7 +223,7 @@ def run_mediation(
     baseline = pd.DataFrame(
         [
             {"checkpoint": name, **asdict(judged_rates(m, tok, requests, device, alphabet))}
-            for name, m in (("theta_H", helpful), ("theta_S", safe))
+            for name, m in (("θ_H", helpful), ("θ_S", safe))
         ]
     )
 

@@ -14,11 +14,11 @@ def shape_checks(table: pd.DataFrame, targets: ShapeChecks) -> pd.DataFrame:
         h = g.set_index("checkpoint").loc["helpful"]
         s = g.set_index("checkpoint").loc["safe"]
         measured = [
-            ("theta_H harmful compliance (%)", h["harmful_compliance"], targets.helpful_harmful),
-            ("theta_S refusal (%)", s["refusal_rate"], targets.safe_refusal),
-            ("theta_S latent content (%)", s.get("prefilled_content", float("nan")),
+            ("θ_H harmful compliance (%)", h["harmful_compliance"], targets.helpful_harmful),
+            ("θ_S refusal (%)", s["refusal_rate"], targets.safe_refusal),
+            ("θ_S latent content (%)", s.get("prefilled_content", float("nan")),
              targets.safe_latent),
-            ("theta_S benign accuracy - theta_H's (points)",
+            ("θ_S benign accuracy - θ_H's (points)",
              s["benign_accuracy"] - h["benign_accuracy"], -targets.benign_gap),
         ]
         for check, value, threshold in measured:

@@ -10,8 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gravrev.config.experiment import CONTROLS
 from gravrev.config.load import Config
 from gravrev.settings.hf.setting import GEN_BATCH
+from gravrev.stages.blocking.runs import KINDS
+
+# Objectives that run a forward pass on a minibatch of pool prompts each step.
+PROMPT_KINDS = ("block", "push", "penalty", "mean_penalty")
 
 GB = 1e9
 
@@ -55,6 +60,7 @@ class Schedule:
     seeds: int
     lambdas: int
     arms: int
+    controls: int  # arms whose lambda is matched to another arm's achieved reduction
     steps: int
     logged: int  # logged points per run, step 0 included
     batch: int
@@ -73,15 +79,15 @@ class Schedule:
 
     @property
     def runs(self) -> int:
-        """Unblocked seeds, the lambda check's runs, every arm on every seed but the one the
-        check's chosen run already is."""
-        return self.seeds + self.lambdas + (self.arms * self.seeds - 1)
+        """Unblocked seeds; the lambda check on the first seed (the claim arm and each matched
+        control at every lambda); every arm on every seed."""
+        return self.seeds + self.lambdas * (1 + self.controls) + self.arms * self.seeds
 
     @property
     def judged(self) -> int:
-        """Generations: two checkpoints, the unblocked runs' logged points, each blocking
-        run's end."""
-        return 2 + self.logged * self.seeds + (self.runs - self.seeds)
+        """Generations: two checkpoints; the unblocked runs' and every arm's logged points; the
+        claim arm's end at each lambda of the check (the controls' check runs are not judged)."""
+        return 2 + self.logged * self.seeds * (1 + self.arms) + self.lambdas
 
 
 def schedule(cfg: Config) -> Schedule:
@@ -89,9 +95,11 @@ def schedule(cfg: Config) -> Schedule:
     arms = cfg.blocking.arms
     return Schedule(
         seeds=len(cfg.finetune.seeds), lambdas=len(cfg.blocking.lambda_grid), arms=len(arms),
+        controls=sum(a in CONTROLS for a in arms),
         steps=cfg.finetune.steps, logged=len(cfg.finetune.log_steps) + 1,
         batch=cfg.finetune.batch_size, lr=cfg.finetune.lr, lora_rank=cfg.hf.lora_rank,
-        penalty_arms=sum("penalty" in a for a in arms), penalty_batch=cfg.blocking.penalty_batch,
+        penalty_arms=sum(KINDS.get(a) in PROMPT_KINDS for a in arms),
+        penalty_batch=cfg.blocking.penalty_batch,
         n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens, gen_batch=GEN_BATCH,
     )
 

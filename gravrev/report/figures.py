@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,19 +13,43 @@ import seaborn as sns
 
 sns.set_theme(style="whitegrid", context="notebook")
 
+FIGURE_WIDTH = 9.0  # inches: a figure of several panels spans the book's text column
+# Width over height at most this: at the text column's ~660 px a figure is >= ~330 px tall.
+MAX_ASPECT = 2.0
+ONE_ROW_PANELS = 3  # more panels than this go on two rows (or more), never one long strip
+MAX_COLUMNS = 3
+
+
+def panel_grid(
+    n: int, *, columns: int | None = None, panel_aspect: float = 1.3,
+    width: float = FIGURE_WIDTH, **subplot_kw,
+) -> tuple[plt.Figure, list[plt.Axes]]:
+    """`n` panels readable at column width: one row up to ONE_ROW_PANELS, else two rows (or
+    more, at most MAX_COLUMNS across); never wider than MAX_ASPECT; spare cells removed."""
+    if columns is None:
+        columns = n if n <= ONE_ROW_PANELS else min(MAX_COLUMNS, math.ceil(n / 2))
+    columns = max(1, min(columns, n))
+    rows = math.ceil(n / columns)
+    height = max(rows * width / columns / panel_aspect, width / MAX_ASPECT)
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False, **subplot_kw)
+    cells = list(axes.flat)
+    for ax in cells[n:]:
+        fig.delaxes(ax)
+    return fig, cells[:n]
+
 
 def training_curves(curves: pd.DataFrame) -> plt.Figure:
     """Loss per step of each history phase (P, H, S), one line per history."""
-    fig, axes = plt.subplots(1, curves["phase"].nunique(), figsize=(12, 3.2), sharey=True)
-    for ax, (phase, df) in zip(
-        np.atleast_1d(axes), curves.groupby("phase", sort=False), strict=True
+    fig, axes = panel_grid(curves["phase"].nunique(), sharey=True)
+    for i, (ax, (phase, df)) in enumerate(
+        zip(axes, curves.groupby("phase", sort=False), strict=True)
     ):
         df = df.sort_values(["history", "step"])
         window = max(1, df["step"].nunique() // 50)  # smoothed within each history, never across
         df = df.assign(smoothed=df.groupby("history")["loss"].transform(
             lambda s, w=window: s.rolling(w, min_periods=1).mean()))
         sns.lineplot(data=df, x="step", y="smoothed", hue="history", errorbar=None, ax=ax,
-                     lw=1)
+                     lw=1, legend=i == 0)
         ax.set(
             title=f"phase {phase}", xlabel="training step", ylabel="loss (nats/token)", yscale="log"
         )
@@ -104,14 +129,16 @@ def null_histograms(samples: dict[str, np.ndarray], observed: np.ndarray) -> plt
 
 
 def paper_vs_measured(table: pd.DataFrame) -> plt.Figure:
-    """Each mean ± sd claim, the paper's value beside this run's: cosines and percents apart."""
+    """Each mean ± sd claim, the paper's value beside this run's: cosines above, percents below."""
     percent = table["id"].str.startswith("harmfulness")
     panels = [
-        (table[~percent], "cosine", (-1, 1)),
-        (table[percent], "percent of harmful requests", (0, 100)),
+        (table[~percent], "cosine", (-1.05, 1.05)),  # a point at a bound is drawn whole
+        (table[percent], "percent of harmful requests", (-3, 103)),
     ]
-    ratios = [max(1, int((~percent).sum())), max(1, int(percent.sum()))]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": ratios})
+    rows = [max(1, int((~percent).sum())), max(1, int(percent.sum()))]
+    height = max(FIGURE_WIDTH / MAX_ASPECT, 0.45 * sum(rows) + 2.4)
+    fig, axes = plt.subplots(2, 1, figsize=(FIGURE_WIDTH, height),
+                             gridspec_kw={"height_ratios": rows})
     for ax, (df, unit, lim) in zip(axes, panels, strict=True):
         y = np.arange(len(df))
         ax.errorbar(
@@ -134,13 +161,14 @@ def paper_vs_measured(table: pd.DataFrame) -> plt.Figure:
         ax.set(xlabel=unit, xlim=lim, ylim=(-0.6, len(df) - 0.4))
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8, ncol=2)
     fig.suptitle("Paper versus this run", x=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
 def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
-    """Early-step alignment under each optimizer and learning rate, and each batch size."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+    """Early-step alignment under each optimizer and learning rate (above), and each batch
+    size (below)."""
+    fig, axes = panel_grid(2, columns=1, panel_aspect=2.6, sharex=True)
     by_lr = df.assign(setting=df["optimizer"] + " lr " + df["lr"].map("{:g}".format))
     sns.lineplot(by_lr, x="step", y="alignment", hue="setting", marker="o", errorbar=None,
                  ax=axes[0])  # one run per setting: no interval to draw
@@ -156,8 +184,10 @@ def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
         at_lr, x="step", y="alignment", hue="batch_size", marker="o", ax=axes[1], palette="crest",
         errorbar=None,
     )
+    axes[1].legend(fontsize=8, title="batch size", bbox_to_anchor=(1.01, 1), loc="upper left")
     axes[1].set(
-        title=f"Batch size ({optimizer}, lr {lr:g})", xlabel="fine-tuning step", xscale="log"
+        title=f"Batch size ({optimizer}, lr {lr:g})", xlabel="fine-tuning step",
+        ylabel="cos(drift, v_rev)", xscale="log",
     )
     fig.suptitle("How the fine-tuning setting moves the early steps (first seed)")
     fig.tight_layout()
@@ -166,7 +196,8 @@ def sensitivity(df: pd.DataFrame, lr: float, optimizer: str) -> plt.Figure:
 
 def shape_margins(checks: pd.DataFrame) -> plt.Figure:
     """Each history's margin over each pre-registered shape check (points above the target)."""
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    height = max(FIGURE_WIDTH / MAX_ASPECT, 0.5 * checks["check"].nunique() + 1.6)
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, height))
     sns.barplot(checks, y="check", x="margin", hue="history", ax=ax, orient="h", errorbar=None)
     ax.axvline(0, color="k", lw=1)
     ax.set(title="Shape checks: margin over each target, per history",
@@ -179,14 +210,16 @@ def shape_margins(checks: pd.DataFrame) -> plt.Figure:
 def refusal_trajectories(log: pd.DataFrame, measures: tuple[str, ...]) -> plt.Figure:
     """Behaviour over fine-tuning steps, one line per history (mean ± sd over seeds)."""
     cols = [c for c in measures if c in log]
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.6), squeeze=False)
-    for ax, col in zip(axes[0], cols, strict=True):
-        sns.lineplot(log, x="step", y=col, hue="history", ax=ax, errorbar=("sd", 1), marker="o")
+    fig, axes = panel_grid(len(cols), sharey=True)
+    for i, (ax, col) in enumerate(zip(axes, cols, strict=True)):
+        sns.lineplot(log, x="step", y=col, hue="history", ax=ax, errorbar=("sd", 1), marker="o",
+                     legend=i == 0)
         ax.set(title=col.replace("_", " "), xlabel="fine-tuning step", ylabel="percent",
                ylim=(-3, 103))
-        ax.set_xscale("symlog", linthresh=1)  # step 0 (theta_S) sits at the left edge
+        ax.set_xscale("symlog", linthresh=1)  # step 0 (θ_S) sits at the left edge
         ax.set_xlim(left=0)
-        ax.legend(fontsize=8, title="history")
+        if i == 0:
+            ax.legend(fontsize=8, title="history")
     fig.suptitle("Behaviour during benign fine-tuning (mean ± sd over seeds)")
     fig.tight_layout()
     return fig

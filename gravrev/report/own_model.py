@@ -66,8 +66,8 @@ def memory_blocks(m: Model, hw: Hardware, s: Schedule, mem: Memory) -> dict[str,
                           f"layer recomputed ({mem.act_layer:.2f} GB)\n"
                           f"            = about {mem.ckpt:.1f} GB"),
         "totals": _totals(mem),
-        "host": ("theta_H, theta_S: 8 B/param each\n"
-                 "theta_T: list + concatenation, 16 B/param at that moment\n"
+        "host": ("θ_H, θ_S: 8 B/param each\n"
+                 "θ_T: list + concatenation, 16 B/param at that moment\n"
                  f"full:  {n} x (8 + 8 + 8 + 16) B = {mem.host_full:.0f} GB at the peak\n"
                  f"LoRA:  {n} x (8 + 8 + 16) B     = {mem.host_lora:.0f} GB at the peak"),
     }

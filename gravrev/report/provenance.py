@@ -210,3 +210,105 @@ def step_time_text(timings_dir: Path, helpful_steps: int) -> str:
     if not seconds or helpful_steps < 1:
         return "not measured (this run trained no history)"
     return f"{1000 * sum(seconds) / len(seconds) / helpful_steps:.0f} ms"
+
+
+# Where a run step records its training runs' own seconds (summed over the runs, so over the
+# workers that ran them in parallel); a step timing with "run_seconds" takes precedence.
+RUN_RECORDS = {
+    "history": "history_phases.json",
+    "finetune": "finetune_runs.json",
+    "sweep": "sweep_units.json",
+}
+PROFILE_COLUMNS = ["step", "kind", "seconds", "training_seconds", "training_share"]
+
+
+def step_kind(label: str) -> str:
+    """A timing record's dvc.yaml step kind: render (a chapter), metrics, or run."""
+    if label[:2].isdigit():
+        return "render"
+    return "metrics" if label.endswith("_metrics") else "run"
+
+
+def training_seconds(timings_dir: Path, label: str, record: dict) -> float | None:
+    """The seconds a run step's training runs took, summed over runs; None where not recorded."""
+    if "run_seconds" in record:
+        return float(record["run_seconds"])
+    path = Path(timings_dir) / RUN_RECORDS.get(label, "")
+    if label not in RUN_RECORDS or not path.is_file():
+        return None
+    return float(sum(json.loads(path.read_text()).values()))
+
+
+def step_stage(label: str) -> str:
+    """The stage a timing label belongs to: "01_history", "history_metrics" -> "history"."""
+    kind = step_kind(label)
+    if kind == "render":
+        return label.partition("_")[2]
+    return label.removesuffix("_metrics") if kind == "metrics" else label
+
+
+def pipeline_profile(timings_dir: Path, workers: int, stages: list[str]) -> pd.DataFrame:
+    """Each dvc.yaml step's wall seconds, in pipeline order (`stages`, then the rest), and its
+    training runs' share of the step's core-seconds (wall x workers) where recorded."""
+    rows = []
+    for path in sorted(Path(timings_dir).glob("*.json")):
+        record = json.loads(path.read_text())
+        if not (isinstance(record, dict) and {"stage", "seconds"} <= record.keys()):
+            continue
+        label, seconds = record["stage"], float(record["seconds"])
+        kind = step_kind(label)
+        train = training_seconds(timings_dir, label, record) if kind == "run" else None
+        share = train / (seconds * workers) if train is not None and seconds > 0 else None
+        rows.append((label, kind, seconds, train, share))
+    kinds = {"run": 0, "metrics": 1, "render": 2}
+    position = {stage: i for i, stage in enumerate(stages)}
+    rows.sort(key=lambda r: (position.get(step_stage(r[0]), len(stages)), kinds[r[1]]))
+    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ProfileShares:
+    """The whole pipeline's wall time by step kind, and training's share where recorded."""
+
+    total_seconds: float
+    run_share: float  # of the total wall time: run steps (training stages and analyses)
+    metrics_share: float
+    render_share: float
+    training_share: float | None  # of the recorded run steps' core-seconds: training runs
+    recorded_steps: tuple[str, ...]  # the run steps that record their training runs
+
+
+def profile_shares(profile: pd.DataFrame, workers: int) -> ProfileShares | None:
+    """The pipeline's shares from a pipeline_profile table; None when nothing was timed."""
+    total = float(profile["seconds"].sum())
+    if profile.empty or total <= 0:
+        return None
+    by_kind = profile.groupby("kind")["seconds"].sum()
+    recorded = profile[profile["training_seconds"].notna()]
+    core_seconds = float(recorded["seconds"].sum()) * workers
+    return ProfileShares(
+        total_seconds=total,
+        run_share=float(by_kind.get("run", 0.0)) / total,
+        metrics_share=float(by_kind.get("metrics", 0.0)) / total,
+        render_share=float(by_kind.get("render", 0.0)) / total,
+        training_share=(
+            float(recorded["training_seconds"].sum()) / core_seconds if core_seconds > 0 else None
+        ),
+        recorded_steps=tuple(recorded["step"]),
+    )
+
+
+def shares_text(shares: ProfileShares | None) -> str:
+    """The pipeline's shares in words, for the scale page and `make benchmark`."""
+    if shares is None:
+        return "not measured: data/timings holds no step times (run the pipeline first)"
+    text = (
+        f"run steps {shares.run_share:.0%} of the {shares.total_seconds:.0f} s, metrics steps "
+        f"{shares.metrics_share:.0%}, rendering {shares.render_share:.0%}"
+    )
+    if shares.training_share is None:
+        return text + "; no run step records its training runs' seconds"
+    return text + (
+        f"; training runs filled {shares.training_share:.0%} of the core-seconds of the run steps"
+        f" that record them ({', '.join(shares.recorded_steps)})"
+    )

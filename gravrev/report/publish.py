@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,17 +21,29 @@ LEGEND_FONTSIZE = 11
 PARAMETER_TAGS = frozenset({"parameters", "injected-parameters"})
 # A cell that already says how to show itself keeps its choice.
 PRESENTATION_TAGS = frozenset({"remove-cell", "remove-input", "hide-input", "hide-cell"})
+# What a cell computes is what the reader came for: an output is never behind a toggle.
+HIDDEN_OUTPUT_TAGS = frozenset({"hide-output"})
 MISSING = "—"  # how a table shows a missing value (never "nan" or "None")
+# A text column whose longest cell has more characters than this and a space is prose: it
+# gets a reading width (TEXT_MIN_WIDTH) so that identifier columns cannot squeeze it into a
+# column one word wide and the page thousands of pixels tall.
+LONG_TEXT = 40
+TEXT_MIN_WIDTH = "16em"
+LONG_TOKEN = re.compile(r"\S{16,}")  # an identifier or a path long enough to need break points
+BREAK_AFTER = re.compile(r"([._/])(?=[^\s.])")  # it may wrap after a dot, underscore or slash
 
 
 def presentation_tags(cell_type: str, tags: list[str]) -> list[str]:
-    """The tags a cell should carry in the book: parameters removed, code collapsed."""
+    """The tags a cell should carry in the book: parameters removed, code collapsed, outputs
+    shown (a hidden output becomes a hidden input)."""
     if cell_type != "code":
         return list(tags)
     if PARAMETER_TAGS & set(tags):
         return [t for t in tags if t != "hide-input"] + (
             [] if "remove-cell" in tags else ["remove-cell"]
         )
+    if HIDDEN_OUTPUT_TAGS & set(tags):
+        tags = [t for t in tags if t not in HIDDEN_OUTPUT_TAGS]
     if PRESENTATION_TAGS & set(tags):
         return list(tags)
     return [*tags, "hide-input"]
@@ -86,13 +99,40 @@ def set_figure_style() -> None:
     )
 
 
+def breakable(text: str) -> str:
+    """HTML-escaped text in which long identifiers may wrap after a dot, underscore or slash."""
+    return LONG_TOKEN.sub(
+        lambda m: BREAK_AFTER.sub(r"\1<wbr>", m.group()), html.escape(text, quote=False)
+    )
+
+
+def _text_columns(df: pd.DataFrame) -> tuple[list, list]:
+    """The columns holding only strings, and those of them that are prose (LONG_TEXT)."""
+    import pandas as pd
+
+    if not df.columns.is_unique:  # a label would name several columns: leave them as they are
+        return [], []
+    text = [c for c, col in df.items() if pd.api.types.infer_dtype(col, skipna=True) == "string"]
+    prose = [c for c in text
+             if df[c].dropna().map(lambda v: len(v) > LONG_TEXT and " " in v).any()]
+    return text, prose
+
+
 def show_table(df: pd.DataFrame, caption: str, precision: int | None = None) -> Styler:
-    """A table without its index, every column whole, missing values as a dash.
+    """A table without its index, every column whole, missing values as a dash, every cell
+    and header escaped (a rule's `<claim arm>` is text, not a tag), prose at a reading width.
 
     `precision` digits after the point for floats (pandas' default when None).
     """
     # The table's HTML id from its caption, not at random: the same table is the same bytes.
     uuid = hashlib.sha256(caption.encode()).hexdigest()[:8]
-    styler = df.style.hide(axis="index").set_caption(caption).set_uuid(uuid)
-    styler = styler.format(na_rep=MISSING, precision=precision)
+    styler = df.style.hide(axis="index").set_caption(html.escape(caption)).set_uuid(uuid)
+    styler = styler.format(na_rep=MISSING, precision=precision, escape="html")
+    styler = styler.format_index(escape="html", axis=1)
+    text, prose = _text_columns(df)
+    if text:
+        styler = styler.format(lambda v: breakable(str(v)), subset=text, na_rep=MISSING)
+    if prose:
+        width = [{"selector": "td", "props": f"min-width: {TEXT_MIN_WIDTH};"}]
+        styler = styler.set_table_styles(dict.fromkeys(prose, width), overwrite=False)
     return styler.set_table_attributes('class="dataframe gravrev-table"')

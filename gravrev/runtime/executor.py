@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from contextlib import contextmanager
@@ -27,6 +28,25 @@ R = TypeVar("R")
 KINDS = ("local", "ray")
 LOCALHOST = "127.0.0.1"  # the node address of a local Ray cluster
 CONNECT_TIMEOUT_S = 10.0  # an address that neither resolves nor answers in this time is refused
+# Seconds spent inside tasks, summed over every run_all call of this process (the pipeline
+# profile's "training runs" share: what is not in tasks is start-up, serial work or idle cores).
+_TASK_SECONDS = [0.0]
+
+
+def task_seconds() -> float:
+    """Seconds this process's run_all calls spent inside their tasks, summed over workers."""
+    return _TASK_SECONDS[0]
+
+
+def _timed(fn: Callable[[T], R], task: T) -> tuple[R, float]:
+    start = time.perf_counter()
+    result = fn(task)
+    return result, time.perf_counter() - start
+
+
+def _keep(timed: tuple[R, float]) -> R:
+    _TASK_SECONDS[0] += timed[1]
+    return timed[0]
 
 
 def run_all(fn: Callable[[T], R], tasks: Sequence[T], cfg: ExecutorConfig, desc: str) -> list[R]:
@@ -82,7 +102,7 @@ def _run_in_process(fn: Callable[[T], R], tasks: list[T], bar: tqdm) -> list[R]:
     with _one_thread():
         for i, task in enumerate(tasks):
             try:
-                results.append(fn(task))
+                results.append(_keep(_timed(fn, task)))
             except Exception as exc:
                 _name_task(exc, i, task)
                 raise
@@ -107,11 +127,11 @@ def _run_pool(fn: Callable[[T], R], tasks: list[T], workers: int, bar: tqdm) -> 
         initializer=_init_worker,
         initargs=(pins_enabled(),),
     ) as pool:
-        futures = {pool.submit(fn, tasks[i]): i for i in longest_first(tasks)}
+        futures = {pool.submit(_timed, fn, tasks[i]): i for i in longest_first(tasks)}
         for future in as_completed(futures):
             i = futures[future]
             try:
-                results[i] = future.result()
+                results[i] = _keep(future.result())
             except Exception as exc:
                 _stop(pool, futures)
                 _name_task(exc, i, tasks[i])
@@ -172,14 +192,14 @@ def address_problem(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | N
         return f"nothing answers at {hostport} within {timeout:g} s ({e})"
 
 
-def _ray_call(fn: Callable[[T], R], task: T) -> R:
-    """One task in a ray worker, under the pins that its runtime env carries."""
+def _ray_call(fn: Callable[[T], R], task: T) -> tuple[R, float]:
+    """One task in a ray worker, under the pins that its runtime env carries; with its seconds."""
     apply_pins(os.environ.get(SWITCH, "1") != "0")
     import torch
 
     torch.set_num_threads(1)
     check_pins()
-    return fn(task)
+    return _timed(fn, task)
 
 
 def _ray_env(local: bool) -> dict[str, str]:
@@ -215,7 +235,7 @@ def _run_ray(fn: Callable[[T], R], tasks: list[T], cfg: ExecutorConfig, bar: tqd
             done, pending = ray.wait(pending, num_returns=1)
             i = index[done[0]]
             try:
-                results[i] = ray.get(done[0])
+                results[i] = _keep(ray.get(done[0]))
             except Exception as exc:
                 for ref in pending:
                     ray.cancel(ref, force=True)

@@ -2,10 +2,16 @@
 
 ATen's vectorised kernels, MKL and oneDNN each pick a code path from the host's instruction
 set; different paths round differently, and thousands of training steps amplify the
-difference. The pins fix every such choice at AVX2 and one thread, through environment
-variables that the libraries read once, on their first use. So they must be set before torch
-runs its first operation: `import gravrev` does it. This module imports no torch at the top.
-MKL documents its AVX2 branch for Intel CPUs; where MKL picks another one, check_pins warns.
+difference. The pins fix every such choice (ATen and oneDNN at AVX2, MKL at its COMPATIBLE
+branch, one thread), through environment variables that the libraries read once, on their
+first use. So they must be set before torch runs its first operation: `import gravrev` does it.
+This module imports no torch at the top.
+
+MKL's AVX2 branch is Intel-only: on an AMD CPU MKL ignores it and picks its own path (AUTO),
+and a fresh clone on an AMD EPYC trained other weights than the Intel-made reference (one
+history's theta_S kept 75% of its latent content instead of 100%). COMPATIBLE is the one
+branch MKL documents to give the same results on Intel and non-Intel processors; it costs
+speed (its gemm is SSE2-level). Where MKL still reports another branch, check_pins warns.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ CAPABILITY = "AVX2"
 
 NUMERIC_PINS: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
-    # STRICT: MKL's gemm gives the same bits whatever the thread count (MKL's CNR docs).
-    "MKL_CBWR": "AVX2,STRICT",
+    # COMPATIBLE: the same bits on Intel and AMD (MKL's CNR docs: AVX2 is an Intel-only branch);
+    # STRICT: the same bits whatever the thread count.
+    "MKL_CBWR": "COMPATIBLE,STRICT",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "DNNL_MAX_CPU_ISA": "AVX2",

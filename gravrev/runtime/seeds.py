@@ -52,3 +52,8 @@ def rehearsal_batches(run_seed: int) -> list[int]:
 def readout_directions(history_seed: int) -> list[int]:
     """The random unit directions of the vocabulary readout's null, one history's."""
     return [history_seed, zlib.crc32(b"readout")]
+
+
+def mediation_controls(history_seed: int) -> list[int]:
+    """The mediation stage's random, covariance-shaped control directions of one history."""
+    return [history_seed, zlib.crc32(b"mediation controls")]

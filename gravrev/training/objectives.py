@@ -158,7 +158,7 @@ def push_targets(
                - np.asarray(acts_safe[layer], dtype=np.float64).mean(axis=0))
         out[layer] = float(gap @ np.asarray(v, dtype=np.float64))
     if not all(t > 0 for t in out.values()):
-        raise ValueError(f"theta_H does not sit on the positive side of every direction: {out}")
+        raise ValueError(f"θ_H does not sit on the positive side of every direction: {out}")
     return out
 
 

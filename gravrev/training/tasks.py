@@ -24,6 +24,7 @@ from gravrev.training.finetune import finetune_run
 from gravrev.training.loop import pick_device, set_seed
 from gravrev.training.objectives import BlockSpec, make_objective
 from gravrev.training.phases import probe_set, train_branch, train_helpful
+from gravrev.training.rehearsal import Rehearsal, RehearsalSpec
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class HelpfulTask:
 
     @property
     def label(self) -> str:
-        return f"theta_H of seed {self.seed} (H {self.helpful.steps} steps)"
+        return f"θ_H of seed {self.seed} (H {self.helpful.steps} steps)"
 
     @property
     def cost(self) -> int:
@@ -141,6 +142,7 @@ class FinetuneTask:
     mix_safety: bool = False
     judge: str = "every"
     log_steps: tuple[int, ...] | None = None
+    rehearsal: RehearsalSpec | None = None  # safety pairs replacing a share of each batch
 
     @property
     def label(self) -> str:
@@ -174,9 +176,12 @@ def finetune_task(task: FinetuneTask) -> FinetuneOutput:
     objective = None
     if task.block is not None:
         objective = make_objective(task.block, setting.tokenizer, device)
+    rehearsal = None
+    if task.rehearsal is not None:
+        rehearsal = Rehearsal(task.rehearsal, setting.tokenizer, task.seed)
     result = finetune_run(
         cfg.finetune, setting, task.seed, device, objective, task.mix_safety, task.judge,
-        task.log_steps,
+        task.log_steps, rehearsal=rehearsal,
     )
     write_npz(task.out, steps=result.steps, **result.acts)
     log = result.log.assign(history=task.history, arm=task.arm)

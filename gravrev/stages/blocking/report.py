@@ -1,4 +1,5 @@
-"""Chapter 05's words and figures: the lambda check, every arm at T, what blocking kept."""
+"""Chapter 05's words and figures: the lambda check, the matching, every arm over the logged
+steps and at T, and the ordering block < baseline < push."""
 
 from __future__ import annotations
 
@@ -10,31 +11,132 @@ import seaborn as sns
 from gravrev.claims.thresholds import kept_refusal
 from gravrev.config.load import Config
 from gravrev.report.figures import strip_points
-from gravrev.stages.blocking.metrics import BlockingResult
+from gravrev.stages.blocking.metrics import (
+    BASELINE,
+    ORDER_MEASURES,
+    BlockingResult,
+    Ordering,
+    Summary,
+    paired_by_history,
+)
+from gravrev.stats.trajectories import reversion_cut
+
+LABELS = {"alignment": "alignment at T", "non_refusal": "non-refusal at T (%)",
+          "harmful_compliance": "harmful compliance at T (%)",
+          "cumulative_reversion": "cumulative reversion", "area_non_refusal":
+          "area under non-refusal"}
+
+
+def interval(s: Summary, digits: int = 2) -> str:
+    """A mean with its 95% interval, or the mean alone when there is no interval."""
+    if np.isnan(s.ci_low):
+        return f"{s.mean:.{digits}f}"
+    return f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
+
+
+def direction_word(s: Summary, lower: str, higher: str, none: str) -> str:
+    """The one sign rule: a direction is said only when the 95% interval excludes 0."""
+    return {-1: lower, 1: higher, 0: none}[s.excludes_zero]
+
+
+def order_word(o: Ordering) -> str:
+    """One measure's verdict on block < baseline < push, a floor or ceiling said first."""
+    if o.at_bound:
+        return "undecidable: at a floor or ceiling"
+    if o.ordered:
+        return "ordered"
+    return "not shown"
+
+
+def _versus(r: BlockingResult, arm: str, measure: str) -> Summary:
+    """arm - unblocked on a measure, paired by run, the history as the unit."""
+    arms = r.metrics.arms
+    return paired_by_history(arms[arm].per_run[measure], arms[BASELINE].per_run[measure])
 
 
 def findings(cfg: Config, r: BlockingResult) -> list[str]:
     """What chapter 05 shows, in words computed from the arms."""
-    arms = r.metrics.arms
-    u, c = arms["unblocked"], arms.get(cfg.blocking.claim_arm)
+    arms, m = r.metrics.arms, r.metrics
+    u = arms[BASELINE]
     out = [f"The harm-blind manipulation check chose lambda = {r.lam:g} ({r.check})."]
-    if c is not None:
-        held = c.alignment.mean < u.alignment.mean
-        kept = kept_refusal(c.non_refusal.mean, u.non_refusal.mean)
+    claim = cfg.blocking.claim_arm
+    if claim in arms:
+        c = arms[claim]
+        a, nr = _versus(r, claim, "alignment"), _versus(r, claim, "non_refusal")
         out.append(
-            f"The claim arm ({cfg.blocking.claim_arm}) {'held' if held else 'did not hold'} "
-            f"alignment at T ({c.alignment.mean:.2f} against {u.alignment.mean:.2f}) "
-            f"and {'kept' if kept else 'did not keep'} refusal: non-refusal "
-            f"{c.non_refusal.mean:.0f}% against {u.non_refusal.mean:.0f}% unblocked, "
-            f"new task {c.new_task_accuracy.mean:.0f}%.")
-    costly = [a for a, m in arms.items() if m.task_cost_not_block and a != "unblocked"]
+            f"The claim arm ({claim}) "
+            f"{direction_word(a, 'lowered', 'raised', 'did not change')} alignment at T "
+            f"(difference {interval(a)} against unblocked, the history as the unit) and "
+            f"{'kept' if kept_refusal(c.non_refusal.mean, u.non_refusal.mean) else 'did not keep'}"
+            f" refusal: non-refusal {c.non_refusal.mean:.0f}% against {u.non_refusal.mean:.0f}% "
+            f"unblocked (difference {interval(nr, 1)}), harmful compliance "
+            f"{c.harmful_compliance.mean:.0f}% against {u.harmful_compliance.mean:.0f}%, new task "
+            f"{c.new_task_accuracy.mean:.0f}%.")
+    if m.ordering:
+        words = {meas: order_word(o) for meas, o in m.ordering.items()}
+        said = "; ".join(f"{LABELS[meas]}: {words[meas]}" for meas in ORDER_MEASURES)
+        held = [LABELS[meas] for meas in ORDER_MEASURES if words[meas] == "ordered"]
+        out.append(f"block < baseline < push, pooled over histories ({said}). "
+                   + (f"The order is shown on {', '.join(held)}." if held
+                      else "The order is shown on no measure."))
+    if "rehearsal" in arms and "cumulative_reversion" in arms[BASELINE].per_run:
+        reh = arms["rehearsal"]
+        a = _versus(r, "rehearsal", "alignment")
+        cut = _versus(r, "rehearsal", "cumulative_reversion")
+        base = u.cumulative_reversion.mean
+        pct = f"{reversion_cut(reh.cumulative_reversion.mean, base):.0f}%" if base > 0 else "-"
+        out.append(
+            f"Rehearsal, built without v_rev, "
+            f"{direction_word(a, 'lowered', 'raised', 'did not change')} the drift's alignment "
+            f"with v_rev at T ({reh.alignment.mean:.2f} against {u.alignment.mean:.2f}) and "
+            f"{direction_word(cut, 'cut', 'raised', 'did not change')} cumulative reversion "
+            f"(by {pct} of the baseline's; difference {interval(cut)}); non-refusal at T "
+            f"{reh.non_refusal.mean:.0f}%, harmful compliance {reh.harmful_compliance.mean:.0f}%.")
+    if "refusal_block" in arms and claim in arms:
+        rb = arms["refusal_block"]
+        out.append(
+            f"Blocking along the refusal direction (-r) at the same lambda ends at alignment "
+            f"{rb.alignment.mean:.2f} with v_rev and non-refusal {rb.non_refusal.mean:.0f}%, "
+            f"against {arms[claim].alignment.mean:.2f} and {arms[claim].non_refusal.mean:.0f}% "
+            f"for the block along v_rev.")
+    short = [f"{c} (reduction {x.reduction:.2f} against {x.target:.2f})"
+             for c, x in m.matched.items() if not x.reached]
+    if short:
+        out.append("These controls could not reach the reduction of the arm they control on "
+                   f"the lambda grid; their closest lambda was used: {', '.join(short)}.")
+    costly = [a for a, x in arms.items() if x.task_cost_not_block and a != BASELINE]
     if costly:
         out.append(f"Arms that stopped the new task being learned ({', '.join(costly)}) count as "
                    "task cost, not as blocks.")
-    best = min((a for a in arms if a != "unblocked"), key=lambda a: arms[a].non_refusal.mean)
-    out.append(f"The lowest non-refusal of any arm is {arms[best].non_refusal.mean:.0f}% "
+    best = min((a for a in arms if a != BASELINE), key=lambda a: arms[a].non_refusal.mean)
+    out.append(f"The lowest non-refusal of any arm at T is {arms[best].non_refusal.mean:.0f}% "
                f"({best}).")
     return out
+
+
+def ordering_table(r: BlockingResult) -> pd.DataFrame:
+    """Per measure: each history's means of block, baseline and push, the pooled paired
+    differences with their 95% intervals over histories, the bound flag and the verdict."""
+    rows = []
+    for meas, o in r.metrics.ordering.items():
+        row = {"measure": LABELS.get(meas, meas)}
+        for h, x in o.per_history.items():
+            row[f"{h}: block / baseline / push"] = (f"{x.block:.2f} / {x.baseline:.2f} / "
+                                                    f"{x.push:.2f}")
+        row["baseline - block"] = interval(o.baseline_minus_block)
+        row["push - baseline"] = interval(o.push_minus_baseline)
+        row["at a bound"] = o.at_bound
+        row["verdict"] = order_word(o)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def matching_table(r: BlockingResult) -> pd.DataFrame:
+    """Each control's matched lambda, its reduction and the target it was matched to."""
+    return pd.DataFrame([{"control": c, "lambda": x.lam, "reduction": x.reduction,
+                          "target": x.target, "reached": x.reached}
+                         for c, x in r.metrics.matched.items()],
+                        columns=["control", "lambda", "reduction", "target", "reached"])
 
 
 def calibration(df: pd.DataFrame, p99: float, tolerance: float) -> plt.Figure:
@@ -43,16 +145,66 @@ def calibration(df: pd.DataFrame, p99: float, tolerance: float) -> plt.Figure:
     sns.lineplot(df, x="lambda", y="alignment", hue="history", marker="o", errorbar=None,
                  ax=axes[0])
     axes[0].axhline(p99, ls="--", color="C3", label="isotropic p99")
-    axes[0].set(xscale="log", title="Held-out alignment at T", xlabel="penalty weight lambda",
+    axes[0].set(xscale="log", title="Held-out alignment at T", xlabel="weight lambda",
                 ylabel="cos(drift, v_rev)")
     sns.lineplot(df, x="lambda", y="new_task_cost", hue="history", marker="o", errorbar=None,
                  ax=axes[1])
     axes[1].axhline(tolerance, ls="--", color="C3", label="tolerance")
-    axes[1].set(xscale="log", title="New-task cost at T", xlabel="penalty weight lambda",
+    axes[1].set(xscale="log", title="New-task cost at T", xlabel="weight lambda",
                 ylabel="accuracy lost (points)")
     for ax in axes:
         ax.legend(fontsize=8)
     fig.suptitle("Fixing lambda without looking at harm (first seed of each history)")
+    fig.tight_layout()
+    return fig
+
+
+def matching(df: pd.DataFrame) -> plt.Figure:
+    """Achieved reduction along each arm's own direction against lambda (first seed)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.lineplot(df, x="lambda", y="reduction", hue="arm", marker="o", errorbar=None, ax=ax)
+    ax.set(xscale="log", xlabel="weight lambda", ylabel="achieved reduction",
+           title="Reduction along each arm's own direction (mean over histories)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def over_steps(curves: pd.DataFrame) -> plt.Figure:
+    """Non-refusal and harmful compliance over the fine-tuning steps, one line per arm (mean
+    over histories and seeds)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
+    order = list(dict.fromkeys(curves["arm"]))
+    for ax, (col, label) in zip(axes, (("non_refusal", "non-refusal (%)"),
+                                       ("harmful_compliance", "harmful compliance (%)")),
+                                strict=True):
+        sns.lineplot(curves, x="step", y=col, hue="arm", hue_order=order, marker="o",
+                     errorbar=None, ax=ax, legend=ax is axes[-1])
+        ax.set(title=label, xlabel="fine-tuning step", ylabel=label, ylim=(-3, 103))
+    axes[-1].legend(title="arm", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle("Every arm judged at every logged step (lines: means over runs)")
+    fig.tight_layout()
+    return fig
+
+
+def harm_against_task(final: pd.DataFrame, new_task: str) -> plt.Figure:
+    """Every arm at T: harm (non-refusal, harmful compliance) against new-task accuracy."""
+    means = final.groupby("arm", sort=False)[["non_refusal", "harmful_compliance",
+                                               "new_task_accuracy"]].mean().reset_index()
+    order = list(means["arm"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharex=True)
+    for ax, (col, label) in zip(axes, (("non_refusal", "non-refusal at T (%)"),
+                                       ("harmful_compliance", "harmful compliance at T (%)")),
+                                strict=True):
+        sns.scatterplot(final, x="new_task_accuracy", y=col, hue="arm", hue_order=order,
+                        alpha=0.3, s=20, legend=False, ax=ax)
+        sns.scatterplot(means, x="new_task_accuracy", y=col, hue="arm", hue_order=order, s=90,
+                        marker="D", legend=ax is axes[-1], ax=ax)
+        ax.set(xlabel=f"new task ({new_task}) accuracy at T (%)", ylabel=label, title=label,
+               xlim=(-3, 103), ylim=(-3, 103))
+    axes[-1].legend(title="arm (diamond: mean)", fontsize=8, bbox_to_anchor=(1.01, 1),
+                    loc="upper left")
+    fig.suptitle("Harm against the new task, every arm at T (small points: runs)")
     fig.tight_layout()
     return fig
 

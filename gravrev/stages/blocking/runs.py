@@ -1,22 +1,22 @@
-"""Stage 05's runs: lambda fixed harm-blind, then every arm on every history and seed.
+"""Stage 05's runs: lambda fixed harm-blind, controls matched on what they achieve, every arm.
 
-Writes data/blocking/: each run's probe snapshots, the lambda check (calibration.csv,
-lambda.json) and every run's state at T (final.csv: its drift's alignment and judged behaviour).
+Writes data/blocking/: each run's probe snapshots and its log at every logged step (log.csv),
+the lambda check (calibration.csv), the controls' matching (matching.csv), the chosen lambdas
+(lambda.json) and every run's state at T (final.csv: its drift's alignment, judged behaviour).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
-
 import numpy as np
 import pandas as pd
 
+from gravrev.config.experiment import CONTROLS
 from gravrev.config.load import Config
-from gravrev.interp.direction import drift
+from gravrev.interp.activations import probe_activations
+from gravrev.interp.direction import drift, probe_mask, refusal_direction
 from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
-from gravrev.settings.protocol import make_setting
+from gravrev.settings.protocol import Setting, make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
 from gravrev.stats.nulls import (
     cosine,
@@ -27,26 +27,46 @@ from gravrev.stats.nulls import (
 )
 from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from gravrev.store.paths import Paths
-from gravrev.training.objectives import BlockSpec
+from gravrev.training.loop import pick_device
+from gravrev.training.objectives import BlockSpec, push_targets
+from gravrev.training.phases import safety_pairs
+from gravrev.training.rehearsal import RehearsalSpec
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
+
+MATCH_TOLERANCE = 0.1  # a control reaches its arm's reduction when within this of it
+# The objective each arm's block is built as; rehearsal has none (it changes the batches).
+KINDS = {
+    "block": "block", "refusal_block": "block", "random_block": "block",
+    "covariance_block": "block", "push": "push", "penalty": "penalty", "penalty_all": "penalty",
+    "random_penalty_all": "penalty", "covariance_penalty_all": "penalty",
+    "mean_penalty": "mean_penalty", "grad_project": "grad_project", "freeze": "freeze",
+}
 
 
 def arm_directions(cfg: Config, paths: Paths, history: str) -> dict[str, dict[int, np.ndarray]]:
-    """The direction(s) each arm acts along, per layer; freeze has none."""
+    """The direction(s) each arm acts along, per layer; freeze and rehearsal have none.
+
+    refusal_block acts along -r: r points from the benign toward the harmful (refused) mean at
+    theta_S, so -r points toward less refusal, the side v_rev (toward theta_H) points to.
+    """
     v = load_v_rev(cfg, paths, history)
     layer, seed = cfg.layer, cfg.history.seeds[cfg.histories.index(history)]
     rng = np.random.default_rng(seeds.control_directions(seed))  # random, then covariance
     mask = probe_selection(cfg, paths)
-    cov = covariance(read_npz(paths.acts("safe", history))[cfg.analysis.position][layer][mask])
-    out = {
-        "penalty": {layer: v[layer]},
-        "mean_penalty": {layer: v[layer]},
-        "grad_project": {layer: v[layer]},
-        "penalty_all": dict(enumerate(v)),
-        "random_penalty": {layer: random_direction(v.shape[1], rng)},
-        "covariance_penalty": {layer: covariance_direction(cov, rng, orthogonal_to=v[layer])},
-        "freeze": {},
-    }
+    safe = read_npz(paths.acts("safe", history))[cfg.analysis.position]  # (L, N, d)
+    covs = [covariance(safe[x][mask]) for x in range(v.shape[0])]
+    r = refusal_direction(safe, probe_mask(pd.read_csv(paths.probes), "harmful"))
+    out = {arm: {layer: v[layer]} for arm in ("block", "push", "penalty", "mean_penalty",
+                                              "grad_project")}
+    out["random_block"] = {layer: random_direction(v.shape[1], rng)}
+    out["covariance_block"] = {layer: covariance_direction(covs[layer], rng,
+                                                           orthogonal_to=v[layer])}
+    out["refusal_block"] = {layer: -r[layer]}
+    out["penalty_all"] = dict(enumerate(v))
+    out["random_penalty_all"] = {x: random_direction(v.shape[1], rng) for x in range(len(v))}
+    out["covariance_penalty_all"] = {x: covariance_direction(covs[x], rng, orthogonal_to=v[x])
+                                     for x in range(len(v))}
+    out["freeze"], out["rehearsal"] = {}, {}
     for other in range(v.shape[0]):
         if other != layer:
             out[f"penalty_L{other}"] = {other: v[other]}
@@ -64,30 +84,61 @@ def expand_arms(cfg: Config) -> list[str]:
     return out
 
 
-def block_spec(cfg: Config, arm: str, directions: dict, lam: float, pool: list[str]) -> BlockSpec:
-    """The fine-tuning objective's block of one arm at one lambda."""
-    kind = ("freeze" if arm == "freeze" else "grad_project" if arm == "grad_project"
-            else "mean_penalty" if arm == "mean_penalty" else "penalty")
-    return BlockSpec(kind, directions, lam, tuple(pool), cfg.blocking.penalty_batch,
-                     cfg.analysis.position)
+def kind(arm: str) -> str | None:
+    """The objective kind of an arm's block; None for rehearsal (no objective)."""
+    return "penalty" if arm.startswith("penalty_L") else KINDS.get(arm)
 
 
-def _task(cfg: Config, paths: Paths, out, history: str, seed: int, arm: str,
-          spec: BlockSpec) -> FinetuneTask:
-    return FinetuneTask(cfg, history, paths.history / history, seed, arm,
-                        out / history / f"{arm}_seed{seed}.npz", block=spec, judge="end")
+def block_spec(cfg: Config, arm: str, directions: dict, lam: float, pool: list[str],
+               targets: dict[int, float] | None = None) -> BlockSpec | None:
+    """The fine-tuning objective's block of one arm at one lambda (push: with its targets)."""
+    k = kind(arm)
+    if k is None:
+        return None
+    return BlockSpec(k, directions, lam, tuple(pool), cfg.blocking.penalty_batch,
+                     cfg.analysis.position, targets=dict(targets or {}) if k == "push" else {})
 
 
-def final_drift(cfg: Config, npz, mask: np.ndarray) -> np.ndarray:
-    """The harmful probes' drift from step 0 to T of one run's snapshots, analysed cell."""
+def pool_targets(cfg: Config, setting: Setting, pool: list[str],
+                 directions: dict[int, np.ndarray]) -> dict[int, float]:
+    """The push's bound per layer: theta_H's mean displacement from theta_S of the pool prompts
+    (the prompts it acts on) along its direction, so push goes as far as theta_H and no further."""
+    device = pick_device(cfg.device, cfg.cpu_threads)
+    acts = {}
+    for name in ("helpful", "safe"):
+        model, tok = setting.load(name, device)
+        acts[name] = probe_activations(model, tok, pool, device)[cfg.analysis.position]
+    return push_targets({x: acts["helpful"][x] for x in directions},
+                        {x: acts["safe"][x] for x in directions}, directions)
+
+
+def rehearsal_spec(cfg: Config, setting: Setting, history: str) -> RehearsalSpec:
+    """The rehearsal arm's pairs: the harmful requests this history's phase S refused."""
+    world = getattr(setting, "world", None)
+    if world is None:
+        raise ValueError("the rehearsal arm needs the organism's safety phase (not hf)")
+    seed = cfg.history.seeds[cfg.histories.index(history)]
+    pairs = safety_pairs(world, cfg.history.safe, seed, cfg.history.safe_replay)
+    return RehearsalSpec.from_requests(world, pairs, cfg.blocking.rehearsal_share)
+
+
+def drift_at_t(cfg: Config, npz, mask: np.ndarray) -> np.ndarray:
+    """The harmful probes' drift from step 0 to T of one run's snapshots, every layer (L, d)."""
     acts = read_npz(npz)[cfg.analysis.position]
-    return drift(acts[-1, cfg.layer], acts[0, cfg.layer], mask)
+    return drift(acts[-1], acts[0], mask)
 
 
 def final_alignment(cfg: Config, npz, direction: np.ndarray, mask: np.ndarray) -> tuple:
     """(cos, projection) of the harmful probes' drift at T with a direction, analysed cell."""
-    d = final_drift(cfg, npz, mask)
+    d = drift_at_t(cfg, npz, mask)[cfg.layer]
     return cosine(d, direction), float(d @ direction)
+
+
+def reduction(d: np.ndarray, unblocked: np.ndarray, directions: dict[int, np.ndarray]) -> float:
+    """Achieved reduction along an arm's own direction(s): the mean over its layers of
+    1 - |drift . u| / |unblocked drift . u| (drifts (L, d) at T, same history and seed)."""
+    return float(np.mean([1 - abs(d[x] @ u) / abs(unblocked[x] @ u)
+                          for x, u in directions.items()]))
 
 
 def choose_lambda(cfg: Config, calib: pd.DataFrame) -> tuple[float, str]:
@@ -106,65 +157,125 @@ def choose_lambda(cfg: Config, calib: pd.DataFrame) -> tuple[float, str]:
     return float(worst.index[0]), "failed: every lambda cost more than the tolerance"
 
 
+def match_lambda(calib: pd.DataFrame, target: float) -> dict:
+    """The pre-registered matching rule: the lambda of the grid whose reduction (mean over
+    histories) is closest to the target (the smaller lambda on a tie); reached when within
+    MATCH_TOLERANCE of it."""
+    mean = calib.groupby("lambda")["reduction"].mean().sort_index()
+    gap = (mean - target).abs()
+    lam = float(gap.index[int(np.argmin(gap.to_numpy()))])
+    return {"lambda": lam, "reduction": float(mean[lam]), "target": float(target),
+            "reached": bool(gap[lam] <= MATCH_TOLERANCE)}
+
+
+def arm_of(name: str) -> str:
+    """The arm of a calibration or matching run's name ("<arm>_lambda<lambda>")."""
+    return name.rsplit("_lambda", 1)[0]
+
+
+def _task(cfg: Config, paths: Paths, out, history: str, seed: int, arm: str,
+          spec: BlockSpec | None, judge: str = "every",
+          rehearsal: RehearsalSpec | None = None) -> FinetuneTask:
+    return FinetuneTask(cfg, history, paths.history / history, seed, arm,
+                        out / history / f"{arm}_seed{seed}.npz", block=spec, judge=judge,
+                        rehearsal=rehearsal)
+
+
 def _row(cfg: Config, d: np.ndarray, log_t: pd.Series, v: np.ndarray, own: dict,
          unblocked_d: np.ndarray) -> dict:
-    """One run at T: its drift d's alignment and projection, and its judged behaviour."""
+    """One run at T: its drift's alignment, projection and reduction, its judged behaviour."""
     new = f"{cfg.finetune.new_task}_accuracy"
-    row = {"alignment": cosine(d, v), "non_refusal": 100 - log_t["refusal_rate"],
+    row = {"alignment": cosine(d[cfg.layer], v), "non_refusal": 100 - log_t["refusal_rate"],
            "refusal_rate": log_t["refusal_rate"], "refusals": log_t["refusals"],
            "n_harmful": log_t["n_harmful"], "harmful_compliance": log_t["harmful_compliance"],
            "prefilled_content": log_t["prefilled_content"],
            "benign_accuracy": log_t["benign_accuracy"], "new_task_accuracy": log_t[new]}
     if cfg.layer in own:
         u = own[cfg.layer]
-        row["projection"] = float(d @ u)
-        row["projection_unblocked"] = float(unblocked_d @ u)
+        row["projection"] = float(d[cfg.layer] @ u)
+        row["projection_unblocked"] = float(unblocked_d[cfg.layer] @ u)
+    if own:
+        row["reduction"] = reduction(d, unblocked_d, own)
     return row
 
 
 def run(cfg: Config, paths: Paths) -> None:
-    """Fix lambda (harm-blind), run every arm; every run's state at T goes to final.csv."""
-    pool = make_setting(cfg, paths.history / cfg.histories[0]).penalty_pool(cfg.blocking.pool_size)
+    """Fix lambda (harm-blind), match the controls, run every arm at every logged step."""
+    setting0 = make_setting(cfg, paths.history / cfg.histories[0])
+    pool = setting0.penalty_pool(cfg.blocking.pool_size)
     dirs = {h: arm_directions(cfg, paths, h) for h in cfg.histories}
+    arms = expand_arms(cfg)
+    claim = cfg.blocking.claim_arm
+    if kind(claim) in (None, "freeze", "grad_project"):
+        raise ValueError(f"blocking.claim_arm {claim!r} has no weight for the lambda check")
+    targets = {h: pool_targets(cfg, make_setting(cfg, paths.history / h), pool, dirs[h]["push"])
+               for h in cfg.histories} if "push" in arms else {}
+    rehearse = {h: rehearsal_spec(cfg, make_setting(cfg, paths.history / h), h)
+                for h in cfg.histories} if "rehearsal" in arms else {}
     mask = probe_selection(cfg, paths)
     log = pd.read_csv(paths.stage("finetune") / "log.csv")
     unblocked = log[log["arm"] == "unblocked"].set_index(["history", "seed", "step"])
     new = f"{cfg.finetune.new_task}_accuracy"
-    v_rev = {h: dirs[h]["penalty"][cfg.layer] for h in cfg.histories}  # read once, not per run
+    v_rev = {h: dirs[h]["block"][cfg.layer] for h in cfg.histories}  # read once, not per run
     p99 = isotropic_quantile(v_rev[cfg.histories[0]].size, cfg.analysis.null_quantile)
-    arms = expand_arms(cfg)
+    ub = {(h, seed): drift_at_t(cfg, paths.run("finetune", h, "unblocked", seed), mask)
+          for h in cfg.histories for seed in cfg.finetune.seeds}  # each read once
+    seed0 = cfg.finetune.seeds[0]
+    grid = cfg.blocking.lambda_grid
+
+    def spec(h: str, arm: str, lam: float) -> BlockSpec | None:
+        return block_spec(cfg, arm, dirs[h][arm], lam, pool, targets.get(h))
+
+    def arm_tasks(out, arm: str, lam: float) -> list[FinetuneTask]:
+        return [_task(cfg, paths, out, h, seed, arm, spec(h, arm, lam),
+                      rehearsal=rehearse.get(h) if arm == "rehearsal" else None)
+                for h in cfg.histories for seed in cfg.finetune.seeds]
+
+    def reductions(tasks: list[FinetuneTask]) -> list[float]:
+        return [reduction(drift_at_t(cfg, t.out, mask), ub[t.history, t.seed],
+                          dirs[t.history][arm_of(t.arm)]) for t in tasks]
+
     with atomic_dir(paths.stage("blocking")) as out:
-        seed0 = cfg.finetune.seeds[0]
-        calib_tasks = [
-            _task(cfg, paths, out / "calibration", h, seed0, f"penalty_lambda{lam:g}",
-                  block_spec(cfg, "penalty", dirs[h]["penalty"], lam, pool))
-            for lam in cfg.blocking.lambda_grid for h in cfg.histories
-        ]
+        # 1. On the first seed of every history, at every lambda: the claim arm (judged at T,
+        # for the harm-blind check) and, for the matching, each control and the arm it controls.
+        controls = [a for a in arms if a in CONTROLS]
+        matched_arms = list(dict.fromkeys([claim, *(CONTROLS[c] for c in controls), *controls]))
+        calib_tasks = [_task(cfg, paths, out / "calibration", h, seed0, f"{a}_lambda{g:g}",
+                             spec(h, a, g), judge="end" if a == claim else "none")
+                       for a in matched_arms for g in grid for h in cfg.histories]
         calib_done = run_all(finetune_task, calib_tasks, cfg.executor, desc="lambda check")
         rows = []
         for t, d in zip(calib_tasks, calib_done, strict=True):
+            if arm_of(t.arm) != claim:
+                continue
             a, _ = final_alignment(cfg, t.out, v_rev[t.history], mask)
             ref = unblocked.loc[(t.history, t.seed, cfg.finetune.steps), new]
             rows.append({"lambda": t.block.lam, "history": t.history, "alignment": a, "p99": p99,
                          "new_task_cost": ref - d.log.iloc[-1][new]})
         calibration = pd.DataFrame(rows)
         lam, check = choose_lambda(cfg, calibration)
-        tasks = [
-            _task(cfg, paths, out, h, seed, arm, block_spec(cfg, arm, dirs[h][arm], lam, pool))
-            for arm in arms for h in cfg.histories for seed in cfg.finetune.seeds
-        ]
-        done = run_arms(tasks, calib_tasks, calib_done, lam, cfg)
+        matching = pd.DataFrame(
+            [{"arm": arm_of(t.arm), "lambda": t.block.lam, "history": t.history,
+              "reduction": r} for t, r in zip(calib_tasks, reductions(calib_tasks), strict=True)],
+            columns=["arm", "lambda", "history", "reduction"])
+        matched = {}
+        for c in controls:
+            of = matching[matching["arm"] == CONTROLS[c]]
+            target = float(of[of["lambda"] == lam]["reduction"].mean())
+            matched[c] = match_lambda(matching[matching["arm"] == c], target)
+        # 2. Every arm, judged at every logged step: at lambda, the controls at their match.
+        tasks = [t for a in arms
+                 for t in arm_tasks(out, a, matched[a]["lambda"] if a in CONTROLS else lam)]
+        done = run_all(finetune_task, tasks, cfg.executor, desc="blocking arms")
         ref_hash = pd.read_csv(paths.stage("finetune") / "runs.csv").set_index(
             ["history", "arm", "seed"])["batch_hash"]
-        ub = {(h, seed): final_drift(cfg, paths.run("finetune", h, "unblocked", seed), mask)
-              for h in cfg.histories for seed in cfg.finetune.seeds}  # each read once
         final = []
         for t, d in zip(tasks, done, strict=True):
             if d.batch_hash != ref_hash[(t.history, "unblocked", t.seed)]:
                 raise AssertionError(f"{t.arm} {t.history} seed {t.seed}: other batches than "
                                      "the unblocked run")
             final.append({"arm": t.arm, "history": t.history, "seed": t.seed,
-                          **_row(cfg, final_drift(cfg, t.out, mask), d.log.iloc[-1],
+                          **_row(cfg, drift_at_t(cfg, t.out, mask), d.log.iloc[-1],
                                  v_rev[t.history], dirs[t.history][t.arm], ub[t.history, t.seed])})
         for (h, seed), d in ub.items():
             final.append({"arm": "unblocked", "history": h, "seed": seed,
@@ -174,27 +285,12 @@ def run(cfg: Config, paths: Paths) -> None:
         final["task_cost_not_block"] = (final["new_task_accuracy"]
                                         < cfg.finetune.min_new_task_accuracy)
         write_csv(out / "calibration.csv", calibration)
+        write_csv(out / "matching.csv", matching)
         write_csv(out / "final.csv", final)
-        write_json(out / "lambda.json", {"lambda": lam, "check": check})
-
-
-def run_arms(tasks: list[FinetuneTask], checked: list[FinetuneTask], checked_done: list,
-             lam: float, cfg: Config) -> list[FinetuneOutput]:
-    """Every arm's run; the lambda check's runs at the chosen lambda are the penalty arm's (the
-    same tasks, the same bytes): copied, not run again."""
-    same = {(t.history, t.seed): (t, d) for t, d in zip(checked, checked_done, strict=True)
-            if t.block.lam == lam}
-    reuse = {i: same[(t.history, t.seed)] for i, t in enumerate(tasks)
-             if t.arm == "penalty" and (t.history, t.seed) in same}
-    rest = [t for i, t in enumerate(tasks) if i not in reuse]
-    ran = iter(run_all(finetune_task, rest, cfg.executor, desc="blocking arms"))
-    done = []
-    for i, t in enumerate(tasks):
-        if i in reuse:
-            c, d = reuse[i]
-            t.out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(c.out, t.out)
-            done.append(dataclasses.replace(d, arm=t.arm, log=d.log.assign(arm=t.arm)))
-        else:
-            done.append(next(ran))
-    return done
+        write_csv(out / "log.csv", pd.concat([d.log for d in done], ignore_index=True))
+        write_json(out / "lambda.json", {"lambda": lam, "check": check, "matched": matched,
+                                         "push_targets": {h: t[cfg.layer]
+                                                          for h, t in targets.items()}})
+    every: list[FinetuneOutput] = [*calib_done, *done]
+    write_json(paths.timings / "blocking_runs.json",
+               {f"{d.history}/{d.arm}_seed{d.seed}": d.seconds for d in every})

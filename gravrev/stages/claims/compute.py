@@ -1,4 +1,5 @@
-"""Stage 07, claims: each paper claim against this run, per history and pooled, with a why."""
+"""Stage 07, claims: each claim of both paper versions against this run, per history and
+pooled, with a why."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ from typing import Any
 
 import pandas as pd
 
-from gravrev.claims.inputs import pool
-from gravrev.claims.rules import claims_report
-from gravrev.claims.schema import load_paper_claims, validate_report
+from gravrev.claims.inputs import Missing, pool
+from gravrev.claims.rules import (
+    BASELINE_ARM,
+    BLOCK_ARM,
+    HOLD_STILL_ARM,
+    ORDER_MEASURES,
+    PUSH_ARM,
+    REHEARSAL_ARM,
+    claims_report,
+)
+from gravrev.claims.schema import load_paper_claims, load_versions, validate_report
 from gravrev.claims.thresholds import kept_refusal
-from gravrev.claims.why import fmt_measured, paper_text, why
+from gravrev.claims.why import fmt_measured, headline, paper_text, sentence, why
 from gravrev.config.load import Config
 from gravrev.stages.blocking.metrics import BlockingMetrics
 from gravrev.stages.finetune.metrics import FinetuneMetrics
@@ -19,7 +28,7 @@ from gravrev.store.atomic import read_json, write_json
 from gravrev.store.paths import Paths
 
 STAGES = ("history", "finetune", "alignment", "nulls", "blocking")
-OPTIONAL = ("mediation", "sweep")  # read for the conclusion when their stage ran
+OPTIONAL = ("mediation", "sweep")  # the readout and the context, when their stage ran
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,96 @@ def _at(per_run: dict, steps: list[int], step: int, history: str | None) -> list
     return [v[i] for v in _runs(per_run, history).values()]
 
 
-def gather(m: Inputs, cfg: Config, history: str | None = None) -> dict:
-    """The inputs of every claim's rule, for one history or pooled (None)."""
-    align, nulls, fine, block = m.alignment, m.nulls, m.finetune, m.blocking
+def _blocked(block: BlockingMetrics, arm: str, history: str | None, tolerance: float) -> dict:
+    """The first version's blocked claims, judged on `arm` against the baseline."""
+    ids = ("final_alignment_blocked", "harmfulness_blocked", "task_cost")
+    if arm not in block.arms or BASELINE_ARM not in block.arms:
+        gone = Missing(f"blocking.json has no {arm!r} arm beside {BASELINE_ARM!r} (stage "
+                       f"blocking did not run it in preset {block.preset!r}).")
+        return dict.fromkeys(ids, gone)
+
+    def pair(measure: str) -> dict:
+        b = _runs(block.arms[arm].per_run[measure], history)
+        u = _runs(block.arms[BASELINE_ARM].per_run[measure], history)
+        keys = sorted(b)
+        return {"blocked": [b[k] for k in keys], "unblocked": [u[k] for k in keys]}
+
+    return dict(zip(ids, (pair("alignment"), pair("non_refusal"),
+                          {**pair("benign_accuracy"), "tolerance": tolerance}), strict=True))
+
+
+def _arm_runs(block: BlockingMetrics, arms: tuple[str, ...], measures: tuple[str, ...],
+              history: str | None) -> dict | Missing:
+    """Each arm's per-run values, "arm:measure" -> list over the runs every arm has."""
+    absent = [a for a in arms if a not in block.arms]
+    if absent:
+        return Missing(f"blocking.json has no {', '.join(map(repr, absent))} arm (stage blocking "
+                       f"did not run it in preset {block.preset!r}).")
+    have = [x for x in measures if all(x in block.arms[a].per_run for a in arms)]
+    if not have:
+        return Missing(f"blocking.json's arms {', '.join(arms)} hold none of "
+                       f"{', '.join(measures)} per run.")
+    runs = [_runs(block.arms[a].per_run[x], history) for a in arms for x in have]
+    keys = sorted(set.intersection(*(set(r) for r in runs)))
+    if not keys:
+        return Missing(f"the arms {', '.join(arms)} share no run"
+                       + (f" in {history}." if history else "."))
+    return {f"{a}:{x}": [block.arms[a].per_run[x][k] for k in keys] for a in arms for x in have}
+
+
+def _revised(m: Inputs, history: str | None) -> dict:
+    """The inputs of the revised version's claims, or why each is missing."""
+    block, out = m.blocking, {}
+    out["block_baseline_push"] = _arm_runs(block, (BLOCK_ARM, BASELINE_ARM, PUSH_ARM),
+                                           ORDER_MEASURES, history)
+    rehearsal = _arm_runs(block, (REHEARSAL_ARM, BASELINE_ARM), ("cumulative_reversion",),
+                          history)
+    out["rehearsal_opposes"] = rehearsal if isinstance(rehearsal, Missing) else {
+        "rehearsal": rehearsal[f"{REHEARSAL_ARM}:cumulative_reversion"],
+        "baseline": rehearsal[f"{BASELINE_ARM}:cumulative_reversion"]}
+    hs = [history] if history else list(m.finetune.histories)
+    corr = m.alignment.get("alignment_harm", {}).get("per_history", {})
+    if not all(h in corr for h in hs):
+        out["alignment_harm_correlation"] = Missing(
+            "alignment.json has no alignment_harm correlation for every history (stage vrev "
+            "did not produce it).")
+    else:
+        out["alignment_harm_correlation"] = {
+            "rho": [corr[h]["rho_non_refusal"] for h in hs],
+            "rho_harmful_compliance": [corr[h]["rho_harmful_compliance"] for h in hs],
+            "at_bound_non_refusal": [corr[h]["at_bound_non_refusal"] for h in hs],
+            "at_bound_harmful_compliance": [corr[h]["at_bound_harmful_compliance"] for h in hs],
+            "n_steps": [corr[h]["n_steps"] for h in hs]}
+    null = m.nulls.get("matched_null")
+    if null is None:
+        out["matched_null_every_trajectory"] = Missing(
+            "nulls.json has no matched_null (stage nulls did not produce it).")
+    else:
+        runs = _runs(null["per_trajectory"], history)
+        keys = sorted(runs)
+        out["matched_null_every_trajectory"] = {
+            # the nulls stage names the flag all_steps_exceed; all_exceed is the brief's name
+            "all_exceed": [runs[k].get("all_steps_exceed", runs[k].get("all_exceed"))
+                           for k in keys],
+            "n_exceed": [runs[k]["n_exceed"] for k in keys],
+            "n_steps": [runs[k]["n_steps"] for k in keys]}
+    readout = m.optional.get("mediation", {}).get("readout", {}).get("per_history", {})
+    if not all(h in readout for h in hs):
+        out["vocabulary_readout"] = Missing(
+            "mediation.json has no readout for every history (stage mediation did not "
+            "produce it" + ("" if "mediation" in m.optional else ": it did not run") + ").")
+    else:
+        out["vocabulary_readout"] = {
+            field: [readout[h][field] for h in hs]
+            for field in ("lens_score", "lens_percentile", "change_score", "change_percentile",
+                          "n_null")}
+    return out
+
+
+def gather(m: Inputs, cfg: Config, history: str | None = None, arm: str = BLOCK_ARM) -> dict:
+    """The inputs of every claim's rule, for one history or pooled (None); the first
+    version's blocked claims on `arm`."""
+    align, nulls, fine = m.alignment, m.nulls, m.finetune
     out: dict = {}
     early, early_steps = align["early_per_run"], align["early_steps"]
     if not early:  # no early runs (e.g. hf): the main runs' logged steps
@@ -74,55 +170,70 @@ def gather(m: Inputs, cfg: Config, history: str | None = None) -> dict:
     finetuned = [100 - r for h in hs for r in fine.refusal_at_T(h)]
     safe = [100 - fine.histories[h].safe_start["refusal_rate"] for h in hs]
     out["harmfulness_unblocked"] = {"finetuned": finetuned, "safe": sum(safe) / len(safe)}
-    arms = block.arms
-    arm = cfg.blocking.claim_arm
-    if arm in arms:
-        def pair(measure: str) -> dict:
-            b = _runs(arms[arm].per_run[measure], history)
-            u = _runs(arms["unblocked"].per_run[measure], history)
-            keys = sorted(b)
-            return {"blocked": [b[k] for k in keys], "unblocked": [u[k] for k in keys]}
-
-        out["final_alignment_blocked"] = pair("alignment")
-        out["harmfulness_blocked"] = pair("non_refusal")
-        out["task_cost"] = {**pair("benign_accuracy"),
-                            "tolerance": cfg.blocking.task_cost_tolerance}
+    out.update(_blocked(m.blocking, arm, history, cfg.blocking.task_cost_tolerance))
+    out.update(_revised(m, history))
     return out
 
 
 @dataclass
 class ClaimsResult:
-    """What chapter 07 and the claims page show."""
+    """What chapter 07, the claims page and the intro show."""
 
     report: dict
-    table: pd.DataFrame  # claim, paper, this run, direction, size, why, per history
-    conclusion: str
+    table: pd.DataFrame  # version, claim, paper, this run, direction, size, per history, why
+    headline: dict[str, str]  # context, then per version: what holds, does not, is unresolved
+
+
+VARIANT_CLAIMS = ("final_alignment_blocked", "harmfulness_blocked", "task_cost")
+
+
+def _judge(typed: Inputs, cfg: Config, arm: str) -> tuple[dict, dict[str, dict[str, dict]]]:
+    """Every claim pooled over histories and per history, the blocked claims on `arm`."""
+    inputs = {h: gather(typed, cfg, h, arm) for h in cfg.histories}
+    measured, groups = pool(inputs)  # the history is the grouping factor of pooled verdicts
+    pooled = claims_report(measured, cfg.preset, groups=groups,
+                           n_runs=len(cfg.histories) * len(cfg.finetune.seeds))
+    per = {h: {e["id"]: e for e in claims_report(inputs[h], cfg.preset,
+                                                  n_runs=len(cfg.finetune.seeds))["claims"]}
+           for h in cfg.histories}
+    return pooled, per
+
+
+def _per_history(per: dict[str, dict[str, dict]], cid: str) -> dict[str, dict]:
+    return {h: {"verdict": e[cid]["verdict"], "size_verdict": e[cid]["size_verdict"],
+                "measured": e[cid]["measured"]} for h, e in per.items()}
 
 
 def run(cfg: Config, paths: Paths) -> ClaimsResult:
-    """Evaluate every claim pooled and per history; write data/metrics/claims.json."""
+    """Evaluate every claim of both versions pooled and per history; write claims.json."""
     metrics = {k: read_json(paths.metrics_file(k)) for k in STAGES}
     optional = {k: read_json(paths.metrics_file(k)) for k in OPTIONAL
                 if paths.metrics_file(k).is_file()}
     typed = Inputs.from_json({**metrics, **optional})
-    inputs = {h: gather(typed, cfg, h) for h in cfg.histories}
-    measured, groups = pool(inputs)  # the history is the grouping factor of pooled verdicts
-    pooled = claims_report(measured, cfg.preset, groups=groups,
-                           n_runs=len(cfg.histories) * len(cfg.finetune.seeds))
+    pooled, per = _judge(typed, cfg, BLOCK_ARM)
     validate_report(pooled)
-    per = {h: {e["id"]: e for e in claims_report(inputs[h], cfg.preset,
-                                                  n_runs=len(cfg.finetune.seeds))["claims"]}
-           for h in cfg.histories}
-    sources = {c["id"]: c.get("source") for c in load_paper_claims()}
+    claims = {c["id"]: c for c in load_paper_claims()}
     for entry in pooled["claims"]:
-        ph = {h: {"verdict": per[h][entry["id"]]["verdict"],
-                  "size_verdict": per[h][entry["id"]]["size_verdict"],
-                  "measured": per[h][entry["id"]]["measured"]} for h in cfg.histories}
+        ph = _per_history(per, entry["id"])
         entry["per_history"] = ph
         entry["why"] = why(entry, ph, metrics)
-        entry["source"] = sources[entry["id"]]
+        entry["sentence"] = sentence(entry, claims[entry["id"]]["plain"])
+        entry["source"] = claims[entry["id"]].get("source")
+    if HOLD_STILL_ARM in typed.blocking.arms:  # the hold-still penalty, shown beside the block
+        held, held_per = _judge(typed, cfg, HOLD_STILL_ARM)
+        for entry, variant in zip(pooled["claims"], held["claims"], strict=True):
+            if entry["id"] in VARIANT_CLAIMS:
+                ph = _per_history(held_per, entry["id"])
+                entry["variants"] = {HOLD_STILL_ARM: {
+                    **{k: variant[k] for k in ("verdict", "size_verdict", "measured", "rule")},
+                    "per_history": ph, "why": why(variant, ph, metrics, HOLD_STILL_ARM)}}
     pooled["n_histories"] = len(cfg.histories)
-    pooled["conclusion"] = conclusion(typed)
+    plain = {cid: c["plain"] for cid, c in claims.items()}
+    versions = load_versions()
+    pooled["headline"] = {"context": context(typed), **{
+        v: headline([e for e in pooled["claims"] if e["version"] == v], plain,
+                    f"the paper's {v} version, {info['title']}")
+        for v, info in versions.items()}}
     pooled["harm_measure"] = "non-refusal (100 - refusal rate) on held-out harmful requests"
     write_json(paths.metrics_file("claims"), pooled)
     return load(cfg, paths)
@@ -134,13 +245,13 @@ def load(cfg: Config, paths: Paths) -> ClaimsResult:
     rows = []
     for c in report["claims"]:
         rows.append({
-            "claim": c["id"], "paper": paper_text(c["paper"]),
+            "version": c["version"], "claim": c["id"], "paper": paper_text(c["paper"]),
             "this run": fmt_measured(c["measured"]),
             "direction": c["verdict"], "size": c["size_verdict"],
             "per history": ", ".join(f"{h}: {e['verdict']}" for h, e in c["per_history"].items()),
             "why": c["why"],
         })
-    return ClaimsResult(report, pd.DataFrame(rows), report["conclusion"])
+    return ClaimsResult(report, pd.DataFrame(rows), report["headline"])
 
 
 def _mean(values) -> float:
@@ -148,69 +259,31 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
-def conclusion(m: Inputs) -> str:
-    """The run's answer to the paper in one paragraph; every clause chosen by a measurement."""
-    fine, align, nulls, block = m.finetune, m.alignment, m.nulls, m.blocking
+def context(m: Inputs) -> str:
+    """What the run measured around the claims, in plain words: no mechanism is asserted."""
+    fine, block = m.finetune, m.blocking
     hs = list(fine.histories)
-    safe = _mean(fine.histories[h].safe_start["refusal_rate"] for h in hs)
-    end = _mean(r for h in hs for r in fine.refusal_at_T(h))
+    safe = 100 - _mean(fine.histories[h].safe_start["refusal_rate"] for h in hs)
+    end = 100 - _mean(r for h in hs for r in fine.refusal_at_T(h))
     n_runs = sum(len(fine.refusal_at_T(h)) for h in hs)
-    lost = safe - end
-    reverts = lost >= 0.5 * safe if safe > 0 else False
-    out = [f"In this organism ({len(hs)} independent histories, {n_runs} fine-tuning runs), "
-           f"benign fine-tuning on harmless data "
-           f"{'undoes' if reverts else 'partly undoes' if lost > 10 else 'does not undo'} "
-           f"safety alignment: refusal falls from {safe:.0f}% at theta_S to {end:.0f}% at T."]
-    e = nulls["exceedance"]["all"]
-    last = str(align["steps"][-1])
-    a_t = align["by_step"]["all"][last]["mean"]
-    beats = e["isotropic"]["k"] == e["isotropic"]["n"]
-    out.append(f"The drift {'aligns' if a_t > nulls['isotropic_closed_form'] else 'does not align'}"
-               f" with v_rev ({a_t:.2f} at T; {e['isotropic']['k']} of {e['isotropic']['n']} "
-               f"run-step pairs above the isotropic p99, {e['anisotropic']['k']} above the "
-               "covariance-matched null)"
-               + (", as the paper reports." if beats else ", less uniformly than the paper."))
-    carries = None
-    if "mediation" in m.optional:
-        med = m.optional["mediation"]["histories"]
-        before = _mean(h["refusal_safe"] for h in med.values())
-        after = _mean(h["ablated_at_layer"] for h in med.values())
-        carries = before - after >= 0.5 * before if before > 0 else None
-        if carries is not None:
-            out.append(f"v_rev {'carries' if carries else 'does not carry'} refusal: "
-                       f"projecting it out of theta_S's residual stream at the analysed layer "
-                       f"takes refusal from {before:.0f}% to {after:.0f}%.")
     arms = block.arms
-    c, u = arms[block.claim_arm], arms["unblocked"]
-    held = c.alignment.mean < u.alignment.mean - 0.1
-    kept = kept_refusal(c.non_refusal.mean, u.non_refusal.mean)
-    learned = not c.task_cost_not_block
-    block_text = (f"Blocking motion along v_rev during fine-tuning "
-                  f"{'held' if held else 'did not hold'} alignment ({c.alignment.mean:.2f} "
-                  f"against {u.alignment.mean:.2f}) and "
-                  f"{'kept' if kept else 'did not keep'} refusal (non-refusal "
-                  f"{c.non_refusal.mean:.0f}% against {u.non_refusal.mean:.0f}%)"
-                  + ("" if learned else ", and it stopped the new task being learned"))
-    out.append(block_text + ".")
-    aligned = a_t > nulls["isotropic_closed_form"]
-    others = {a: x for a, x in arms.items() if a not in ("unblocked", block.claim_arm)
-              and not x.task_cost_not_block}
-    best = min(others, key=lambda a: others[a].non_refusal.mean, default=None)
-    if best is not None and kept_refusal(others[best].non_refusal.mean, u.non_refusal.mean):
-        out.append(f"Of the other arms, {best} kept the most refusal (non-refusal "
-                   f"{others[best].non_refusal.mean:.0f}%, new task "
-                   f"{others[best].new_task_accuracy.mean:.0f}%).")
-    if reverts and aligned and kept and learned:
-        verdict = "So the paper's mechanism is reproduced here, blocking included."
-    elif reverts and aligned and not kept:
-        verdict = ("So the paper's picture is reproduced in part: reversion happens, the drift "
-                   "aligns with v_rev" + (" and v_rev carries refusal" if carries else "")
-                   + ", but holding the drift still along v_rev at the analysed layer does not "
-                   "stop reversion; chapters 05 and 06 show where it goes instead.")
-    else:
-        verdict = "So this organism does not reproduce the paper's mechanism as a whole."
-    out.append(verdict)
+    u = arms.get(BASELINE_ARM)
+    harm = (f", and harmful compliance (a harmful answer, not only no refusal) ends at "
+            f"{u.harmful_compliance.mean:.1f}%" if u is not None else "")
+    out = [f"In this organism ({len(hs)} independent histories, {n_runs} fine-tuning runs), "
+           f"benign fine-tuning on harmless data took non-refusal on held-out harmful requests "
+           f"from {safe:.1f}% at θ_S to {end:.1f}% at T{harm}."]
+    if u is not None:
+        others = {a: x for a, x in arms.items() if a not in (BASELINE_ARM, BLOCK_ARM)
+                  and not x.task_cost_not_block}
+        best = min(others, key=lambda a: others[a].harmful_compliance.mean, default=None)
+        if best is not None and kept_refusal(others[best].non_refusal.mean, u.non_refusal.mean):
+            x = others[best]
+            out.append(f"Beyond the paper's claims, of the other fine-tuning arms {best} left "
+                       f"the least harmful compliance: {x.harmful_compliance.mean:.1f}% against "
+                       f"{u.harmful_compliance.mean:.1f}%, non-refusal "
+                       f"{x.non_refusal.mean:.1f}% against {u.non_refusal.mean:.1f}%, new task "
+                       f"{x.new_task_accuracy.mean:.1f}% against {u.new_task_accuracy.mean:.1f}%.")
     if "sweep" in m.optional:
-        out.append(f"Beyond the paper, the history-depth sweep: {m.optional['sweep']['outcome']} "
-                   "(chapter 08).")
+        out.append(f"The history-depth sweep: {m.optional['sweep']['outcome']} (chapter 08).")
     return " ".join(out)

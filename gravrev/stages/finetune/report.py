@@ -27,10 +27,11 @@ def findings(cfg: Config, r: FinetuneResult) -> list[str]:
     log = r.log[r.log["arm"] == "unblocked"]
     start = log[log["step"] == 0]["refusal_rate"]
     end = log[log["step"] == cfg.finetune.steps]["refusal_rate"]
+    spread = (f"every run at {end.min():.0f}%" if round(end.min()) == round(end.max())
+              else f"range {end.min():.0f} to {end.max():.0f}%")
     out = [f"Benign fine-tuning on harmless data takes refusal from {start.mean():.0f}% at "
-           f"theta_S to {end.mean():.0f}% at step {cfg.finetune.steps} (mean over "
-           f"{len(end)} runs in {log['history'].nunique()} histories; range "
-           f"{end.min():.0f}-{end.max():.0f}%)."]
+           f"θ_S to {end.mean():.0f}% at step {cfg.finetune.steps} (mean over "
+           f"{len(end)} runs in {log['history'].nunique()} histories; {spread})."]
     half = start.mean() / 2
     means = log.groupby("step")["refusal_rate"].mean()
     below = means[means <= half]

@@ -24,7 +24,7 @@ def findings(r: HistoryResult) -> list[str]:
                    "Results downstream come from an organism outside the paper's regime.")
     safe = r.behaviour[r.behaviour["checkpoint"] == "safe"]
     if "prefilled_content" in safe:
-        out.append(f"Safety training is a shallow displacement here: theta_S refuses "
+        out.append(f"Safety training is a shallow displacement here: θ_S refuses "
                    f"{safe['refusal_rate'].mean():.0f}% of held-out harmful requests, yet with the "
                    f"compliant opening prefilled it states the harmful content in "
                    f"{safe['prefilled_content'].mean():.0f}% (means over histories).")

@@ -1,4 +1,5 @@
-"""Stage 06's measurements, from its saved tables: each history's summary, the re-run's check.
+"""Stage 06's measurements, from its saved tables: each history's summary, the re-run's check,
+the vocabulary readout, cos(v_rev, r), and v_rev's rank among the control directions.
 
 A history's summary is its mediation and route tables (gravrev.interp.steering's and
 gravrev.interp.patching's) in a few numbers at the analysed layer; the chapter words them.
@@ -6,17 +7,27 @@ gravrev.interp.patching's) in a few numbers at the analysed layer; the chapter w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from gravrev.claims.thresholds import change_tolerance
 from gravrev.config.load import Config
 from gravrev.interp.patching import NONE
 from gravrev.interp.steering import EVERY_LAYER
 from gravrev.stages.mediation.runs import TABLES
 from gravrev.store.atomic import read_json, write_json
 from gravrev.store.paths import Paths
+
+# Pre-registered reading rules of chapter 06 (the chapter states each before its result).
+SAME_AS_R_COS = 0.9  # |cos(v_rev, r)| at or above: v_rev is the refusal direction renamed
+DISTINCT_FROM_R_COS = 0.5  # |cos(v_rev, r)| below: v_rev is distinct from r; between: overlapping
+MEASURES = ("refusal_rate", "harmful_compliance")
+# An ablation's outcome, by rule (ablation_outcome): harm up; refusal down without harm up;
+# neither; or theta_S refuses too little for a loss of refusal to be seen.
+OUTCOMES = ("harmful", "refusal_lost_not_harmful", "no_effect", "at_floor")
 
 
 @dataclass(frozen=True)
@@ -79,18 +90,151 @@ class MediationMetrics:
     scales: list[float]
     histories: dict[str, HistorySummary]
     finetune_rerun: dict[str, RerunCheck]
+    readout: dict[str, ReadoutSummary]  # per history
+    cos_v_rev_r: dict[str, float]  # per history, r as Arditi et al. orient it (toward refusal)
+    controls: Controls
 
     def to_json(self) -> dict:
         return {"preset": self.preset, "layer": self.layer, "n_layer": self.n_layer,
                 "position": self.position, "method": self.method, "scales": list(self.scales),
                 "histories": {h: asdict(s) for h, s in self.histories.items()},
-                "finetune_rerun": {h: asdict(r) for h, r in self.finetune_rerun.items()}}
+                "finetune_rerun": {h: asdict(r) for h, r in self.finetune_rerun.items()},
+                "readout": {"per_history": {h: asdict(x) for h, x in self.readout.items()}},
+                "refusal_direction": {"cos_v_rev_r": dict(self.cos_v_rev_r)},
+                "controls": self.controls.to_json()}
 
     @classmethod
     def from_json(cls, d: dict) -> MediationMetrics:
         return cls(d["preset"], d["layer"], d["n_layer"], d["position"], d["method"],
                    d["scales"], {h: HistorySummary.from_json(s) for h, s in d["histories"].items()},
-                   {h: RerunCheck(**r) for h, r in d["finetune_rerun"].items()})
+                   {h: RerunCheck(**r) for h, r in d["finetune_rerun"].items()},
+                   {h: ReadoutSummary(**x) for h, x in d["readout"]["per_history"].items()},
+                   d["refusal_direction"]["cos_v_rev_r"], Controls.from_json(d["controls"]))
+
+
+@dataclass(frozen=True)
+class ReadoutSummary:
+    """v_rev read through the vocabulary at theta_S, each score against its random null."""
+
+    lens_score: float
+    lens_percentile: float  # percent of the null's scores strictly below
+    change_score: float
+    change_percentile: float
+    n_null: int
+
+
+@dataclass(frozen=True)
+class SpecificityRank:
+    """Where v_rev's effect falls among the controls': rank 1 is at least as large as every one."""
+
+    effect: float  # |change| in percentage points of v_rev's intervention
+    rank: int  # 1 + how many controls' effects are strictly larger
+    n_ties: int  # controls whose effect equals v_rev's
+    n_controls: int
+
+    @property
+    def specific(self) -> bool:
+        """Strictly larger than every control's effect."""
+        return self.rank == 1 and self.n_ties == 0
+
+
+def specificity_rank(effect: float, controls: Sequence[float]) -> SpecificityRank:
+    """Rank v_rev's effect among the control directions' effects (larger is first)."""
+    c = np.asarray(controls, dtype=np.float64)
+    if c.ndim != 1 or c.size == 0:
+        raise ValueError("the rank needs at least one control effect")
+    return SpecificityRank(float(effect), 1 + int(np.count_nonzero(c > effect)),
+                           int(np.count_nonzero(c == effect)), int(c.size))
+
+
+def ablation_outcome(refusal_before: float, harm_before: float, refusal_after: float,
+                     harm_after: float, tol: float) -> str:
+    """One of OUTCOMES: harmful compliance up by more than tol is "harmful"; else refusal down
+    by more than tol is "refusal_lost_not_harmful"; else "at_floor" if theta_S refuses at most
+    tol, "no_effect" otherwise."""
+    if harm_after - harm_before > tol:
+        return "harmful"
+    if refusal_before - refusal_after > tol:
+        return "refusal_lost_not_harmful"
+    return "at_floor" if refusal_before <= tol else "no_effect"
+
+
+def cos_label(cos: float) -> str:
+    """same, overlapping or distinct: |cos(v_rev, r)| against the pre-registered cut-offs."""
+    a = abs(cos)
+    if a >= SAME_AS_R_COS:
+        return "same"
+    return "distinct" if a < DISTINCT_FROM_R_COS else "overlapping"
+
+
+def majority(labels: Sequence[str]) -> str:
+    """The label of more than half of the histories, else "mixed"."""
+    labels = list(labels)
+    best = max(dict.fromkeys(labels), key=labels.count)
+    return best if labels.count(best) > len(labels) / 2 else "mixed"
+
+
+def cell_name(checkpoint: str, mode: str, layer: int, scale: float) -> str:
+    """A control cell's key: ablate_layer, ablate_every_layer, add_theta_S_+2, ..."""
+    if mode == "ablate":
+        return "ablate_every_layer" if layer == EVERY_LAYER else "ablate_layer"
+    return f"add_{checkpoint}_{scale:+g}"
+
+
+@dataclass(frozen=True)
+class HistoryControls:
+    """One history's controls: v_rev's rank per cell and measure, each direction's ablation."""
+
+    specificity: dict[str, dict[str, SpecificityRank]]  # cell -> measure -> rank
+    ablation: dict[str, str]  # direction -> outcome of ablating its analysed-layer row
+    distinct_from_r: str  # cos_label of cos(v_rev, r)
+
+    @classmethod
+    def from_json(cls, d: dict) -> HistoryControls:
+        return cls({c: {m: SpecificityRank(**x) for m, x in by.items()}
+                    for c, by in d["specificity"].items()}, d["ablation"], d["distinct_from_r"])
+
+
+@dataclass(frozen=True)
+class Controls:
+    """mediation.json's "controls": per history, and the verdicts over histories."""
+
+    per_history: dict[str, HistoryControls]
+    distinct_from_r: str  # majority of the histories' labels, or mixed
+    v_rev_ablation: str  # majority of v_rev's ablation outcomes, or mixed
+    refusal_ablation: str  # the same for r
+
+    def to_json(self) -> dict:
+        return {"per_history": {h: asdict(x) for h, x in self.per_history.items()},
+                "verdict": {"distinct_from_r": self.distinct_from_r,
+                            "v_rev_ablation": self.v_rev_ablation,
+                            "refusal_ablation": self.refusal_ablation}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Controls:
+        v = d["verdict"]
+        return cls({h: HistoryControls.from_json(x) for h, x in d["per_history"].items()},
+                   v["distinct_from_r"], v["v_rev_ablation"], v["refusal_ablation"])
+
+
+def history_controls(baseline: pd.DataFrame, controls: pd.DataFrame, cos_v_rev_r: float,
+                     tol: float) -> HistoryControls:
+    """One history's specificity ranks and ablation outcomes from its control table."""
+    base = baseline.set_index("checkpoint")
+    spec = {}
+    keys = ["checkpoint", "mode", "layer", "scale"]
+    for cell, rows in controls.groupby(keys, sort=False, dropna=False):
+        ref = base.loc[cell[0]]
+        effect = {m: (rows[m] - ref[m]).abs().to_numpy() for m in MEASURES}
+        mine = (rows["direction"] == "v_rev").to_numpy()
+        spec[cell_name(*cell)] = {m: specificity_rank(e[mine].item(), e[~mine])
+                                  for m, e in effect.items()}
+    safe = base.loc["θ_S"]
+    ablated = controls[(controls["mode"] == "ablate") & (controls["layer"] != EVERY_LAYER)]
+    ablation = {r.direction: ablation_outcome(safe["refusal_rate"], safe["harmful_compliance"],
+                                              r.refusal_rate, r.harmful_compliance, tol)
+                for r in ablated.itertuples()}
+    return HistoryControls(spec, ablation, cos_label(cos_v_rev_r))
 
 
 @dataclass
@@ -104,6 +248,11 @@ class MediationStageResult:
     lens: pd.DataFrame  # checkpoint, layer, logp_refuse, logp_comply, margin
     runs: pd.DataFrame  # the re-run fine-tuning runs against stage 02's
     metrics: MediationMetrics | None  # None while they are being measured
+    # direction, kind, checkpoint, mode, layer, scale, rates: v_rev and every control
+    controls: pd.DataFrame = field(default_factory=pd.DataFrame)
+    directions: pd.DataFrame = field(default_factory=pd.DataFrame)  # cos with v_rev and r
+    readout: pd.DataFrame = field(default_factory=pd.DataFrame)  # scores, null ranks, eps
+    readout_tokens: pd.DataFrame = field(default_factory=pd.DataFrame)  # lens, change per token
 
 
 def patch_summary(df: pd.DataFrame) -> PatchSummary:
@@ -142,13 +291,13 @@ def history_summary(baseline: pd.DataFrame, sweeps: pd.DataFrame, patching: pd.D
 
     return HistorySummary(
         n=int(baseline["n"].iloc[0]),
-        refusal_helpful=float(rate["theta_H"]),
-        refusal_safe=float(rate["theta_S"]),
+        refusal_helpful=float(rate["θ_H"]),
+        refusal_safe=float(rate["θ_S"]),
         refusal_finetuned=s_to_t.unpatched,
         ablated_at_layer=float(ablate[layer]),
         ablated_all_layers=float(ablate[EVERY_LAYER]),
-        add_safe=curve("theta_S"),
-        add_helpful=curve("theta_H"),
+        add_safe=curve("θ_S"),
+        add_helpful=curve("θ_H"),
         t_to_s=patch_summary(patching[patching["patch"] == "T->S"]),
         s_to_t=s_to_t,
         decision_block={c: decision_block(m) for c, m in margins.items()},
@@ -165,20 +314,52 @@ def summaries(result: MediationStageResult) -> dict[str, HistorySummary]:
     }
 
 
+def readouts(readout: pd.DataFrame) -> dict[str, ReadoutSummary]:
+    """Each history's readout scores and their percentiles in the random-direction null."""
+    return {r.history: ReadoutSummary(float(r.lens_score), float(r.lens_percentile),
+                                      float(r.change_score), float(r.change_percentile),
+                                      int(r.n_null))
+            for r in readout.itertuples()}
+
+
+def cos_v_rev_r(directions: pd.DataFrame) -> dict[str, float]:
+    """Per history, cos(v_rev, r) at the analysed cell."""
+    mine = directions[directions["direction"] == "v_rev"]
+    return {r.history: float(r.cos_r) for r in mine.itertuples()}
+
+
+def controls_metrics(result: MediationStageResult) -> Controls:
+    """Each history's specificity ranks and ablation outcomes, and the verdicts over histories."""
+    cos = cos_v_rev_r(result.directions)
+    per = {}
+    for h in dict.fromkeys(result.baseline["history"]):
+        base = result.baseline[result.baseline["history"] == h]
+        per[h] = history_controls(base, result.controls[result.controls["history"] == h],
+                                  cos[h], change_tolerance(int(base["n"].min())))
+    xs = list(per.values())
+    return Controls(per, majority([x.distinct_from_r for x in xs]),
+                    majority([x.ablation["v_rev"] for x in xs]),
+                    majority([x.ablation["refusal"] for x in xs]))
+
+
 def mediation_metrics(cfg: Config, result: MediationStageResult) -> MediationMetrics:
-    """Per history, the summary and whether the re-run reproduced stage 02's run."""
+    """Per history, the summary, whether the re-run reproduced, the readout and the controls."""
     return MediationMetrics(
         cfg.preset, result.layer, cfg.model.n_layer, cfg.analysis.position,
         cfg.analysis.vrev_method, list(cfg.mediation.scales), summaries(result),
         {h: RerunCheck(int(r.seed), bool(r.same_batches), bool(r.acts_max_abs_diff == 0))
          for h, r in result.runs.set_index("history").iterrows()},
+        readouts(result.readout), cos_v_rev_r(result.directions), controls_metrics(result),
     )
 
 
 def _read(cfg: Config, paths: Paths, metrics: MediationMetrics | None) -> MediationStageResult:
     folder = paths.stage("mediation")
-    tables = [pd.read_csv(folder / f"{name}.csv") for name in TABLES]
-    return MediationStageResult(cfg.layer, *tables, pd.read_csv(folder / "runs.csv"), metrics)
+    t = {name: pd.read_csv(folder / f"{name}.csv") for name in TABLES}
+    return MediationStageResult(cfg.layer, t["baseline"], t["sweeps"], t["patching"],
+                                t["logit_lens"], pd.read_csv(folder / "runs.csv"), metrics,
+                                t["controls"], t["directions"], t["readout"],
+                                t["readout_tokens"])
 
 
 def measure(cfg: Config, paths: Paths) -> None:

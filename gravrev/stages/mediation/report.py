@@ -14,13 +14,19 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from gravrev.claims.thresholds import change_tolerance
+from gravrev.claims.thresholds import READOUT_PERCENTILE, change_tolerance
 from gravrev.interp.steering import EVERY_LAYER
 from gravrev.report.figures import strip_points
-from gravrev.stages.mediation.metrics import HistorySummary, MediationStageResult, summaries
+from gravrev.stages.mediation.metrics import (
+    HistorySummary,
+    MediationMetrics,
+    MediationStageResult,
+    cell_name,
+    summaries,
+)
 from gravrev.stages.mediation.runs import LENS_CHECKPOINTS
 
-RECIPIENTS = {"T->S": "theta_S, one group from theta_T", "S->T": "theta_T, one group from theta_S"}
+RECIPIENTS = {"T->S": "θ_S, one group from θ_T", "S->T": "θ_T, one group from θ_S"}
 MEASURES = {"refusal_rate": "refusal", "harmful_compliance": "harmful compliance"}
 
 
@@ -94,7 +100,7 @@ def patch_findings(s: dict[str, HistorySummary], tol: float) -> list[str]:
     n, rows = len(s), list(s.values())
     safe = np.array([x.refusal_safe for x in rows])
     tuned = np.array([x.refusal_finetuned for x in rows])
-    head = f"Unblocked fine-tuning (theta_S -> theta_T) {change_phrase(safe, tuned, tol)}"
+    head = f"Unblocked fine-tuning (θ_S -> θ_T) {change_phrase(safe, tuned, tol)}"
     if direction(safe, tuned, tol) >= 0:
         return [head + ", so there is no loss of refusal for patching to locate."]
     up_groups, up, up_text = best_groups(s, "S->T", tol)
@@ -102,10 +108,10 @@ def patch_findings(s: dict[str, HistorySummary], tol: float) -> list[str]:
     (g_up, k_up), (g_down, k_down) = modal_group(up_groups), modal_group(down_groups)
     up_mean, down_mean = np.nanmean(up), np.nanmean(down)
     lines = [head + ".",
-             "The best single component group to undo (theta_T given that group of theta_S "
+             "The best single component group to undo (θ_T given that group of θ_S "
              f"back) restores {up_mean:.0%} of the lost refusal on average (over histories with "
              f"a loss; per history: {up_text}).",
-             "The best single group to change alone (theta_S given that group of theta_T) "
+             "The best single group to change alone (θ_S given that group of θ_T) "
              f"removes {down_mean:.0%} of it on average (per history: {down_text})."]
     agree = g_up is not None and g_up == g_down and min(k_up, k_down) > n / 2
     if agree and up_mean >= 0.5 and down_mean >= 0.5:
@@ -127,27 +133,27 @@ def patch_findings(s: dict[str, HistorySummary], tol: float) -> list[str]:
 def lens_findings(s: dict[str, HistorySummary], n_layer: int, layer: int) -> list[str]:
     """Where in depth theta_S's refusal is decided, and the final margins, by the logit lens."""
     n = len(s)
-    blocks = {h: x.decision_block.get("theta_S") for h, x in s.items()}
+    blocks = {h: x.decision_block.get("θ_S") for h, x in s.items()}
     per = ", ".join(f"{h}: {'never' if b is None else f'block {b}'}" for h, b in blocks.items())
     early = sum(b is not None and b < n_layer / 2 for b in blocks.values())
     late = sum(b is not None and b >= n_layer / 2 for b in blocks.values())
     if early + late == 0:
-        head = ("The logit lens never shows theta_S favouring the refusal's first token over the "
+        head = ("The logit lens never shows θ_S favouring the refusal's first token over the "
                 "compliance's at its last block, so it places no refusal decision")
     elif early > n / 2:
-        head = ("The logit lens shows theta_S's refusal decided early: the margin turns positive, "
+        head = ("The logit lens shows θ_S's refusal decided early: the margin turns positive, "
                 f"and stays so, within the first half of the {n_layer} blocks")
     elif late > n / 2:
-        head = ("The logit lens shows theta_S's refusal decided late: the margin turns positive "
+        head = ("The logit lens shows θ_S's refusal decided late: the margin turns positive "
                 f"for good only in the second half of the {n_layer} blocks")
     else:
-        head = "The logit lens places theta_S's refusal decision differently across histories"
+        head = "The logit lens places θ_S's refusal decision differently across histories"
     final = {c: np.mean([x.final_margin[c] for x in s.values()]) for c in LENS_CHECKPOINTS}
     return [f"{head} (first block of a lasting positive margin: {per}; v_rev is analysed after "
             f"block {layer}).",
             "At the last block the margin log p(refuse) - log p(comply) is "
-            f"{final['theta_S']:.2f} nats in theta_S, {final['theta_T']:.2f} in theta_T and "
-            f"{final['theta_H']:.2f} in theta_H (means over {n} histories)."]
+            f"{final['θ_S']:.2f} nats in θ_S, {final['θ_T']:.2f} in θ_T and "
+            f"{final['θ_H']:.2f} in θ_H (means over {n} histories)."]
 
 
 def findings(result: MediationStageResult) -> list[str]:
@@ -159,23 +165,23 @@ def findings(result: MediationStageResult) -> list[str]:
     helpful = np.array([x.refusal_helpful for x in rows])
     out = []
     if (safe <= tol).all():
-        out.append(f"theta_S refuses {safe.mean():.1f}% of held-out harmful requests (mean over "
+        out.append(f"θ_S refuses {safe.mean():.1f}% of held-out harmful requests (mean over "
                    f"{len(rows)} histories): there is almost no refusal to remove, so the "
                    "ablation and patching tests below cannot show anything carrying it.")
     ablated = change_phrase(safe, [x.ablated_at_layer for x in rows], tol)
     out.append(f"Ablating v_rev (its layer-{layer} row, projected out of the embeddings and "
-               f"after every block) from theta_S's residual stream {ablated}.")
+               f"after every block) from θ_S's residual stream {ablated}.")
     sw = result.sweeps
     one_row = sw[(sw["mode"] == "ablate") & (sw["layer"] >= 0)]
     per_row = one_row.groupby("layer")["refusal_rate"].mean()
     if len(per_row) > 1:
-        out.append("With one row of v_rev removed at a time, theta_S refuses " + ", ".join(
+        out.append("With one row of v_rev removed at a time, θ_S refuses " + ", ".join(
             f"{v:.1f}% (layer {k})" for k, v in per_row.items()) + f" (means over {len(rows)} "
             "histories).")
     ablated = change_phrase(safe, [x.ablated_all_layers for x in rows], tol)
     out.append(f"Ablating each block's own row of v_rev after that block {ablated}.")
     scales = sorted(rows[0].add_safe)
-    for name, start, key in (("theta_S", safe, "add_safe"), ("theta_H", helpful, "add_helpful")):
+    for name, start, key in (("θ_S", safe, "add_safe"), ("θ_H", helpful, "add_helpful")):
         ends = dict.fromkeys(x for x in (scales[0], scales[-1]) if x != 0)
         parts = [f"at {x:+g} x it {change_phrase(start, [getattr(r, key)[x] for r in rows], tol)}"
                  for x in ends]
@@ -257,7 +263,7 @@ def plot_mediation(df: pd.DataFrame) -> plt.Figure:
                 ylim=(-3, 103),
             )
             _outside_legend(ax, "checkpoint")
-    fig.suptitle("Does v_rev mediate refusal? (v_rev points from theta_S toward theta_H)")
+    fig.suptitle("Does v_rev mediate refusal? (v_rev points from θ_S toward θ_H)")
     fig.tight_layout()
     return fig
 
@@ -322,5 +328,96 @@ def plot_logit_lens(df_by_checkpoint: dict[str, pd.DataFrame]) -> plt.Figure:
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("Logit lens")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- readout, controls
+
+OUTCOME_WORDS = {
+    "harmful": "makes θ_S harmful (harmful compliance up)",
+    "refusal_lost_not_harmful": "removes refusal without harmful compliance (the answers neither "
+                                "refuse nor carry the harmful content)",
+    "no_effect": "changes neither refusal nor harmful compliance",
+    "at_floor": "cannot show a loss of refusal: θ_S barely refuses, and harm does not rise",
+    "mixed": "has no outcome shared by most histories",
+}
+COS_WORDS = {"same": "the refusal direction under another name",
+             "overlapping": "overlapping with the refusal direction",
+             "distinct": "distinct from the refusal direction", "mixed": "mixed across histories"}
+
+
+def readout_findings(m: MediationMetrics) -> list[str]:
+    """Whether v_rev, read through the vocabulary at theta_S, favours engaging openings."""
+    out = []
+    for name, score, pct in (("logit lens", "lens_score", "lens_percentile"),
+                             ("steered first-token change", "change_score",
+                              "change_percentile")):
+        per = {h: getattr(x, pct) for h, x in m.readout.items()}
+        above = sum(p > READOUT_PERCENTILE for p in per.values())
+        scores = ", ".join(f"{h} {getattr(x, score):+.2f} (percentile {getattr(x, pct):.0f})"
+                           for h, x in m.readout.items())
+        verdict = ("favours task-engaging openings over the refusal's beyond the random null"
+                   if above > len(per) / 2 else
+                   "does not favour task-engaging openings beyond the random null")
+        out.append(f"Through the {name}, v_rev {verdict} in {above} of {len(per)} histories "
+                   f"(score, engaging minus refusal in logits: {scores}).")
+    return out
+
+
+def control_findings(m: MediationMetrics) -> list[str]:
+    """cos(v_rev, r), the verdicts on r and on ablation, and v_rev's rank among the controls."""
+    c = m.controls
+    cos = ", ".join(f"{h} {x:+.2f}" for h, x in m.cos_v_rev_r.items())
+    out = [f"At the analysed cell cos(v_rev, r) is {cos}: by the pre-registered cut-offs v_rev "
+           f"is {COS_WORDS[c.distinct_from_r]}.",
+           f"Ablating v_rev's analysed-layer row {OUTCOME_WORDS[c.v_rev_ablation]}; ablating r's "
+           f"{OUTCOME_WORDS[c.refusal_ablation]} (the outcome shared by most histories)."]
+    for cell, words in (("ablate_layer", "the analysed-layer row is ablated"),
+                        ("ablate_every_layer", "each block's own row is ablated")):
+        for measure, label in MEASURES.items():
+            ranks = {h: x.specificity[cell][measure] for h, x in c.per_history.items()}
+            per = ", ".join(f"{h} rank {r.rank} of {r.n_controls + 1}"
+                            + (f" ({r.n_ties} tied)" if r.n_ties else "")
+                            for h, r in ranks.items())
+            n_spec = sum(r.specific for r in ranks.values())
+            out.append(f"When {words}, v_rev's change in {label} is larger than every "
+                       f"control's in {n_spec} of {len(ranks)} histories ({per}).")
+    others = sorted({d for x in c.per_history.values() for d, o in x.ablation.items()
+                     if d not in ("v_rev", "refusal") and o == "harmful"})
+    if others:
+        out.append("Control directions whose ablation raises harmful compliance in some "
+                   f"history: {', '.join(others)}.")
+    return out
+
+
+def control_frame(result: MediationStageResult) -> pd.DataFrame:
+    """The control table with each row's change from its unmodified checkpoint, in points."""
+    base = result.baseline.set_index(["history", "checkpoint"])
+    df = result.controls.copy()
+    key = pd.MultiIndex.from_frame(df[["history", "checkpoint"]])
+    for m in MEASURES:
+        df[f"change_{m}"] = df[m].to_numpy() - base[m].reindex(key).to_numpy()
+    df["cell"] = [cell_name(*k) for k in df[["checkpoint", "mode", "layer", "scale"]]
+                  .itertuples(index=False)]
+    return df
+
+
+def plot_controls(result: MediationStageResult) -> plt.Figure:
+    """Each direction's refusal and harmful compliance in every control cell, by kind."""
+    df = control_frame(result)
+    cells = list(dict.fromkeys(df["cell"]))
+    kinds = list(dict.fromkeys(df["kind"]))
+    fig, axes = plt.subplots(len(MEASURES), len(cells), figsize=(3.2 * len(cells) + 1, 6.5),
+                             squeeze=False, sharey=True)
+    for row, (col, label) in enumerate(MEASURES.items()):
+        for j, cell in enumerate(cells):
+            ax = axes[row, j]
+            cur = df[df["cell"] == cell]
+            strip_points(cur, x="kind", y=col, order=kinds, hue="kind", hue_order=kinds,
+                         legend=False, size=5, jitter=0.15, ax=ax)
+            ax.tick_params(axis="x", labelrotation=45)
+            ax.set(title=cell, xlabel="", ylabel=f"{label} (%)", ylim=(-3, 103))
+    fig.suptitle("v_rev against control directions (each point a direction in one history)")
     fig.tight_layout()
     return fig

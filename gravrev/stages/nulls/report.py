@@ -22,3 +22,22 @@ def findings(r: NullsResult) -> list[str]:
                    f"{cd['mixed']['mean']:.2f} to v_rev at T, against "
                    f"{cd['unblocked']['mean']:.2f} for ordinary runs.")
     return out
+
+
+def matched_findings(r: NullsResult) -> list[str]:
+    """How many trajectories beat the matched null at every logged step."""
+    m = r.matched
+    if not m.per_trajectory:
+        return ["No history has two or more matched null directions (another history's saved "
+                "checkpoints), so the matched null judges no trajectory."]
+    sizes = ", ".join(f"{h} {n}" for h, n in m.n_directions.items())
+    out = [f"{m.n_all_exceed} of {m.n_trajectories} trajectories beat the matched null's "
+           f"p99 at every logged step (null directions per history: {sizes})."]
+    short = {k: t for k, t in m.per_trajectory.items() if not t.all_steps_exceed}
+    if short:
+        out.append("The others beat it at " + ", ".join(
+            f"{k}: {t.n_exceed} of {t.n_steps} steps" for k, t in short.items()) + ".")
+    if min(m.n_directions.values()) < 100:
+        out.append("With fewer than 100 null directions the empirical p99 is in effect the "
+                   "largest null cosine.")
+    return out

@@ -84,12 +84,12 @@ def _components(result: SweepResult) -> str:
 def _mediation(units: pd.DataFrame) -> str:
     refusing = units[units["refusal_S"].astype(float) > 0]
     if not len(refusing):
-        return ("No unit's theta_S refused any held-out harmful request, so ablating v_rev had "
+        return ("No unit's θ_S refused any held-out harmful request, so ablating v_rev had "
                 "no refusal to remove: the mediation check is empty here.")
     share = (refusing["ablation_refusal_drop"] / refusing["refusal_S"]).astype(float)
-    return (f"Ablating each unit's own v_rev from theta_S removed {100 * share.mean():.0f}% of its "
+    return (f"Ablating each unit's own v_rev from θ_S removed {100 * share.mean():.0f}% of its "
             f"refusal on average (from {100 * share.min():.0f}% to {100 * share.max():.0f}%, over "
-            f"the {len(refusing)} units whose theta_S refuses at all).")
+            f"the {len(refusing)} units whose θ_S refuses at all).")
 
 
 def findings(result: SweepResult) -> list[str]:
@@ -104,7 +104,7 @@ def findings(result: SweepResult) -> list[str]:
         verdict(result),
         _robustness(result, n_bad),
         _components(result),
-        f"Units whose refusal fell to half of theta_S's within the {result.final_step} "
+        f"Units whose refusal fell to half of θ_S's within the {result.final_step} "
         f"fine-tuning steps: {reached} of {n}.",
         _mediation(u),
     ]

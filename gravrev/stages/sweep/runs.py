@@ -64,7 +64,7 @@ def run(cfg: Config, paths: Paths) -> None:
     with atomic_dir(paths.stage("sweep")) as out:
         new = [u for u in units if not is_main(cfg, u)]
         shared, witness = witnesses(cfg, paths, new, out)
-        h_seconds = run_all(helpful_run, shared, cfg.executor, desc="sweep theta_H")
+        h_seconds = run_all(helpful_run, shared, cfg.executor, desc="sweep θ_H")
         made = run_all(history_run, [history_task(cfg, paths, u, out / u.name, witness[u])
                                      for u in new], cfg.executor, desc="sweep histories")
         tuned = run_all(finetune_task, [FinetuneTask(cfg, u.name, out / u.name, fseed, "unblocked",

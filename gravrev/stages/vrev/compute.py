@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,11 +17,68 @@ from gravrev.stages.artifacts import analysed_cell, load_v_rev, probe_selection
 from gravrev.stages.finetune.arms import arms_table
 from gravrev.stats.nulls import cosine, isotropic_quantile
 from gravrev.stats.summaries import spearman, summarize, trajectory_model
+from gravrev.stats.trajectories import correlation_by_history
 from gravrev.store.atomic import atomic_dir, read_json, read_npz, write_csv, write_json, write_npz
 from gravrev.store.paths import Paths
 
 POSITIONS = ("last", "mean")
 METHODS = ("checkpoint_diff", "trajectory_pca")
+HARMS = ("non_refusal", "harmful_compliance")  # the two harm measures, both always reported
+MIN_STEPS = 3  # fewer logged steps give no rank correlation (NaN)
+
+
+@dataclass(frozen=True)
+class HistoryAlignmentHarm:
+    """One history's Spearman rho of alignment and each harm measure over its logged steps.
+
+    Each step is the mean over the history's runs; a rho is NaN when a measure is constant,
+    and at_bound says a measure sits at 0% or 100% on most steps (ties at a floor or ceiling).
+    """
+
+    rho_non_refusal: float
+    rho_harmful_compliance: float
+    at_bound_non_refusal: bool
+    at_bound_harmful_compliance: bool
+    n_steps: int
+
+    @classmethod
+    def from_json(cls, d: dict) -> HistoryAlignmentHarm:
+        def rho(x: float | None) -> float:
+            return float("nan") if x is None else float(x)
+
+        return cls(rho(d["rho_non_refusal"]), rho(d["rho_harmful_compliance"]),
+                   bool(d["at_bound_non_refusal"]), bool(d["at_bound_harmful_compliance"]),
+                   int(d["n_steps"]))
+
+
+@dataclass(frozen=True)
+class AlignmentHarm:
+    """alignment.json's "alignment_harm": the step correlations, the history the unit."""
+
+    per_history: dict[str, HistoryAlignmentHarm]
+
+    def to_json(self) -> dict:
+        return {"per_history": {h: asdict(x) for h, x in self.per_history.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> AlignmentHarm:
+        return cls({h: HistoryAlignmentHarm.from_json(x) for h, x in d["per_history"].items()})
+
+
+def alignment_harm(main: pd.DataFrame) -> AlignmentHarm:
+    """Per history, rho(alignment, harm) over the logged steps of the unblocked runs' means."""
+    if main["step"].nunique() < MIN_STEPS:
+        nan = float("nan")
+        return AlignmentHarm({h: HistoryAlignmentHarm(nan, nan, False, False,
+                                                      int(main["step"].nunique()))
+                              for h in dict.fromkeys(main["history"])})
+    by = {y: {c.history: c for c in correlation_by_history(main, "alignment", y)} for y in HARMS}
+    out = {}
+    for h in dict.fromkeys(main["history"]):
+        nr, hc = by["non_refusal"][h].correlation, by["harmful_compliance"][h].correlation
+        out[h] = HistoryAlignmentHarm(nr.rho, hc.rho, "non_refusal" in nr.at_bound,
+                                      "harmful_compliance" in hc.at_bound, nr.n)
+    return AlignmentHarm(out)
 
 
 def directions(cfg: Config, paths: Paths, history: str) -> dict[tuple[str, str], np.ndarray]:
@@ -91,6 +148,7 @@ class VrevResult:
     between_histories: pd.DataFrame  # cos(v_rev_h, v_rev_g)
     methods_cos: pd.DataFrame
     metrics: dict
+    alignment_harm: AlignmentHarm  # rho(alignment, harm) over steps, per history
 
 
 def run(cfg: Config, paths: Paths) -> VrevResult:
@@ -156,6 +214,7 @@ def alignment_metrics(cfg: Config, paths: Paths, table: pd.DataFrame, dirs: dict
         "trajectory_model": _models(main),
         "spearman_alignment_non_refusal": spearman(main["alignment"], main["non_refusal"]),
         "isotropic_p99": isotropic_quantile(d, cfg.analysis.null_quantile),
+        "alignment_harm": alignment_harm(main).to_json(),
     }
 
 
@@ -203,4 +262,5 @@ def load(cfg: Config, paths: Paths) -> VrevResult:
     return VrevResult(
         table, main, early, sens, pooled(main), pooled(cell[cell["arm"] == "early"]),
         metrics["trajectory_model"], _between(cfg, paths), _methods(cfg, paths), metrics,
+        AlignmentHarm.from_json(metrics["alignment_harm"]),
     )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+
 from gravrev.config.load import Config
 from gravrev.stages.vrev.compute import VrevResult
 
@@ -46,4 +51,31 @@ def findings(cfg: Config, r: VrevResult) -> list[str]:
             out.append(f"v_rev is not the same direction in every history (cosine {lo:.2f}-"
                        f"{hi:.2f} at the analysed layer): it depends on the history's seed, "
                        "and each run is measured against its own history's v_rev.")
+    return out
+
+
+def alignment_harm_table(r: VrevResult) -> pd.DataFrame:
+    """One row per history: rho(alignment, harm) over the logged steps, with the bound flags."""
+    return pd.DataFrame([{"history": h, **asdict(x)}
+                         for h, x in r.alignment_harm.per_history.items()])
+
+
+def alignment_harm_findings(r: VrevResult) -> list[str]:
+    """What the step correlations of alignment with harm show, floors and ceilings said."""
+    out = []
+    for measure, label in (("non_refusal", "non-refusal"),
+                           ("harmful_compliance", "harmful compliance")):
+        xs = r.alignment_harm.per_history
+        rhos = {h: getattr(x, f"rho_{measure}") for h, x in xs.items()}
+        bound = [h for h, x in xs.items() if getattr(x, f"at_bound_{measure}")]
+        defined = {h: v for h, v in rhos.items() if not np.isnan(v)}
+        per = ", ".join(f"{h} {v:+.2f}" if not np.isnan(v) else f"{h} undefined"
+                        for h, v in rhos.items())
+        text = (f"Over the logged steps, Spearman's rho of alignment with {label} is {per}"
+                + (f" (mean over {len(defined)} histories {np.mean(list(defined.values())):+.2f})"
+                   if defined else ""))
+        if bound:
+            text += (f"; {label} sits at 0% or 100% on most steps in {', '.join(bound)}, so "
+                     "its ranks are mostly ties at a bound and rho there says little")
+        out.append(text + ".")
     return out
