@@ -42,18 +42,25 @@ def has_metrics_step(name: str) -> bool:
     return (Path(__file__).parent / "stages" / name / "metrics.py").is_file()
 
 
+# stage -> the name of its data/metrics/<name>.json, where it is not the stage's own
+METRICS_FILE = {"vrev": "alignment"}
+
+
 def step_outs(name: str, root: Path, step: str) -> list[Path]:
-    """The folder a step writes besides data/metrics/*.json: data/<name> (run) or
-    data/measures/<name> (metrics)."""
+    """What a step writes: data/<name> (run) or data/measures/<name> (metrics), and the
+    stage's data/metrics/<file>.json if this step measures it (its metrics step, or its run)."""
     paths = Paths(root)
-    return [paths.data / "measures" / name if step == "metrics" else paths.stage(name)]
+    outs = [paths.data / "measures" / name if step == "metrics" else paths.stage(name)]
+    if step == "metrics" or not has_metrics_step(name):
+        outs.append(paths.metrics_file(METRICS_FILE.get(name, name)))
+    return outs
 
 
 def run_stage(name: str, root: Path, params: Path, step: str = "run") -> float:
     """One step of a stage (`run` or `metrics`); its wall time goes to data/timings.
 
-    The step holds the stage's lock and, if it fails, leaves its outputs and every
-    data/metrics/*.json as they were (gravrev.store.guard)."""
+    The step holds the stage's lock and, if it fails, leaves its outs (step_outs) as they
+    were (gravrev.store.guard)."""
     from gravrev.config.validate import validated_config
     from gravrev.store.guard import guarded
 

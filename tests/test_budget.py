@@ -12,8 +12,9 @@ SCHEDULE = budget.schedule(resolve({"preset": "hf"}))
 
 def test_schedule_counts_the_hf_presets_runs_and_generations():
     s = SCHEDULE
-    assert (s.seeds, s.lambdas, s.arms, s.controls) == (3, 3, 4, 1)  # random_block is matched
-    assert s.runs == 3 + 3 * (1 + 1) + 4 * 3
+    # random_block and refusal_block are matched to the claim arm (block), which the check runs
+    assert (s.seeds, s.lambdas, s.arms, s.controls, s.targets) == (3, 3, 4, 2, 0)
+    assert s.runs == 3 + 3 * (1 + 2) + 4 * 3
     assert s.judged == 2 + s.logged * 3 * (1 + 4) + 3
     assert s.penalty_arms == 4  # block, push, refusal_block, random_block all read the pool
 

@@ -58,13 +58,15 @@ def _order(block: list, base: list, push: list, harm: tuple = (10.0, 20.0, 30.0)
         out[f"{arm}:alignment"] = align
         out[f"{arm}:non_refusal"] = [shift + i for i in range(len(align))]
         out[f"{arm}:area_non_refusal"] = [10 * shift + 2 * i for i in range(len(align))]
+    out["span"] = 100.0  # the logged steps' span: the areas' mean levels are 1% to 3%
     return out
 
 
 ORDERED = _order([-0.2, -0.25, -0.22], [0.6, 0.62, 0.61], [0.8, 0.81, 0.83])
 READOUT = {"lens_score": [1.0, 1.2], "lens_percentile": [99.0, 97.0],
            "change_score": [0.5, 0.4], "change_percentile": [100.0, 96.0], "n_null": [100, 100]}
-CORRELATION = {"rho": [0.95, 0.90, 0.97], "rho_harmful_compliance": [0.8, 0.7, 0.9],
+CORRELATION = {"rho": [0.95, 0.90, 0.97], "p": [0.001, 0.01, 0.001],
+               "rho_harmful_compliance": [0.8, 0.7, 0.9], "p_harmful_compliance": [0.02] * 3,
                "at_bound_non_refusal": [False] * 3, "at_bound_harmful_compliance": [False] * 3,
                "n_steps": [5, 5, 5]}
 NULL = {"all_exceed": [True, True, True], "n_exceed": [4, 4, 4], "n_steps": [4, 4, 4]}
@@ -81,12 +83,13 @@ CASES += [  # the revised version's claims
     ("vocabulary_readout", Missing("mediation.json has no readout."), "not comparable"),
     ("alignment_harm_correlation", CORRELATION, "holds"),
     ("alignment_harm_correlation", {**CORRELATION, "rho": [0.5, -0.6, 0.2]}, "does not hold"),
-    ("alignment_harm_correlation", {k: v[:1] for k, v in CORRELATION.items()},
-     "not comparable"),
+    ("alignment_harm_correlation", {**{k: v[:1] for k, v in CORRELATION.items()},
+                                    "p": [None]}, "not comparable"),
     ("block_baseline_push", ORDERED, "holds"),
     ("block_baseline_push", _order([-0.2, -0.25, -0.22], [0.6, 0.62, 0.61], [0.5, 0.55, 0.52]),
      "does not hold"),
-    ("block_baseline_push", {k: v[:1] for k, v in ORDERED.items()}, "not comparable"),
+    ("block_baseline_push", {k: v[:1] if isinstance(v, list) else v
+                             for k, v in ORDERED.items()}, "not comparable"),
     ("rehearsal_opposes", REHEARSAL, "holds"),
     ("rehearsal_opposes", {"rehearsal": [10.5, 10.9, 10.4], "baseline": REHEARSAL["baseline"]},
      "does not hold"),
@@ -213,6 +216,33 @@ def test_correlation_flags_a_bound_and_an_undefined_rho_is_not_comparable():
     assert flat["verdict"] == "not comparable" and "undefined" in flat["rule"]
 
 
+def test_one_history_is_judged_on_its_step_wise_p():
+    one = {k: v[:1] for k, v in CORRELATION.items()}
+    e = _entry("alignment_harm_correlation", one)
+    assert e["verdict"] == "holds" and e["measured"]["p"] == 0.001
+    assert e["measured"]["harmful_compliance"] == {"rho": 0.8, "p": 0.02}
+    assert e["size_verdict"] == "not comparable"  # one rho, no interval
+    assert _entry("alignment_harm_correlation", {**one, "p": [0.2]})["verdict"] == (
+        "does not hold")
+    assert _entry("alignment_harm_correlation", {**one, "rho": [-0.9]})["verdict"] == (
+        "does not hold")
+    assert "descriptive" in RULES["alignment_harm_correlation"]
+
+
+def test_an_area_at_the_floor_is_at_a_bound_and_not_judged():
+    floor = {**ORDERED, "block:area_non_refusal": [0.0] * 3, "block:non_refusal": [0.0] * 3}
+    e = _entry("block_baseline_push", floor)
+    measures = e["measured"]["measures"]
+    assert measures["area_non_refusal"]["at_bound"] is True
+    assert measures["non_refusal"]["at_bound"] is True
+    assert e["verdict"] == "not comparable"  # only alignment left, no harm measure judged
+    # the area is tested as its mean level: 100 x span is a ceiling, not a large area
+    ceiling = {**ORDERED, **{f"{a}:area_non_refusal": [100.0 * ORDERED["span"]] * 3
+                             for a in ("block", "unblocked", "push")}}
+    assert _entry("block_baseline_push", ceiling)["measured"]["measures"][
+        "area_non_refusal"]["at_bound"] is True
+
+
 def test_readout_needs_both_scores_above_the_null_in_every_history():
     assert _entry("vocabulary_readout", {**READOUT, "lens_percentile": [99.0, 95.0]})[
         "verdict"] == "does not hold"  # 95.0 is not above the 95th percentile
@@ -263,7 +293,8 @@ def test_within_paper_2sd():
 def test_measured_values():
     e = _entry("null_exceedance", {"k": 20, "n": 24})
     m = e["measured"]
-    assert (m["k"], m["n"]) == (20, 24) and m["wilson_low"] < 20 / 24 < m["wilson_high"]
+    assert (m["k"], m["n"], m["fraction"]) == (20, 24, pytest.approx(20 / 24))
+    assert not any("wilson" in k for k in m)  # run-step pairs are not independent trials
     assert e["paper"] == {"count": 24, "of": 24, "unit": "run-step pairs"}
     h = _entry("harmfulness_blocked", {"blocked": [8.0, 9.0, 10.0], "unblocked": [18, 20, 22]})
     assert h["measured"]["mean"] == pytest.approx(9.0)
@@ -359,7 +390,8 @@ def test_pool_joins_runs_and_keeps_each_runs_history():
     inputs, groups = pool(per)
     assert inputs["alignment_step1"] == [0.1, 0.2, 0.3]
     assert groups["alignment_step1"] == ["h0", "h0", "h1"]
-    assert inputs["null_exceedance"] == {"k": 7, "n": 8}
+    assert inputs["null_exceedance"] == {"k": 7, "n": 8, "k_per_history": [3, 4],
+                                         "n_per_history": [4, 4]}
     assert inputs["harmfulness_unblocked"] == {"finetuned": [20.0, 30.0, 40.0],
                                                "safe": [5.0, 5.0, 7.0]}
     assert inputs["task_cost"]["tolerance"] == 5.0
@@ -376,7 +408,37 @@ def test_grouped_verdict_needs_the_histories_to_agree():
                                                     groups={"alignment_step1": labels})
                   if e["id"] == "alignment_step1"]
     assert runs["verdict"] == "holds" and grouped["verdict"] == "does not hold"
-    assert grouped["measured"]["df"] == 1 and "random intercept" in grouped["rule"]
+    assert grouped["measured"]["df"] == 1 and "history means" in grouped["rule"]
+    assert "No pretest" in grouped["rule"]
+
+
+def test_grouped_interval_is_over_history_means_even_when_the_histories_agree():
+    # The histories agree within their runs' noise: still histories - 1 df, never runs - 1.
+    values = [0.1, 0.5, 0.9, 0.12, 0.5, 0.88]
+    labels = ["h0"] * 3 + ["h1"] * 3
+    (e,) = [x for x in evaluate_claims({"alignment_step1": values}, "tiny",
+                                       groups={"alignment_step1": labels})
+            if x["id"] == "alignment_step1"]
+    assert (e["measured"]["df"], e["measured"]["n_groups"]) == (1, 2)
+
+
+def test_counts_are_counts_and_their_spread_is_over_history_shares():
+    inputs, groups = pool({"h0": {"null_exceedance": {"k": 3, "n": 4}},
+                           "h1": {"null_exceedance": {"k": 4, "n": 4}}})
+    e = evaluate_claims(inputs, "tiny", groups=groups)
+    (m,) = [x["measured"] for x in e if x["id"] == "null_exceedance"]
+    assert (m["k"], m["n"]) == (7, 8)
+    assert m["history_shares"]["mean"] == pytest.approx(0.875)
+    assert (m["history_shares"]["n"], m["history_shares"]["df"]) == (2, 1)
+    null = {**NULL, "all_exceed": [True, False, True, True]}
+    null = {k: v + v[:1] if k != "all_exceed" else v for k, v in null.items()}
+    (t,) = [x for x in evaluate_claims({"matched_null_every_trajectory": null}, "tiny",
+                                       groups={"matched_null_every_trajectory":
+                                               ["h0", "h0", "h1", "h1"]})
+            if x["id"] == "matched_null_every_trajectory"]
+    shares = t["measured"]["history_shares"]
+    assert shares["mean"] == pytest.approx(0.75) and shares["n"] == 2
+    assert "wilson" not in json.dumps(t)
 
 
 def test_harmfulness_unblocked_pairs_each_run_with_its_own_theta_s():

@@ -1,9 +1,10 @@
 """Nothing lost, nothing leaked, one writer: a stage step that fails leaves data/ as it was.
 
-A fake stage, standing in for each compute step, writes what a stage writes (its folder
-through atomic_dir, its metrics, another stage's metrics) and then fails; run_stage must put
-every byte of data/ back. Killed runs are undone and their leftovers removed at the next
-start; a second writer is refused while the stage's lock is held.
+A fake stage, standing in for each step, writes what the step writes (its folder through
+atomic_dir, its metrics) and then fails; run_stage must put every byte of data/ back. What
+another stage writes meanwhile (the lock is per stage) is never rolled back or removed. Killed
+runs are undone and their leftovers removed at the next start; a second writer is refused while
+the stage's lock is held.
 """
 
 from __future__ import annotations
@@ -22,33 +23,35 @@ from smoke_pipeline import digest_tree
 from gravrev import cli
 from gravrev.config.experiment import ExecutorConfig
 from gravrev.runtime.executor import run_all
-from gravrev.store.atomic import atomic_dir, write_json
+from gravrev.store.atomic import atomic_dir, read_json, write_json
 from gravrev.store.guard import StageBusy, stage_lock
 from gravrev.store.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = [(name, "run") for name in cli.STAGES] + [("finetune", "metrics")]
+METRICS_STEPS = [name for name in cli.STAGES if cli.has_metrics_step(name)]
+STEPS = [(name, "run") for name in cli.STAGES] + [(name, "metrics") for name in METRICS_STEPS]
 
 
 class Injected(RuntimeError):
     """The failure a test injects into a step."""
 
 
-def fake_step(name: str, fail: str | None, step: str = "run",
-              payload: str = "new") -> types.ModuleType:
-    """A stage module whose run/measure writes like a stage, then fails as `fail` says:
-    'before' the swap of its folder, 'after' it (the blocking case), or not at all."""
+def fake_step(name: str, fail: str | None, step: str = "run", payload: str = "new",
+              meanwhile=lambda paths: None) -> types.ModuleType:
+    """A stage module whose run/measure writes its step's outs, then fails as `fail` says:
+    'before' the swap of its folder, 'after' it (the blocking case), or not at all.
+    `meanwhile` stands for another stage writing while this step runs."""
 
     def run(cfg, paths: Paths) -> None:
-        folder = paths.data / "measures" / name if step == "metrics" else paths.stage(name)
+        folder, *files = cli.step_outs(name, paths.root, step)
+        meanwhile(paths)
         with atomic_dir(folder) as out:
             (out / "final.csv").write_text(f"{payload}\n")
             (out / "model.safetensors").write_bytes(payload.encode() * 100)
             if fail == "before":
                 raise Injected(f"{name} failed mid-run")
-        write_json(paths.metrics_file(name), {"value": payload})
-        write_json(paths.metrics_file("claims"), {"overwritten": payload})
-        write_json(paths.metrics_file("brand_new"), {"value": payload})
+        for file in files:
+            write_json(file, {"value": payload})
         if fail == "after":
             raise Injected(f"{name} failed after writing")
         if fail == "interrupt":
@@ -66,7 +69,7 @@ def repo(tmp_path, monkeypatch) -> Path:
     data = root / "data"
     root.mkdir()
     (root / "params.yaml").write_text("preset: smoke\n")
-    for name in [*cli.STAGES, "measures/finetune"]:
+    for name in [*cli.STAGES, *(f"measures/{n}" for n in METRICS_STEPS)]:
         (data / name).mkdir(parents=True)
         (data / name / "final.csv").write_text(f"good {name}\n")
         (data / name / "sub").mkdir()
@@ -102,27 +105,65 @@ def test_a_failing_step_leaves_data_as_it_was(name, step, fail, repo, monkeypatc
 
 
 def test_a_step_that_succeeds_swaps_in_and_leaves_no_leftovers(repo, monkeypatch):
-    inject(monkeypatch, fake_step("blocking", None), "run")
-    cli.run_stage("blocking", repo, repo / "params.yaml")
+    inject(monkeypatch, fake_step("vrev", None), "run")
+    cli.run_stage("vrev", repo, repo / "params.yaml")
     data = repo / "data"
-    assert (data / "blocking" / "final.csv").read_text() == "new\n"
-    assert not (data / "blocking" / "sub").exists()  # the old folder is replaced, not merged
-    assert (data / "metrics" / "brand_new.json").is_file()
+    assert (data / "vrev" / "final.csv").read_text() == "new\n"
+    assert not (data / "vrev" / "sub").exists()  # the old folder is replaced, not merged
+    assert read_json(data / "metrics" / "alignment.json") == {"value": "new"}
     assert (data / "finetune" / "final.csv").read_text() == "good finetune\n"
-    assert sorted(p.name for p in data.glob(".*")) == [".blocking.lock"]
+    assert sorted(p.name for p in data.glob(".*")) == [".vrev.lock"]
+    assert not list((data / "metrics").glob(".*"))
 
 
-def test_a_stage_removes_its_own_stale_temporaries_at_start(repo, monkeypatch):
+def test_each_step_declares_the_metrics_file_it_writes():
+    files = {(n, s): [p.name for p in cli.step_outs(n, Path("r"), s)[1:]] for n, s in STEPS}
+    assert files == {**{(n, "run"): [] for n in METRICS_STEPS},
+                     **{(n, "metrics"): [f"{n}.json"] for n in METRICS_STEPS},
+                     ("vrev", "run"): ["alignment.json"], ("nulls", "run"): ["nulls.json"],
+                     ("claims", "run"): ["claims.json"]}
+
+
+@pytest.mark.parametrize("fail", ["before", "after"])
+def test_a_failing_step_keeps_what_another_stage_wrote_meanwhile(fail, repo, monkeypatch):
+    """Only the step's own outs go back: the other stage's metrics and temporaries stay."""
     data = repo / "data"
+
+    def other_stage(paths: Paths) -> None:
+        write_json(paths.metrics_file("claims"), {"value": "claims meanwhile"})
+        write_json(paths.metrics_file("brand_new"), {"value": "new meanwhile"})
+        (paths.metrics / ".claims.q7.tmp.json").write_text("{")  # claims writing right now
+        (data / "measures" / ".finetune.r8.tmp").mkdir()
+
+    inject(monkeypatch, fake_step("history", fail, "metrics", meanwhile=other_stage), "metrics")
+    before = snapshot(repo)
+    with pytest.raises(Injected):
+        cli.run_stage("history", repo, repo / "params.yaml", "metrics")
+    after = snapshot(repo)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed == {"metrics/claims.json", "metrics/brand_new.json",
+                       "metrics/.claims.q7.tmp.json"}  # (an empty folder has no digest)
+    assert read_json(data / "metrics" / "claims.json") == {"value": "claims meanwhile"}
+    assert (data / "measures" / ".finetune.r8.tmp").is_dir()
+
+
+def test_a_step_removes_its_own_stale_temporaries_at_start(repo, monkeypatch):
+    data, metrics = repo / "data", repo / "data" / "metrics"
     (data / ".history.k2j3h4g5").mkdir()  # atomic_dir's folder of a killed run (old name)
     (data / ".history.k2j3h4g5" / "model.safetensors").write_bytes(b"half")
     (data / ".history.abcd.tmp").mkdir()
-    (data / "metrics" / ".history.x1.tmp.json").write_text("{")
-    (data / ".finetune.zz.tmp").mkdir()  # another stage's: not history's to remove
-    inject(monkeypatch, fake_step("history", None), "run")
-    cli.run_stage("history", repo, repo / "params.yaml")
+    (data / "measures" / ".history.m1.tmp").mkdir()
+    (metrics / ".history.x1.tmp.json").write_text("{")
+    (data / ".finetune.zz.tmp").mkdir()  # other stages' (in flight): not history's to remove
+    (data / "measures" / ".finetune.m2.tmp").mkdir()
+    (metrics / ".finetune.y2.tmp.json").write_text("{")
+    (metrics / ".alignment.z3.tmp.json").write_text("{")
+    inject(monkeypatch, fake_step("history", None, "metrics"), "metrics")
+    cli.run_stage("history", repo, repo / "params.yaml", "metrics")
     assert sorted(p.name for p in data.glob(".*")) == [".finetune.zz.tmp", ".history.lock"]
-    assert not list((data / "metrics").glob(".*"))
+    assert [p.name for p in (data / "measures").glob(".*")] == [".finetune.m2.tmp"]
+    assert sorted(p.name for p in metrics.glob(".*")) == [".alignment.z3.tmp.json",
+                                                         ".finetune.y2.tmp.json"]
 
 
 def test_a_second_writer_is_refused_while_the_lock_is_held(repo, monkeypatch):
@@ -149,18 +190,18 @@ from pathlib import Path
 from gravrev import cli
 from gravrev.store.atomic import atomic_dir, write_json
 
-def run(cfg, paths):
+def measure(cfg, paths):
     write_json(paths.metrics_file("history"), {"value": "half"})
-    with atomic_dir(paths.history) as out:
+    with atomic_dir(paths.data / "measures" / "history") as out:
         (out / "model.safetensors").write_bytes(b"x" * 1000)
         Path(sys.argv[1]).write_text("writing")
         time.sleep(120)
 
 module = types.ModuleType("killed")
-module.run = run
+module.measure = measure
 sys.modules["killed"] = module
 cli.step_module = lambda name, step: "killed"
-cli.run_stage("history", Path.cwd(), Path("params.yaml"))
+cli.run_stage("history", Path.cwd(), Path("params.yaml"), "metrics")
 """
 
 
@@ -192,9 +233,9 @@ def test_sigkill_of_the_stage_then_a_rerun_leaves_a_clean_git_status(repo, tmp_p
         proc.wait()
     assert list((repo / "data").glob(".history.*.backup")), "nothing was set aside"
     # the re-run fails (an injected failure): the killed run's outputs are back all the same
-    inject(monkeypatch, fake_step("history", "after"), "run")
+    inject(monkeypatch, fake_step("history", "after", "metrics"), "metrics")
     with pytest.raises(Injected):
-        cli.run_stage("history", repo, repo / "params.yaml")
+        cli.run_stage("history", repo, repo / "params.yaml", "metrics")
     assert snapshot(repo) == before
     assert _git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 

@@ -268,7 +268,7 @@ def test_metrics_load_and_findings(smoke_run):
     assert written.read_text() == text
     lines = findings(again)
     assert lines and all(isinstance(x, str) and x.endswith(".") for x in lines)
-    assert (paths.timings / "mediation.json").is_file()
+    assert (paths.timings / "mediation_runs.json").is_file()  # seconds per history
 
 
 @pytest.mark.pipeline

@@ -12,6 +12,7 @@ from scipy.stats import spearmanr
 from stage_layout import CFG, DESIGN, EARLY_STEPS, LOG_STEPS, SENS_ARM
 
 from gravrev.claims.why import value_text
+from gravrev.config.fields import ConfigError
 from gravrev.config.load import resolve
 from gravrev.organism.shape import shape_checks
 from gravrev.runtime import seeds
@@ -139,12 +140,18 @@ def test_alignment_harm_is_per_history_and_round_trips(vrev_result):
             assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-6)
         assert set(j["per_history"][h]) == {"rho_non_refusal", "rho_harmful_compliance",
                                             "at_bound_non_refusal",
-                                            "at_bound_harmful_compliance", "n_steps"}
+                                            "at_bound_harmful_compliance", "n_steps",
+                                            "p_non_refusal", "p_harmful_compliance"}
+        for f in ("p_non_refusal", "p_harmful_compliance"):
+            a, b = getattr(x, f), getattr(y, f)
+            assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-6)
     means = vrev_result.main.groupby(["history", "step"])[["alignment", "non_refusal"]].mean()
     h0 = means.loc["h0"]
     want = spearmanr(h0["alignment"], h0["non_refusal"]).statistic
     if not np.isnan(ah.per_history["h0"].rho_non_refusal):
         assert ah.per_history["h0"].rho_non_refusal == pytest.approx(want)
+        want_p = spearmanr(h0["alignment"], h0["non_refusal"]).pvalue
+        assert ah.per_history["h0"].p_non_refusal == pytest.approx(want_p)
 
 
 def test_between_histories_and_between_methods(vrev_result):
@@ -525,17 +532,43 @@ def _matching(reductions: list[tuple[float, float]]) -> pd.DataFrame:
     ([(0.25, 0.25), (0.75, 0.75), (0.875, 0.875)], 0.5, 0.01, False),
 ])
 def test_match_lambda_picks_the_closest_achieved_reduction(reductions, target, lam, reached):
-    got = block_runs.match_lambda(_matching(reductions), target)
+    got = block_runs.match_lambda(_matching(reductions), target, 0.1)
     assert got["lambda"] == lam and got["reached"] is reached and got["target"] == target
     assert got["reduction"] == pytest.approx(np.mean(reductions[GRID.index(lam)]))
+
+
+def test_match_lambda_skips_undefined_reductions():
+    nan = float("nan")
+    # 0.1 is undefined in h1: no candidate, though its h0 value hits the target
+    got = block_runs.match_lambda(_matching([(0.0, 0.2), (0.5, nan), (0.8, 1.0)]), 0.5, 0.1)
+    assert got["lambda"] == 0.01 and not got["reached"]
+    none = block_runs.match_lambda(_matching([(nan, 0.2), (0.5, nan), (0.8, nan)]), 0.5, 0.1)
+    assert none["lambda"] == 0.1 and not none["reached"] and np.isnan(none["reduction"])
+    undefined = block_runs.match_lambda(_matching([(0.0, 0.2), (0.4, 0.6), (0.8, 1.0)]), nan, 1.0)
+    assert undefined["lambda"] == 1.0 and not undefined["reached"]
 
 
 def test_reduction_is_the_mean_over_layers_of_the_held_share():
     unblocked = np.array([[2.0, 0.0], [0.0, -4.0]])
     d = np.array([[0.5, 3.0], [7.0, -1.0]])
     dirs = {0: np.array([1.0, 0.0]), 1: np.array([0.0, 1.0])}
-    assert block_runs.reduction(d, unblocked, {0: dirs[0]}) == pytest.approx(0.75)
-    assert block_runs.reduction(d, unblocked, dirs) == pytest.approx((0.75 + 0.75) / 2)
+    for signed in (True, False):
+        assert block_runs.reduction(d, unblocked, {0: dirs[0]}, signed) == pytest.approx(0.75)
+        assert block_runs.reduction(d, unblocked, dirs, signed) == pytest.approx(0.75)
+    # a one-sided block that overshoots past 0 held more than all of it; the two-sided form
+    # would call it 0.5 held
+    over = np.array([[-1.0, 0.0], [0.0, 0.0]])
+    assert block_runs.reduction(over, unblocked, {0: dirs[0]}, True) == pytest.approx(1.5)
+    assert block_runs.reduction(over, unblocked, {0: dirs[0]}, False) == pytest.approx(0.5)
+    assert block_runs.arm_reduction("random_block", over, unblocked, {0: dirs[0]}) == 1.5
+    assert block_runs.arm_reduction("penalty", over, unblocked, {0: dirs[0]}) == 0.5
+    # a push that adds motion: a negative reduction (an increase)
+    more = np.array([[3.0, 0.0], [0.0, 0.0]])
+    assert block_runs.arm_reduction("push", more, unblocked, {0: dirs[0]}) == pytest.approx(-0.5)
+    # no unblocked motion along u: undefined
+    flat = np.array([[1e-9, 5.0], [0.0, -4.0]])
+    assert np.isnan(block_runs.reduction(d, flat, {0: dirs[0]}, True))
+    assert np.isnan(block_runs.reduction(d, np.zeros((2, 2)), dirs, False))
 
 
 def test_expand_arms_and_block_specs():
@@ -548,7 +581,8 @@ def test_expand_arms_and_block_specs():
     assert block_runs.expand_arms(at0) == ["block", "penalty_L1"]
     dirs = {1: np.ones(4) / 2}
     kinds = {"block": "block", "refusal_block": "block", "random_block": "block",
-             "covariance_block": "block", "push": "push", "penalty": "penalty",
+             "covariance_block": "block", "push": "push", "refusal_push": "push",
+             "penalty": "penalty",
              "penalty_L0": "penalty", "penalty_all": "penalty", "random_penalty_all": "penalty",
              "covariance_penalty_all": "penalty", "freeze": "freeze",
              "grad_project": "grad_project", "mean_penalty": "mean_penalty"}
@@ -556,7 +590,7 @@ def test_expand_arms_and_block_specs():
         spec = block_runs.block_spec(CFG, arm, dirs, 0.1, ["a", "b"], {1: 0.7})
         assert spec.kind == kind, arm
         assert (spec.lam, spec.pool, spec.batch) == (0.1, ("a", "b"), CFG.blocking.penalty_batch)
-        assert spec.targets == ({1: 0.7} if arm == "push" else {}), arm
+        assert spec.targets == ({1: 0.7} if kind == "push" else {}), arm
     assert block_runs.block_spec(CFG, "rehearsal", {}, 0.1, ["a"]) is None  # no objective
     with pytest.raises(ValueError, match="target"):  # a push without its bound is refused
         block_runs.block_spec(CFG, "push", dirs, 0.1, ["a"])
@@ -582,10 +616,23 @@ def test_arm_directions(layout):
     for arm in ("random_penalty_all", "covariance_penalty_all"):  # at penalty_all's layers
         assert set(d0[arm]) == {0, 1}
     assert all(abs(d0["covariance_penalty_all"][x] @ v[x]) < 1e-6 for x in (0, 1))
+    # controls oriented to v_rev's side: random by cosine, covariance (orthogonal to v_rev)
+    # by their covariance with v_rev in theta_S's probes
+    from gravrev.stats.nulls import covariance
+
+    mask = block_runs.probe_selection(CFG, layout.paths)
+    for h, d in (("h0", d0), ("h1", d1)):
+        vh, safe = layout.v[h], layout.safe[h]
+        assert d["random_block"][1] @ vh[1] >= 0
+        assert all(d["random_penalty_all"][x] @ vh[x] >= 0 for x in (0, 1))
+        for arm, x in (("covariance_block", 1), ("covariance_penalty_all", 0),
+                       ("covariance_penalty_all", 1)):
+            assert d[arm][x] @ covariance(safe[x][mask]) @ vh[x] >= 0, (h, arm, x)
     # refusal_block: -r, r the unit harmful-minus-benign mean of theta_S's probes
     safe = layout.safe["h0"][1]
     r = safe[: S.N_HARMFUL].mean(0) - safe[S.N_HARMFUL:].mean(0)
     np.testing.assert_allclose(d0["refusal_block"][1], -r / np.linalg.norm(r), atol=1e-5)
+    np.testing.assert_array_equal(d0["refusal_push"][1], d0["refusal_block"][1])
 
 
 def test_final_alignment_reads_the_drift_at_t(layout):
@@ -637,6 +684,8 @@ def test_blocking_strength_effects_and_metrics():
     assert strength.loc["block", "mean"] == pytest.approx(0.8)
     eff = r.effects.set_index(["arm", "measure"])
     assert eff.loc[("block", "non_refusal"), "mean_diff"] == pytest.approx(-40.0)
+    assert eff.loc[("block", "non_refusal"), "n"] == 2  # histories, not the 4 runs
+    assert eff.loc[("block", "non_refusal"), "n_runs"] == 4
     assert eff.loc[("block", "alignment"), "mean_diff"] == pytest.approx(-0.8)
     assert eff.loc[("block", "cumulative_reversion"), "mean_diff"] == pytest.approx(-8.0)
     assert eff.loc[("freeze", "new_task_accuracy"), "mean_diff"] == pytest.approx(-45.0)
@@ -650,6 +699,95 @@ def test_blocking_strength_effects_and_metrics():
     assert lo < 100 * (80 - sum(20 - int((60 + i) / 5) for i in range(4))) / 80 < hi
     back = block_metrics.BlockingMetrics.from_json(r.metrics.to_json())
     assert back == r.metrics
+
+
+def test_paired_effects_take_the_history_as_the_unit():
+    """Per history the mean paired difference over its seeds, then the test over histories;
+    5 histories x 5 seeds (25 runs, the full preset's) is no longer refused."""
+    rows = []
+    for i, h in enumerate(("h0", "h1", "h2", "h3", "h4")):
+        for seed in range(1, 6):
+            for arm, shift in (("unblocked", 0.0), ("block", -1.0 - i + 0.1 * seed)):
+                rows.append({"arm": arm, "history": h, "seed": seed,
+                             "alignment": 0.5 + shift + 0.01 * seed})
+    eff = block_metrics.paired_effects(pd.DataFrame(rows)).set_index("measure")
+    diffs = [-1.0 - i + 0.3 for i in range(5)]  # per history: mean over seeds 1..5 of 0.1 seed
+    want = stats.ttest_1samp(diffs, 0.0)
+    e = eff.loc["alignment"]
+    assert (e["n"], e["n_runs"]) == (5, 25)
+    assert e["mean_diff"] == pytest.approx(np.mean(diffs))
+    assert e["t"] == pytest.approx(want.statistic) and e["p_t"] == pytest.approx(want.pvalue)
+    half = stats.t.ppf(0.975, 4) * np.std(diffs, ddof=1) / np.sqrt(5)
+    assert e["ci_low"] == pytest.approx(np.mean(diffs) - half)
+
+
+def _hf_log_t() -> pd.Series:
+    """An hf log's row at T: no prefilled content, no new task column."""
+    return pd.Series({"step": 20, "refusal_rate": 40.0, "refusals": 8, "n_harmful": 20,
+                      "harmful_compliance": 35.0, "benign_accuracy": 70.0, "benign_loss": 1.2})
+
+
+def test_blocking_handles_a_setting_without_new_task_or_prefill():
+    """hf logs: NaN where a measure is not logged; the lambda check's cost is benign accuracy."""
+    log_t = _hf_log_t()
+    assert block_runs.cost_column(CFG, log_t.index) == "benign_accuracy"
+    assert block_runs.cost_column(CFG, [*log_t.index, "rotate_accuracy"]) == "rotate_accuracy"
+    v = np.array([1.0, 0.0])
+    d = np.array([[0.1, 0.0], [0.5, 0.5]])
+    row = block_runs._row(CFG, "block", d, log_t, v, {1: v}, np.array([[0.1, 0.0], [1.0, 0.0]]))
+    assert np.isnan(row["prefilled_content"]) and np.isnan(row["new_task_accuracy"])
+    assert (row["non_refusal"], row["benign_accuracy"]) == (60.0, 70.0)
+    assert row["reduction"] == pytest.approx(0.5)
+    # the lambda check on benign-accuracy cost: 0.1 holds alignment, costs 3 points
+    rows = [(g, h, a, 70.0 - acc) for g, a, acc in ((0.01, 0.5, 69.0), (0.1, 0.2, 67.0),
+                                                    (1.0, 0.1, 50.0)) for h in ("h0", "h1")]
+    assert block_runs.choose_lambda(CFG, _calibration(rows)) == (0.1, "passed")
+    # metrics: the unmeasured measures are NaN summaries, skipped in effects and ordering
+    final = _final(20.0).assign(prefilled_content=float("nan"),
+                                new_task_accuracy=float("nan"), task_cost_not_block=False)
+    m = block_metrics.blocking_metrics(CFG, final, 0.1, "passed")
+    assert m.arms["block"].new_task_accuracy.n == 0 and np.isnan(m.arms["block"].
+                                                               prefilled_content.mean)
+    assert m.arms["block"].per_run["new_task_accuracy"] == {}
+    assert set(m.ordering) == set(block_metrics.ORDER_MEASURES)
+    back = json.loads(json.dumps(m.to_json(), default=float).replace("NaN", "null"))
+    assert block_metrics.BlockingMetrics.from_json(back).arms["push"].new_task_accuracy.n == 0
+    eff = block_metrics.paired_effects(final)
+    assert "new_task_accuracy" not in set(eff["measure"])
+    no_harm = final.assign(harmful_compliance=float("nan"))
+    order = block_metrics.blocking_metrics(CFG, no_harm, 0.1, "passed").ordering
+    assert "harmful_compliance" not in order and "alignment" in order
+    r = dataclasses.replace(_blocking_result(final), metrics=m)
+    assert "new task not measured." in block_report.findings(CFG, r)[1]
+
+
+def test_rehearsal_cut_is_the_mean_of_per_history_cuts():
+    runs = {"baseline": {"h0/1": 10.0, "h0/2": 30.0, "h1/1": 4.0, "h1/2": 6.0},
+            "rehearsal": {"h0/1": 10.0, "h0/2": 10.0, "h1/1": 4.0, "h1/2": 4.0}}
+    arm = {a: dataclasses.replace(_blocking_result(_final(20.0)).metrics.arms["block"],
+                                  per_run={"cumulative_reversion": r}) for a, r in runs.items()}
+    # h0: 10 against 20, a 50% cut; h1: 4 against 5, 20%; pooled means would say 44%
+    assert block_report.rehearsal_cut(arm["rehearsal"], arm["baseline"]) == pytest.approx(35.0)
+    none = dataclasses.replace(arm["baseline"], per_run={"cumulative_reversion": {
+        **runs["baseline"], "h1/1": -6.0}})
+    assert block_report.rehearsal_cut(arm["rehearsal"], none) is None
+
+
+@pytest.mark.parametrize(("over", "match"), [
+    ({"blocking": {"arms": ["block", "rehearsal"], "claim_arm": "rehearsal"}}, "claim_arm"),
+    ({"blocking": {"arms": ["block", "freeze"], "claim_arm": "freeze"}}, "claim_arm"),
+    ({"blocking": {"arms": ["block", "grad_project"], "claim_arm": "grad_project"}},
+     "claim_arm"),
+    ({"blocking": {"arms": ["block", "rehearsal"]}, "finetune": {"batch_size": 1}},
+     "batch_size >= 2"),
+    ({"blocking": {"arms": ["penalty", "refusal_block"], "claim_arm": "penalty"}},
+     "list block too"),
+    ({"blocking": {"arms": ["block", "refusal_push"]}}, "list push too"),
+])
+def test_blocking_config_is_refused_before_work(over, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve({"preset": "smoke", **over})
+    resolve({"preset": "smoke", "blocking": {"arms": ["block", "push", "refusal_push"]}})
 
 
 def test_ordering_takes_the_history_as_the_unit():
@@ -806,10 +944,10 @@ def _metrics() -> dict[str, dict]:
             "alignment_harm": {"per_history": {
                 "h0": {"rho_non_refusal": 0.90, "rho_harmful_compliance": 0.80,
                        "at_bound_non_refusal": False, "at_bound_harmful_compliance": False,
-                       "n_steps": 4},
+                       "n_steps": 4, "p_non_refusal": 0.04, "p_harmful_compliance": 0.2},
                 "h1": {"rho_non_refusal": 0.95, "rho_harmful_compliance": 0.85,
                        "at_bound_non_refusal": True, "at_bound_harmful_compliance": False,
-                       "n_steps": 4}}},
+                       "n_steps": 4, "p_non_refusal": 0.2, "p_harmful_compliance": 0.1}}},
         },
         "nulls": {"isotropic_closed_form": 0.1, "exceedance": {
             "all": {"isotropic": {"k": 24, "n": 24}, "anisotropic": {"k": 20, "n": 24}},
@@ -1007,7 +1145,8 @@ def test_claims_why_is_computed_from_the_measurements(claims_result):
     order = by_id["block_baseline_push"]["why"]
     assert "5 of 5 measures are ordered block < baseline < push" in order
     assert "though no history alone gives it on its own few runs (does not hold)" in order
-    assert "no history alone can decide it" in corr
+    # each history alone: rho > 0 with its step-wise p, 0.04 in h0 and 0.2 in h1
+    assert "the verdict differs between histories (h0: holds, h1: does not hold)" in corr
     assert "30% less cumulative reversion" in by_id["rehearsal_opposes"]["why"]
     assert "In 2 of 2 histories both readout scores" in by_id["vocabulary_readout"]["why"]
 
@@ -1049,20 +1188,23 @@ def test_claims_pool_over_history_means_when_the_histories_differ(claims_result)
     assert (step20["n"], step20["n_groups"], step20["df"]) == (6, 2, 1)
     assert step20["ci_low"] == pytest.approx(0.525 - 12.7062 * 0.125, abs=1e-3)
     assert "over the 2 history means" in by_id["alignment_step20"]["why"]
-    assert "random intercept" in by_id["alignment_step20"]["rule"]
-    step1 = by_id["alignment_step1"]["measured"]  # the same runs in both histories
-    assert (step1["df"], step1["group_sd"]) == (5, 0.0)
-    assert "over runs; the histories agree" in by_id["alignment_step1"]["why"]
-    assert by_id["null_exceedance"]["measured"] == {"k": 24, "n": 24, "fraction": 1.0,
-                                                    "wilson_low": pytest.approx(0.862, abs=1e-3),
-                                                    "wilson_high": 1.0}
+    assert "history means" in by_id["alignment_step20"]["rule"]
+    assert "No pretest" in by_id["alignment_step20"]["rule"]
+    # The same runs in both histories: a history variance of 0 still leaves 1 df, not 5.
+    step1 = by_id["alignment_step1"]["measured"]
+    assert (step1["df"], step1["group_sd"]) == (1, 0.0)
+    assert "over the 2 history means" in by_id["alignment_step1"]["why"]
+    exceed = by_id["null_exceedance"]["measured"]
+    assert {k: exceed[k] for k in ("k", "n", "fraction")} == {"k": 24, "n": 24, "fraction": 1.0}
+    assert exceed["history_shares"]["mean"] == 1.0 and exceed["history_shares"]["n"] == 2
+    assert not any("wilson" in k for c in by_id.values() for k in (c["measured"] or {}))
 
 
 def test_claims_findings_name_a_claim_every_history_gives_but_the_pool_does_not(tmp_path):
     m = _metrics()
-    # Step 20: each history tight, the two far apart. Step 1: the histories agree, but h1's
-    # three runs alone are too spread to exclude 0.
-    step1 = {"h0": (0.5, 0.6, 0.7), "h1": (0.1, 0.9, 0.5)}
+    # Step 20: each history tight, the two far apart. Step 1: the history means agree (0.60,
+    # 0.57: 1 df, 0.37 to 0.80), but h1's three runs alone are too spread to exclude 0.
+    step1 = {"h0": (0.5, 0.6, 0.7), "h1": (0.15, 0.95, 0.6)}
     m["alignment"]["early_per_run"] = {
         f"{h}/{1001 + i}": [step1[h][i], v + d] for h, v in (("h0", 0.2), ("h1", 0.9))
         for i, d in enumerate((-0.01, 0.0, 0.01))}

@@ -145,11 +145,14 @@ def test_grouped_summary_is_over_group_means_when_groups_differ():
     assert g["group_sd"] == pytest.approx(math.sqrt(0.53 / 3))
 
 
-def test_grouped_summary_falls_back_to_runs_when_groups_agree():
+def test_grouped_summary_is_over_group_means_even_when_groups_agree():
+    # No pretest: a history variance estimated at 0 does not turn runs into independent values.
     values = [0.1, 0.5, 0.9, 0.12, 0.5, 0.88]
     g = stats.grouped_summary(values, ["a"] * 3 + ["b"] * 3)
-    assert (g["df"], g["group_sd"]) == (5, 0.0)
-    assert g["ci_low"] == pytest.approx(stats.summarize(values)["ci_low"])
+    over_means = stats.summarize([0.5, 0.5])
+    assert (g["n"], g["n_groups"], g["df"], g["group_sd"]) == (6, 2, 1, 0.0)
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx((over_means["ci_low"],
+                                                         over_means["ci_high"]))
 
 
 def test_grouped_summary_with_one_group_is_summarize():

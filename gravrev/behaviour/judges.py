@@ -177,7 +177,8 @@ def as_request(row: dict) -> Request:
 
 
 class OrganismJudge:
-    """The synthetic world's exact judge (gravrev.world.judge); rows carry topic, task, symbols."""
+    """The synthetic world's exact judge (gravrev.organism.world.judge); rows carry topic, task,
+    symbols."""
 
     name = "organism_exact"
 

@@ -15,7 +15,8 @@ class Missing:
 def pool(per_history: dict[str, dict]) -> tuple[dict, dict[str, list[str]]]:
     """One input set over all histories, and each run's history (the grouping factor).
 
-    Run lists are joined; counts (k, n) add up; a number that differs between histories
+    Run lists are joined; counts (k, n) add up, each history's kept beside them as
+    k_per_history, n_per_history; a number that differs between histories
     (θ_S's rate) becomes one value per run; one they share (a tolerance) stays. An input
     missing in any history is missing pooled, with that history's reason.
     """
@@ -44,6 +45,7 @@ def _pool_fields(parts: dict[str, dict]) -> tuple[dict, list[str]]:
         values = [d[key] for d in parts.values()]
         if key in ("k", "n"):
             out[key] = sum(values)
+            out[f"{key}_per_history"] = values
         elif all(isinstance(v, list | tuple) for v in values):
             out[key] = [x for v in values for x in v]
         elif all(v == values[0] for v in values):

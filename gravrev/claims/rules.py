@@ -18,7 +18,7 @@ from gravrev.claims.schema import (
     load_paper_claims,
 )
 from gravrev.claims.thresholds import DEFAULT_TASK_TOLERANCE, READOUT_PERCENTILE
-from gravrev.stats.summaries import grouped_summary, summarize, wilson_interval
+from gravrev.stats.summaries import grouped_summary, summarize
 from gravrev.stats.trajectories import at_bound
 
 MIN_RUNS = 2  # a 95% t interval needs at least two runs (or two histories)
@@ -34,16 +34,22 @@ REHEARSAL_ARM = "rehearsal"
 ORDER_MEASURES = ("alignment", "non_refusal", "harmful_compliance", "cumulative_reversion",
                   "area_non_refusal")
 HARM_MEASURES = ("non_refusal", "harmful_compliance", "area_non_refusal")
-BOUNDED_MEASURES = ("non_refusal", "harmful_compliance")
+BOUNDED_MEASURES = ("non_refusal", "harmful_compliance", "area_non_refusal")
+AREA_MEASURES = ("area_non_refusal",)  # percent x steps: divided by the span, a mean level
+CORRELATION_P = 0.05  # one history's step-wise Spearman p below it (descriptive, see RULES)
 
 Evaluation = tuple[dict | None, str, str]  # measured, verdict, rule
 Groups = Sequence[str] | None  # each run's history, aligned with the run lists; None: ungrouped
-GROUPED_RULE = ("Pooled over histories, the history is a random intercept: the interval is over "
-                "the history means (histories - 1 df) when they differ beyond their runs' noise, "
-                "else over runs.")
 HISTORY_UNIT = ("Pooled, the history is the unit: each history's runs are averaged first and "
                 "the t interval is over the history means (histories - 1 df); within one "
                 "history, over its runs.")
+# The first version's claims follow the same replication rule. No pretest on the estimated
+# between-history variance chooses the interval: one estimated at 0 would narrow it to runs
+# exactly when the few histories agree by chance.
+GROUPED_RULE = (f"{HISTORY_UNIT} No pretest on the history variance chooses the interval; the "
+                "history sd (one-way REML) is given beside it and decides nothing.")
+SHARE_RULE = ("Counts are stated as counts; pooled, the spread is given as a t interval over "
+              "the histories' shares, which decides nothing.")
 
 RULES: dict[str, str] = {
     "alignment_step1": (
@@ -60,7 +66,7 @@ RULES: dict[str, str] = {
         "per run) has a 95% t interval above 0."),
     "null_exceedance": (
         "Holds when every run-step pair's alignment lies above the isotropic null's p99: the "
-        "fraction above must be at least the paper's {count}/{of}."),
+        "fraction above must be at least the paper's {count}/{of}. " + SHARE_RULE),
     "final_alignment_blocked": (
         "Holds when the blocked arm's mean cosine with v_rev at T has a 95% t interval below 0, "
         "as the paper's is negative, and the paired 95% t interval of blocked - baseline lies "
@@ -76,22 +82,26 @@ RULES: dict[str, str] = {
         "paired per run) is at most {tolerance:g} percentage points."),
     "matched_null_every_trajectory": (
         "Holds when every trajectory's drift beats the matched empirical null at every logged "
-        "step (all of its steps above the null's quantile), in every history."),
+        "step (all of its steps above the null's quantile), in every history. " + SHARE_RULE),
     "vocabulary_readout": (
         f"Holds when, in every history, both readout scores of v_rev at θ_S (through the "
         f"vocabulary, and as the logit change under a small push along it) lie above the "
         f"{READOUT_PERCENTILE:g}th percentile of the random-direction null's scores."),
     "alignment_harm_correlation": (
-        "Holds when the mean over histories of each history's Spearman rho between alignment "
-        "and non-refusal over the logged steps (its runs averaged step by step) is positive "
-        "with a 95% t interval over histories above 0; harmful compliance's rho is given "
-        "beside it, and a history whose non-refusal sits at 0 or 100 on most steps is "
-        "flagged."),
+        "Each history gives one Spearman rho between alignment and non-refusal over the "
+        "logged steps (its runs averaged step by step). Pooled, it holds when the mean of the "
+        "history rhos has a 95% t interval over histories above 0. Within one history it "
+        f"holds when rho > 0 with the step-wise p < {CORRELATION_P:g}, a descriptive test: the "
+        "steps of one trajectory are not independent replications. Harmful compliance's rho "
+        "is given beside it, and a history whose non-refusal sits at 0 or 100 on most steps "
+        "is flagged."),
     "block_baseline_push": (
         "Holds when, for every ordering measure not at a floor or ceiling (alignment, "
         "non-refusal and harmful compliance at T, cumulative reversion, area under "
         "non-refusal), both paired differences baseline - block and push - baseline have 95% "
-        "t intervals above 0; alignment and at least one harm measure must be judged. "
+        "t intervals above 0; alignment and at least one harm measure must be judged. A "
+        "percentage, or the area under non-refusal divided by the span of logged steps (its "
+        "mean level), at 0 or 100 on most runs of an arm is at a bound and not judged. "
         f"{HISTORY_UNIT}"),
     "rehearsal_opposes": (
         "Holds when the rehearsal arm's cumulative reversion lies below the baseline's: the "
@@ -137,6 +147,16 @@ def _history_means(values: np.ndarray, groups: Groups) -> np.ndarray:
         return values
     g = np.asarray(groups).ravel()
     return np.array([values[g == h].mean() for h in dict.fromkeys(g.tolist())])
+
+
+def _shares(k: np.ndarray, n: np.ndarray) -> dict:
+    """Descriptive: each history's share k/n, with a t interval over the histories (two or
+    more with something counted); {} otherwise. Runs and steps are never the trials."""
+    keep = n > 0
+    if int(keep.sum()) < MIN_RUNS:
+        return {}
+    shares = k[keep] / n[keep]
+    return {"history_shares": {**summarize(shares), "df": int(shares.size) - 1}}
 
 
 def _too_few(n: int, rule: str, unit: str = "run") -> tuple[str, str]:
@@ -207,10 +227,11 @@ def _eval_exceedance(paper: dict, inputs: object, groups: Groups = None) -> Eval
         raise ValueError(f"measured[{cid!r}]: need 0 <= k <= n, got k={k}, n={n}")
     rule = rule_text(paper)
     if n == 0:
-        m = {"k": 0, "n": 0, "fraction": None, "wilson_low": None, "wilson_high": None}
+        m = {"k": 0, "n": 0, "fraction": None}
         return m, NOT_COMPARABLE, f"{rule} Not comparable: no run-step pairs were measured."
-    low, high = wilson_interval(k, n)
-    m = {"k": k, "n": n, "fraction": k / n, "wilson_low": low, "wilson_high": high}
+    per_k = np.asarray(inputs.get("k_per_history", []), dtype=np.float64)
+    per_n = np.asarray(inputs.get("n_per_history", []), dtype=np.float64)
+    m = {"k": k, "n": n, "fraction": k / n, **_shares(per_k, per_n)}
     # Cross-multiplied so that 24/24 against 24/24 is not lost to float division.
     return m, _verdict(k * of >= count * n), rule
 
@@ -278,11 +299,16 @@ def _eval_matched_null(paper: dict, inputs: object, groups: Groups = None) -> Ev
     above = _array(inputs, "n_exceed", cid)
     k, n = sum(every), len(every)
     if n == 0:
-        m = {"k": 0, "n": 0, "fraction": None, "wilson_low": None, "wilson_high": None}
+        m = {"k": 0, "n": 0, "fraction": None}
         return m, NOT_COMPARABLE, f"{rule} Not comparable: no trajectory was tested."
-    low, high = wilson_interval(k, n)
-    m = {"k": k, "n": n, "fraction": k / n, "wilson_low": low, "wilson_high": high,
-         "steps_above": int(above.sum()), "steps": int(steps.sum())}
+    m = {"k": k, "n": n, "fraction": k / n, "steps_above": int(above.sum()),
+         "steps": int(steps.sum())}
+    if groups is not None:
+        g = np.asarray(groups).ravel()
+        hs = list(dict.fromkeys(g.tolist()))
+        hit = np.asarray(every, dtype=np.float64)
+        m.update(_shares(np.array([hit[g == h].sum() for h in hs]),
+                         np.array([float(np.sum(g == h)) for h in hs])))
     return m, _verdict(k == n), rule
 
 
@@ -305,6 +331,7 @@ def _eval_readout(paper: dict, inputs: object, groups: Groups = None) -> Evaluat
 def _eval_correlation(paper: dict, inputs: object, groups: Groups = None) -> Evaluation:
     cid, rule = paper["id"], rule_text(paper)
     rho = _array(inputs, "rho", cid)  # one per history
+    p = _array(inputs, "p", cid)
     rho_hc = _array(inputs, "rho_harmful_compliance", cid)
     flags = [bool(x) for x in _field(inputs, "at_bound_non_refusal", cid)]
     flags_hc = [bool(x) for x in _field(inputs, "at_bound_harmful_compliance", cid)]
@@ -315,10 +342,18 @@ def _eval_correlation(paper: dict, inputs: object, groups: Groups = None) -> Eva
             f"{rule} Not comparable: rho is undefined (a series constant over the steps) in "
             f"{undefined} of {rho.size} histories; non-refusal sits at 0 or 100 on most steps "
             f"in {sum(flags)} of them.")
+    common = {"n_at_bound": sum(flags), "n_at_bound_harmful_compliance": sum(flags_hc),
+              "n_steps": int(steps.min()) if steps.size else 0}
+    if rho.size == 1:  # one history: its step-wise test, descriptive
+        if not np.isfinite(p[0]):
+            return None, NOT_COMPARABLE, f"{rule} Not comparable: the step-wise p is missing."
+        m = {"mean": float(rho[0]), "n": 1, "p": float(p[0]), **common}
+        p_hc = _array({"p": inputs.get("p_harmful_compliance") or [None]}, "p", cid)
+        if np.isfinite(rho_hc[0]) and np.isfinite(p_hc[0]):
+            m["harmful_compliance"] = {"rho": float(rho_hc[0]), "p": float(p_hc[0])}
+        return m, _verdict(bool(rho[0] > 0 and p[0] < CORRELATION_P)), rule
     over = {"n_groups": int(rho.size), "df": int(rho.size) - 1} if groups is not None else {}
-    m = {**_summary(rho), **over, "n_at_bound": sum(flags),
-         "n_at_bound_harmful_compliance": sum(flags_hc),
-         "n_steps": int(steps.min()) if steps.size else 0}
+    m = {**_summary(rho), **over, **common}
     if np.all(np.isfinite(rho_hc)) and rho_hc.size >= MIN_RUNS:
         m["harmful_compliance"] = summarize(rho_hc)
     if m["n"] < MIN_RUNS:
@@ -335,7 +370,8 @@ def _eval_order(paper: dict, inputs: object, groups: Groups = None) -> Evaluatio
         block, base = _paired(inputs, f"{BLOCK_ARM}:{x}", f"{BASELINE_ARM}:{x}", cid)
         base, push = _paired(inputs, f"{BASELINE_ARM}:{x}", f"{PUSH_ARM}:{x}", cid)
         lower, upper = _unit_summary(base - block, groups), _unit_summary(push - base, groups)
-        bounded = x in BOUNDED_MEASURES and any(at_bound(v) for v in (block, base, push))
+        scale = float(_field(inputs, "span", cid)) if x in AREA_MEASURES else 1.0
+        bounded = x in BOUNDED_MEASURES and any(at_bound(v / scale) for v in (block, base, push))
         measures[x] = {
             "block": float(block.mean()), "baseline": float(base.mean()),
             "push": float(push.mean()), "baseline_minus_block": lower,
@@ -447,6 +483,8 @@ def size_verdict(claim: dict, measured: dict | None, direction: str) -> tuple[st
     lo, hi = measured.get("ci_low"), measured.get("ci_high")
     inside = lo is not None and hi is not None and lo <= claim["mean"] <= hi
     near = "sd" in claim and abs(measured["mean"] - claim["mean"]) <= 2 * claim["sd"]
+    if lo is None and not near:
+        return NOT_COMPARABLE, f"{rule} Not comparable: one value, no interval."
     return _verdict(inside or near), rule
 
 
@@ -478,7 +516,7 @@ def evaluate_claims(
             m, verdict, rule = evaluate(claim, inputs, (groups or {}).get(cid))
             spread = max((m or {}).get("n_groups", 0),
                          (m or {}).get("difference", {}).get("n_groups", 0))
-            if cid in GROUPED_CLAIMS and spread > 1:
+            if cid in GROUPED_CLAIMS and spread > 1:  # as HISTORY_UNIT for the revised
                 rule = f"{rule} {GROUPED_RULE}"
         size, size_rule = size_verdict(claim, m, verdict)
         entry = {

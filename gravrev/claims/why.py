@@ -3,6 +3,7 @@ decided its verdict, why the verdict is what it is, and the headline counted fro
 
 from __future__ import annotations
 
+from gravrev.claims.rules import CORRELATION_P
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
 
 ARM_WORDS = {"block": "the blocking objective (opposing positive motion along v_rev)",
@@ -38,10 +39,8 @@ def fmt_measured(m: dict | None) -> str:
 def interval_text(m: dict, digits: int = 3, of: str = "means") -> str:
     """The 95% interval that decided a verdict, and what it is taken over (`of`: what each
     history gives, e.g. its runs' means)."""
-    over_histories = m.get("n_groups", 0) > 1 and m.get("df") == m["n_groups"] - 1
-    basis = (f"over the {m['n_groups']} history {of}" if over_histories
-             else "over runs" + ("; the histories agree within their runs' noise"
-                                 if m.get("n_groups", 0) > 1 else ""))
+    basis = (f"over the {m['n_groups']} history {of}" if m.get("n_groups", 0) > 1
+             else "over runs")
     if m.get("ci_low") is None:
         return f"no 95% CI: n = {m['n']}"
     return f"95% CI {_ci(m['ci_low'], m['ci_high'], digits)}, {basis}"
@@ -115,6 +114,16 @@ def _ceiling(*percents: float) -> str:
     return ""
 
 
+def _shares_text(m: dict) -> str:
+    """Pooled, the spread of the histories' shares (descriptive); empty within one history."""
+    s = m.get("history_shares")
+    if not s:
+        return ""
+    return (f"; per history the share is {100 * s['mean']:.0f}% on average (95% CI "
+            f"{100 * s['ci_low']:.0f}% to {100 * s['ci_high']:.0f}% over the {s['n']} "
+            "histories)")
+
+
 def _decided(verdict: str) -> str:
     return "so the direction holds" if verdict == HOLDS else "so the direction does not hold"
 
@@ -152,8 +161,7 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
     if cid == "null_exceedance":
         aniso = metrics["nulls"]["exceedance"]["all"]["anisotropic"]
         p = entry["paper"]
-        return (f"{v} lie above the isotropic null's p99 (Wilson 95% interval "
-                f"{100 * m['wilson_low']:.0f}% to {100 * m['wilson_high']:.0f}%); the rule asks "
+        return (f"{v} lie above the isotropic null's p99{_shares_text(m)}; the rule asks "
                 f"for every pair, as the paper's {p['count']} of {p['of']}; {aniso['k']} of "
                 f"{aniso['n']} beat the stronger covariance-matched null; {{stable}}; see "
                 "chapter 04.")
@@ -192,8 +200,7 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 "{stable}; see chapter 05.")
     if cid == "matched_null_every_trajectory":
         return (f"{v} beat the matched null at every logged step ({m['steps_above']} of "
-                f"{m['steps']} trajectory-steps above it; Wilson 95% interval of the share "
-                f"{100 * m['wilson_low']:.0f}% to {100 * m['wilson_high']:.0f}%); the rule asks "
+                f"{m['steps']} trajectory-steps above it{_shares_text(m)}); the rule asks "
                 "for every trajectory; {stable}; chapter 04 defines the matched null.")
     if cid == "vocabulary_readout":
         return (f"In {v} both readout scores of v_rev at θ_S lie above the random-direction "
@@ -201,6 +208,17 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 f"{m['lens_percentile']:.0f} through the vocabulary, {m['change_percentile']:.0f} "
                 f"as the logit change, against {m['n_null']} random directions); the rule asks "
                 "for every history; {stable}; see chapter 06.")
+    if cid == "alignment_harm_correlation" and m["n"] == 1:
+        hc = m.get("harmful_compliance")
+        beside = (f"harmful compliance's rho {hc['rho']:+.3f} (p = {hc['p']:.2g})" if hc
+                  else "harmful compliance's undefined")
+        flag = ("; flagged: non-refusal sits at 0 or 100 on most steps, so ties at the bound "
+                "carry that rho" if m["n_at_bound"] else "")
+        return (f"Spearman's {v} between alignment with v_rev and non-refusal over "
+                f"{m['n_steps']} logged steps of one history (step-wise p = {m['p']:.2g}, "
+                f"descriptive: the steps are not independent), {beside}; the rule asks rho > 0 "
+                f"with p below {CORRELATION_P:g}, {_decided(verdict)}{flag}; {{stable}}; "
+                "see chapter 03.")
     if cid == "alignment_harm_correlation":
         hc = m.get("harmful_compliance")
         beside = (f"harmful compliance's {hc['mean']:+.3f} (95% CI "

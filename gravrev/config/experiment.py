@@ -135,6 +135,7 @@ BLOCKING_ARMS = (
     "mean_penalty",
     "rehearsal",
     "refusal_block",
+    "refusal_push",
     "random_block",
     "covariance_block",
     "grad_project",
@@ -146,11 +147,15 @@ BLOCKING_ARMS = (
 )
 # Each control and the arm whose achieved projection reduction it is matched to (chapter 05).
 CONTROLS = {
+    "refusal_block": "block",
+    "refusal_push": "push",
     "random_block": "block",
     "covariance_block": "block",
     "random_penalty_all": "penalty_all",
     "covariance_penalty_all": "penalty_all",
 }
+# Arms with no weight to fix by the harm-blind lambda check: they cannot be the claim arm.
+NO_LAMBDA_CHECK = ("rehearsal", "freeze", "grad_project", "penalty_layers")
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,9 @@ class BlockingConfig:
             )
         distinct(self.arms, f"{name}.arms", "arms")
         check(self.claim_arm in self.arms, f"{name}.claim_arm", "must be one of blocking.arms")
+        check(self.claim_arm not in NO_LAMBDA_CHECK, f"{name}.claim_arm",
+              f"{self.claim_arm!r} has no weight for the lambda check; not one of "
+              f"{NO_LAMBDA_CHECK}")
         for control, arm in CONTROLS.items():
             check(control not in self.arms or arm in self.arms, f"{name}.arms",
                   f"{control} is matched to {arm}'s achieved reduction: list {arm} too")

@@ -67,6 +67,15 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self, name: str) -> None:
+        """Cross-section checks, before any work: the rehearsal arm's batches and data."""
+        if "rehearsal" in self.blocking.arms:
+            check(self.finetune.batch_size >= 2, "blocking.arms",
+                  f"rehearsal needs finetune.batch_size >= 2 (one benign row and one safety "
+                  f"pair per batch), got {self.finetune.batch_size}")
+            check(not self.is_hf, "blocking.arms",
+                  "rehearsal needs the organism's safety phase, which hf does not have")
+
 
 def load_presets() -> dict[str, dict]:
     text = resources.files("gravrev.config").joinpath("presets.yaml").read_text()

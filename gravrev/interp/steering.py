@@ -102,7 +102,7 @@ def judged_rates(
     device: str,
     alphabet: tuple[str, ...],
 ) -> Rates:
-    """Refusal and harmful compliance of greedy answers, judged by gravrev.world.judge."""
+    """Refusal and harmful compliance of greedy answers, judged by gravrev.organism.world.judge."""
     answers = generate(model, tok, [prompt_text(r.text) for r in requests], device)
     verdicts = [judge(r, a, alphabet) for r, a in zip(requests, answers, strict=True)]
     n = len(verdicts)

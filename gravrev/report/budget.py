@@ -61,6 +61,7 @@ class Schedule:
     lambdas: int
     arms: int
     controls: int  # arms whose lambda is matched to another arm's achieved reduction
+    targets: int  # arms other than the claim arm that controls are matched to (run at each lambda)
     steps: int
     logged: int  # logged points per run, step 0 included
     batch: int
@@ -79,9 +80,10 @@ class Schedule:
 
     @property
     def runs(self) -> int:
-        """Unblocked seeds; the lambda check on the first seed (the claim arm and each matched
-        control at every lambda); every arm on every seed."""
-        return self.seeds + self.lambdas * (1 + self.controls) + self.arms * self.seeds
+        """Unblocked seeds; the lambda check on the first seed (the claim arm, each matched control
+        and each other arm a control is matched to, at every lambda); every arm on every seed."""
+        return (self.seeds + self.lambdas * (1 + self.controls + self.targets)
+                + self.arms * self.seeds)
 
     @property
     def judged(self) -> int:
@@ -96,6 +98,7 @@ def schedule(cfg: Config) -> Schedule:
     return Schedule(
         seeds=len(cfg.finetune.seeds), lambdas=len(cfg.blocking.lambda_grid), arms=len(arms),
         controls=sum(a in CONTROLS for a in arms),
+        targets=len({CONTROLS[a] for a in arms if a in CONTROLS} - {cfg.blocking.claim_arm}),
         steps=cfg.finetune.steps, logged=len(cfg.finetune.log_steps) + 1,
         batch=cfg.finetune.batch_size, lr=cfg.finetune.lr, lora_rank=cfg.hf.lora_rank,
         penalty_arms=sum(KINDS.get(a) in PROMPT_KINDS for a in arms),

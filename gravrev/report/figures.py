@@ -38,6 +38,15 @@ def panel_grid(
     return fig, cells[:n]
 
 
+def readable(fig: plt.Figure) -> plt.Figure:
+    """No wider than MAX_ASPECT times its height: a wide strip shrinks to an unreadable sliver at
+    column width, so the figure is made taller (its panels keep their layout)."""
+    width, height = fig.get_size_inches()
+    if width > MAX_ASPECT * height:
+        fig.set_size_inches(width, width / MAX_ASPECT)
+    return fig
+
+
 def training_curves(curves: pd.DataFrame) -> plt.Figure:
     """Loss per step of each history phase (P, H, S), one line per history."""
     fig, axes = panel_grid(curves["phase"].nunique(), sharey=True)

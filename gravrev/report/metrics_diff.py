@@ -1,7 +1,7 @@
 """This run's metrics against a commit's: identical, or each key path that differs.
 
-Values are compared exactly, as written (gravrev.io.write_json rounds them to six decimals,
-so runs on the same numerics compare equal).
+Values are compared exactly, as written (gravrev.store.atomic.write_json rounds them to six
+decimals, so runs on the same numerics compare equal).
 """
 
 from __future__ import annotations

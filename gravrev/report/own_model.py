@@ -1,4 +1,4 @@
-"""The own-model page's worked arithmetic as text blocks, each number from gravrev.budget."""
+"""The own-model page's worked arithmetic as text blocks, each number from gravrev.report.budget."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Functions that read the machine or the repository are thin; the ones that interpret what they
 read (cpu_model, parse_porcelain, lock_hashes, ...) take plain values, so tests can give them
-known answers. This run's metrics against the commit's: gravrev.metrics_diff.
+known answers. This run's metrics against the commit's: gravrev.report.metrics_diff.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def hardware(cpu_threads: int) -> pd.DataFrame:
 
 
 def pins_table(pins: dict[str, str]) -> pd.DataFrame:
-    """The numeric pins in force (gravrev.numerics.pins_in_force()), one row each."""
+    """The numeric pins in force (gravrev.runtime.numerics.pins_in_force()), one row each."""
     return pd.DataFrame(sorted(pins.items()), columns=["setting", "value"])
 
 

@@ -1,9 +1,11 @@
 """A stage step's outputs: one writer at a time, no stale temporaries, the last good results kept.
 
-`guarded(data, stage, outs)` holds data/.<stage>.lock (fcntl) for the step, brings back the
-outputs a killed run had set aside, removes the stage's stale temporaries (data/.<stage>.*),
-then sets the step's output folders and a copy of data/metrics/*.json aside: on success the
-copy is dropped, on any failure (an exception, Ctrl-C) the outputs go back as they were.
+`guarded(data, stage, step, outs)` holds data/.<stage>.lock (fcntl) for the step, brings back
+the outputs a killed run had set aside, removes the stale temporaries of the stage and of the
+step's outs, then sets the step's outs aside (folders moved, files such as its
+data/metrics/<name>.json copied): on success they are dropped, on any failure (an exception,
+Ctrl-C) the outs go back as they were. Other stages' files are never touched: the lock is per
+stage, so another stage may write its own metrics meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,31 +64,8 @@ def _backups(data: Path, stage: str) -> list[Path]:
     return sorted(p for p in data.glob(f".{stage}.*.backup") if (p / MANIFEST).is_file())
 
 
-def _snapshot_metrics(metrics: Path, dest: Path) -> list[str]:
-    dest.mkdir(parents=True)
-    names = sorted(p.name for p in metrics.glob("*.json")) if metrics.is_dir() else []
-    for name in names:
-        shutil.copy2(metrics / name, dest / name)
-    return names
-
-
-def _restore_metrics(metrics: Path, saved: Path, names: list[str]) -> None:
-    """data/metrics/*.json back to the copy: changed files rewritten, new ones removed."""
-    if metrics.is_dir():
-        for p in metrics.glob("*.json"):
-            if p.name not in names:
-                p.unlink()
-    for name in names:
-        old, now = saved / name, metrics / name
-        if not now.is_file() or now.read_bytes() != old.read_bytes():
-            metrics.mkdir(parents=True, exist_ok=True)
-            tmp = metrics / f".{name}.restore.tmp"
-            shutil.copy2(old, tmp)
-            os.replace(tmp, now)
-
-
 def restore(data: Path, backup: Path) -> None:
-    """Put a backup's outputs and metrics back in place, then remove the backup."""
+    """Put a backup's outs back in place, then remove the backup."""
     manifest = json.loads((backup / MANIFEST).read_text())
     for i, (rel, existed) in enumerate(manifest["outs"]):
         out, kept = data / rel, backup / "outs" / str(i)
@@ -96,7 +75,6 @@ def restore(data: Path, backup: Path) -> None:
             os.replace(kept, out)
         elif not existed:
             _remove(out)  # written by the failed run where nothing was before
-    _restore_metrics(data / "metrics", backup / "metrics", manifest["metrics"])
     _discard(backup)
 
 
@@ -107,15 +85,17 @@ def _discard(backup: Path) -> None:
     shutil.rmtree(trash)
 
 
-def remove_stale(data: Path, stage: str) -> list[Path]:
-    """The stage's leftovers of killed runs: data/.<stage>.* (but the lock), and temporaries
-    of data/measures/.<stage>.* and data/metrics/.*.tmp*. Returns what was removed."""
-    found = [p for p in data.glob(f".{stage}.*") if p != lock_path(data, stage)]
-    found += list((data / "measures").glob(f".{stage}.*"))
-    found += list((data / "metrics").glob(".*.tmp*"))
-    for p in found:
+def remove_stale(data: Path, stage: str, outs: Sequence[Path] = ()) -> list[Path]:
+    """Leftovers of killed runs: data/.<stage>.* (but the lock) and, beside each of `outs`,
+    its temporaries .<out name>.* (atomic_dir's, atomic_path's). Returns what was removed."""
+    found = set(data.glob(f".{stage}.*"))
+    for out in map(Path, outs):
+        for prefix in {out.name, out.stem}:
+            found.update(out.parent.glob(f".{prefix}.*"))
+    found.discard(lock_path(data, stage))
+    for p in sorted(found):
         _remove(p)
-    return found
+    return sorted(found)
 
 
 def recover(data: Path, stage: str) -> None:
@@ -126,19 +106,23 @@ def recover(data: Path, stage: str) -> None:
 
 @contextmanager
 def kept_on_failure(data: Path, stage: str, step: str, outs: list[Path]) -> Iterator[None]:
-    """Set `outs` (folders or files under data/) and data/metrics/*.json aside; the block
-    writes new ones; on failure the old ones come back, on success the copy is dropped."""
+    """Set `outs` (folders or files under data/) aside; the block writes new ones; on failure
+    the old ones come back, on success the set-aside ones are dropped.
+
+    Folders are moved (their models are large); files are copied, so they stay readable."""
     data = Path(data)
     backup = data / f".{stage}.{step}.backup"
     staging = Path(tempfile.mkdtemp(prefix=f".{stage}.{step}.", suffix=".tmp", dir=data))
     rels = [Path(out).resolve().relative_to(data.resolve()) for out in outs]
-    manifest = {"outs": [[str(rel), (data / rel).exists()] for rel in rels],
-                "metrics": _snapshot_metrics(data / "metrics", staging / "metrics")}
+    manifest = {"outs": [[str(rel), (data / rel).exists()] for rel in rels]}
     (staging / "outs").mkdir()
+    copied = {i for i, rel in enumerate(rels) if (data / rel).is_file()}
+    for i in copied:  # whole before the backup appears: `recover` never restores half a file
+        shutil.copy2(data / rels[i], staging / "outs" / str(i))
     (staging / MANIFEST).write_text(json.dumps(manifest))
     os.replace(staging, backup)  # from here on, a killed run is undone by `recover`
     for i, rel in enumerate(rels):
-        if (data / rel).exists():
+        if i not in copied and (data / rel).exists():
             os.replace(data / rel, backup / "outs" / str(i))
     try:
         yield
@@ -155,6 +139,6 @@ def guarded(data: Path, stage: str, step: str, outs: list[Path]) -> Iterator[Non
     data.mkdir(parents=True, exist_ok=True)
     with stage_lock(data, stage):
         recover(data, stage)
-        remove_stale(data, stage)
+        remove_stale(data, stage, outs)
         with kept_on_failure(data, stage, step, outs):
             yield

@@ -1,6 +1,7 @@
 """The `hf` preset's setting: real checkpoints and JSONL data behind the organism's interface.
 
-Its inputs are checked by gravrev.settings.hf.inputs and its models loaded by gravrev.hf_models.
+Its inputs are checked by gravrev.settings.hf.inputs and its models loaded by
+gravrev.settings.hf.models.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class HFSetting:
 
     Probes: the first world.n_probes rows of each probe file, harmful first. Prompts are
     formatted once with the safe checkpoint's tokenizer and used for both checkpoints.
-    Judge: exact (gravrev.world.judge) when every harmful probe row carries an organism
+    Judge: exact (gravrev.organism.world.judge) when every harmful probe row carries an organism
     topic, task and symbols (the exported organism); else make_judge (a classifier if
     hf.judge_dir is set, else refusal phrases).
     """

@@ -49,6 +49,19 @@ class Summary:
         return 1 if self.ci_low > 0 else -1 if self.ci_high < 0 else 0
 
 
+def finite(values) -> list[float]:
+    """The values that were measured: None and NaN (a measure the setting lacks) dropped."""
+    return [float(x) for x in values if x is not None and math.isfinite(x)]
+
+
+def summary(values) -> Summary:
+    """summarize() over the measured values; all NaN (n = 0) where none was measured."""
+    kept = finite(values)
+    if not kept:
+        return Summary(math.nan, math.nan, 0, math.nan, math.nan)
+    return Summary(**summarize(kept))
+
+
 @dataclass(frozen=True)
 class ArmMetrics:
     """One arm at T (and over the logged steps: the areas) over histories and seeds."""
@@ -92,7 +105,10 @@ class Matched:
 
     @classmethod
     def from_json(cls, d: dict) -> Matched:
-        return cls(d["lambda"], d["reduction"], d["target"], d["reached"])
+        def num(x: float | None) -> float:
+            return math.nan if x is None else x
+
+        return cls(d["lambda"], num(d["reduction"]), num(d["target"]), d["reached"])
 
 
 @dataclass(frozen=True)
@@ -194,31 +210,44 @@ def strength_table(final: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_effects(final: pd.DataFrame) -> pd.DataFrame:
-    """Each arm against unblocked, paired by history and seed."""
+    """Each arm against unblocked, the history as the unit: per history the mean over its
+    seeds of the paired (same seed) differences, then the paired t test (histories - 1 df),
+    its 95% interval and the exact sign-flip test over the histories; an unmeasured measure
+    is skipped."""
     base = final[final["arm"] == BASELINE].set_index(["history", "seed"]).sort_index()
     rows = []
     for arm, g in final[final["arm"] != BASELINE].groupby("arm", sort=False):
         cur = g.set_index(["history", "seed"]).sort_index().loc[base.index]
         for m in MEASURES:
-            if m in cur:
-                rows.append({"arm": arm, "measure": m,
-                             **paired_test(cur[m].to_numpy(), base[m].to_numpy())})
+            if m not in cur:
+                continue
+            pairs = pd.DataFrame({"arm": cur[m], "base": base[m]}).dropna()
+            if pairs.empty:
+                continue
+            by = pairs.groupby(level="history").mean()  # equal seeds: the mean difference
+            diff = (by["arm"] - by["base"]).to_numpy()
+            s = summarize(diff)
+            rows.append({"arm": arm, "measure": m,
+                         **paired_test(by["arm"].to_numpy(), by["base"].to_numpy()),
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                         "n_runs": len(pairs)})
     return pd.DataFrame(rows)
 
 
 def history_means(per_run: dict[str, float]) -> dict[str, float]:
-    """Per-run values keyed "history/seed" -> each history's mean over its seeds."""
+    """Per-run values keyed "history/seed" -> each history's mean over its measured seeds."""
     groups: dict[str, list[float]] = {}
     for key, value in per_run.items():
-        groups.setdefault(key.rsplit("/", 1)[0], []).append(value)
+        if finite([value]):
+            groups.setdefault(key.rsplit("/", 1)[0], []).append(value)
     return {h: float(np.mean(v)) for h, v in groups.items()}
 
 
 def paired_by_history(a: dict[str, float], b: dict[str, float]) -> Summary:
     """a - b paired by run, averaged within each history, then a 95% t interval over the
     history means (histories - 1 df): the history is the unit of replication."""
-    diff = {k: a[k] - b[k] for k in sorted(a) if k in b}
-    return Summary(**summarize(list(history_means(diff).values())))
+    diff = {k: a[k] - b[k] for k in sorted(a) if k in b and len(finite([a[k], b[k]])) == 2}
+    return summary(history_means(diff).values())
 
 
 def percent_level(measure: str, value: float, span: float) -> float | None:
@@ -238,7 +267,9 @@ def ordering(arms: dict[str, ArmMetrics], span: float) -> dict[str, Ordering]:
         return {}
     out = {}
     for m in ORDER_MEASURES:
-        runs = {a: arms[a].per_run[m] for a in ORDERED}
+        runs = {a: arms[a].per_run.get(m, {}) for a in ORDERED}
+        if not all(finite(r.values()) for r in runs.values()):
+            continue  # not measured in this setting: no ordering to judge
         means = {a: history_means(r) for a, r in runs.items()}
         level = [percent_level(m, v, span) for r in runs.values() for v in r.values()]
         out[m] = Ordering(
@@ -256,11 +287,11 @@ def arm_metrics(f: pd.DataFrame) -> ArmMetrics:
     k, n = int(f["refusals"].sum()), int(f["n_harmful"].sum())
     lo, hi = wilson_interval(n - k, n)
     return ArmMetrics(
-        **{m: Summary(**summarize(f[m].to_numpy())) for m in MEASURES},
+        **{m: summary(f[m].to_numpy()) for m in MEASURES},
         non_refusal_pooled_wilson=(100 * lo, 100 * hi),
         task_cost_not_block=bool(f["task_cost_not_block"].all()),
-        per_run={m: {f"{r.history}/{r.seed}": getattr(r, m) for r in f.itertuples()}
-                 for m in MEASURES},
+        per_run={m: {f"{r.history}/{r.seed}": getattr(r, m) for r in f.itertuples()
+                     if finite([getattr(r, m)])} for m in MEASURES},
     )
 
 
@@ -281,6 +312,8 @@ def run_curve(cfg: Config, acts: dict, log: pd.DataFrame, v: np.ndarray,
     steps = acts["steps"].astype(int)
     rows = log.set_index("step").loc[steps]
     new = f"{cfg.finetune.new_task}_accuracy"
+    if new not in rows:  # a setting without a new task (hf)
+        rows = rows.assign(**{new: math.nan})
     return pd.DataFrame({
         "step": steps, "projection": d @ v,
         "alignment": [cosine(x, v) if np.linalg.norm(x) > 0 else math.nan for x in d],

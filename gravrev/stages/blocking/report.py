@@ -10,13 +10,15 @@ import seaborn as sns
 
 from gravrev.claims.thresholds import kept_refusal
 from gravrev.config.load import Config
-from gravrev.report.figures import strip_points
+from gravrev.report.figures import readable, strip_points
 from gravrev.stages.blocking.metrics import (
     BASELINE,
     ORDER_MEASURES,
+    ArmMetrics,
     BlockingResult,
     Ordering,
     Summary,
+    history_means,
     paired_by_history,
 )
 from gravrev.stats.trajectories import reversion_cut
@@ -54,6 +56,24 @@ def _versus(r: BlockingResult, arm: str, measure: str) -> Summary:
     return paired_by_history(arms[arm].per_run[measure], arms[BASELINE].per_run[measure])
 
 
+def rehearsal_cut(rehearsal: ArmMetrics, baseline: ArmMetrics) -> float | None:
+    """The mean over histories of each history's cut in cumulative reversion (paired runs'
+    means, reversion_cut), as the claim computes it; None where a history's baseline shows
+    no reversion to cut."""
+    reh = rehearsal.per_run.get("cumulative_reversion", {})
+    base = baseline.per_run.get("cumulative_reversion", {})
+    r = history_means({k: v for k, v in reh.items() if k in base})
+    b = history_means({k: v for k, v in base.items() if k in reh})
+    if not b or any(b[h] <= 0 for h in b):
+        return None
+    return float(np.mean([reversion_cut(r[h], b[h]) for h in b]))
+
+
+def percent(x: float) -> str:
+    """A percentage, or "not measured" where the setting does not log it (NaN)."""
+    return "not measured" if np.isnan(x) else f"{x:.0f}%"
+
+
 def findings(cfg: Config, r: BlockingResult) -> list[str]:
     """What chapter 05 shows, in words computed from the arms."""
     arms, m = r.metrics.arms, r.metrics
@@ -71,7 +91,7 @@ def findings(cfg: Config, r: BlockingResult) -> list[str]:
             f" refusal: non-refusal {c.non_refusal.mean:.0f}% against {u.non_refusal.mean:.0f}% "
             f"unblocked (difference {interval(nr, 1)}), harmful compliance "
             f"{c.harmful_compliance.mean:.0f}% against {u.harmful_compliance.mean:.0f}%, new task "
-            f"{c.new_task_accuracy.mean:.0f}%.")
+            f"{percent(c.new_task_accuracy.mean)}.")
     if m.ordering:
         words = {meas: order_word(o) for meas, o in m.ordering.items()}
         said = "; ".join(f"{LABELS[meas]}: {words[meas]}" for meas in ORDER_MEASURES)
@@ -83,24 +103,32 @@ def findings(cfg: Config, r: BlockingResult) -> list[str]:
         reh = arms["rehearsal"]
         a = _versus(r, "rehearsal", "alignment")
         cut = _versus(r, "rehearsal", "cumulative_reversion")
-        base = u.cumulative_reversion.mean
-        pct = f"{reversion_cut(reh.cumulative_reversion.mean, base):.0f}%" if base > 0 else "-"
+        pct = rehearsal_cut(reh, u)
+        pct = "-" if pct is None else f"{pct:.0f}%"
         out.append(
             f"Rehearsal, built without v_rev, "
             f"{direction_word(a, 'lowered', 'raised', 'did not change')} the drift's alignment "
             f"with v_rev at T ({reh.alignment.mean:.2f} against {u.alignment.mean:.2f}) and "
             f"{direction_word(cut, 'cut', 'raised', 'did not change')} cumulative reversion "
-            f"(by {pct} of the baseline's; difference {interval(cut)}); non-refusal at T "
+            f"(by {pct} of the baseline's, mean over histories of each history's cut; "
+            f"difference {interval(cut)}); non-refusal at T "
             f"{reh.non_refusal.mean:.0f}%, harmful compliance {reh.harmful_compliance.mean:.0f}%.")
     if "refusal_block" in arms and claim in arms:
         rb = arms["refusal_block"]
+        at = m.matched.get("refusal_block")
+        lam = f"lambda {at.lam:g}, matched on reduction along -r" if at else "its lambda"
         out.append(
-            f"Blocking along the refusal direction (-r) at the same lambda ends at alignment "
+            f"Blocking along the refusal direction (-r, at {lam}) ends at alignment "
             f"{rb.alignment.mean:.2f} with v_rev and non-refusal {rb.non_refusal.mean:.0f}%, "
             f"against {arms[claim].alignment.mean:.2f} and {arms[claim].non_refusal.mean:.0f}% "
             f"for the block along v_rev.")
     short = [f"{c} (reduction {x.reduction:.2f} against {x.target:.2f})"
              for c, x in m.matched.items() if not x.reached]
+    undefined = [c for c, x in m.matched.items() if np.isnan(x.target) or np.isnan(x.reduction)]
+    if undefined:
+        out.append("The reduction is undefined where the unblocked drift has no projection on "
+                   f"the direction; these controls' targets were undefined: "
+                   f"{', '.join(undefined)}.")
     if short:
         out.append("These controls could not reach the reduction of the arm they control on "
                    f"the lambda grid; their closest lambda was used: {', '.join(short)}.")
@@ -150,13 +178,14 @@ def calibration(df: pd.DataFrame, p99: float, tolerance: float) -> plt.Figure:
     sns.lineplot(df, x="lambda", y="new_task_cost", hue="history", marker="o", errorbar=None,
                  ax=axes[1])
     axes[1].axhline(tolerance, ls="--", color="C3", label="tolerance")
-    axes[1].set(xscale="log", title="New-task cost at T", xlabel="weight lambda",
+    cost_of = df["cost_of"].iloc[0] if "cost_of" in df and len(df) else "new-task accuracy"
+    axes[1].set(xscale="log", title=f"Task cost at T ({cost_of})", xlabel="weight lambda",
                 ylabel="accuracy lost (points)")
     for ax in axes:
         ax.legend(fontsize=8)
     fig.suptitle("Fixing lambda without looking at harm (first seed of each history)")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def matching(df: pd.DataFrame) -> plt.Figure:
@@ -167,7 +196,7 @@ def matching(df: pd.DataFrame) -> plt.Figure:
            title="Reduction along each arm's own direction (mean over histories)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def over_steps(curves: pd.DataFrame) -> plt.Figure:
@@ -184,7 +213,7 @@ def over_steps(curves: pd.DataFrame) -> plt.Figure:
     axes[-1].legend(title="arm", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.suptitle("Every arm judged at every logged step (lines: means over runs)")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def harm_against_task(final: pd.DataFrame, new_task: str) -> plt.Figure:
@@ -206,7 +235,7 @@ def harm_against_task(final: pd.DataFrame, new_task: str) -> plt.Figure:
                     loc="upper left")
     fig.suptitle("Harm against the new task, every arm at T (small points: runs)")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def arms_overview(final: pd.DataFrame, measures: dict[str, str]) -> plt.Figure:
@@ -223,4 +252,4 @@ def arms_overview(final: pd.DataFrame, measures: dict[str, str]) -> plt.Figure:
                                    loc="upper left")
     fig.suptitle("Every blocking arm at step T (points: runs; bars: means)")
     fig.tight_layout()
-    return fig
+    return readable(fig)

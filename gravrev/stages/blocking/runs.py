@@ -7,6 +7,8 @@ the lambda check (calibration.csv), the controls' matching (matching.csv), the c
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -34,20 +36,34 @@ from gravrev.training.rehearsal import RehearsalSpec
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
 
 MATCH_TOLERANCE = 0.1  # a control reaches its arm's reduction when within this of it
+# The unblocked drift's projection on u below this share of its norm leaves the reduction
+# along u undefined (NaN): there is no motion along u to reduce.
+UNDEFINED_BELOW = 1e-6
+# One-sided kinds: their reduction is signed (overshooting past 0 counts as more than 1).
+SIGNED_KINDS = ("block", "push")
 # The objective each arm's block is built as; rehearsal has none (it changes the batches).
 KINDS = {
     "block": "block", "refusal_block": "block", "random_block": "block",
-    "covariance_block": "block", "push": "push", "penalty": "penalty", "penalty_all": "penalty",
+    "covariance_block": "block", "push": "push", "refusal_push": "push", "penalty": "penalty",
+    "penalty_all": "penalty",
     "random_penalty_all": "penalty", "covariance_penalty_all": "penalty",
     "mean_penalty": "mean_penalty", "grad_project": "grad_project", "freeze": "freeze",
 }
 
 
+def oriented(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """u with its sign chosen so that u . v >= 0 (as mediation's controls)."""
+    return -u if u @ v < 0 else u
+
+
 def arm_directions(cfg: Config, paths: Paths, history: str) -> dict[str, dict[int, np.ndarray]]:
     """The direction(s) each arm acts along, per layer; freeze and rehearsal have none.
 
-    refusal_block acts along -r: r points from the benign toward the harmful (refused) mean at
-    theta_S, so -r points toward less refusal, the side v_rev (toward theta_H) points to.
+    refusal_block and refusal_push act along -r: r points from the benign toward the harmful
+    (refused) mean at theta_S, so -r points toward less refusal, the side v_rev points to.
+    Controls are oriented so that a one-sided block along them opposes motion on v_rev's
+    side: random ones by cos(u, v_rev) >= 0; covariance ones, orthogonal to v_rev (their
+    cosine is 0), by u . cov . v_rev >= 0 (theta_S's probe covariance at the layer).
     """
     v = load_v_rev(cfg, paths, history)
     layer, seed = cfg.layer, cfg.history.seeds[cfg.histories.index(history)]
@@ -58,14 +74,20 @@ def arm_directions(cfg: Config, paths: Paths, history: str) -> dict[str, dict[in
     r = refusal_direction(safe, probe_mask(pd.read_csv(paths.probes), "harmful"))
     out = {arm: {layer: v[layer]} for arm in ("block", "push", "penalty", "mean_penalty",
                                               "grad_project")}
-    out["random_block"] = {layer: random_direction(v.shape[1], rng)}
-    out["covariance_block"] = {layer: covariance_direction(covs[layer], rng,
-                                                           orthogonal_to=v[layer])}
+
+    def rand(x: int) -> np.ndarray:
+        return oriented(random_direction(v.shape[1], rng), v[x])
+
+    def cov(x: int) -> np.ndarray:
+        return oriented(covariance_direction(covs[x], rng, orthogonal_to=v[x]), covs[x] @ v[x])
+
+    out["random_block"] = {layer: rand(layer)}
+    out["covariance_block"] = {layer: cov(layer)}
     out["refusal_block"] = {layer: -r[layer]}
+    out["refusal_push"] = {layer: -r[layer]}
     out["penalty_all"] = dict(enumerate(v))
-    out["random_penalty_all"] = {x: random_direction(v.shape[1], rng) for x in range(len(v))}
-    out["covariance_penalty_all"] = {x: covariance_direction(covs[x], rng, orthogonal_to=v[x])
-                                     for x in range(len(v))}
+    out["random_penalty_all"] = {x: rand(x) for x in range(len(v))}
+    out["covariance_penalty_all"] = {x: cov(x) for x in range(len(v))}
     out["freeze"], out["rehearsal"] = {}, {}
     for other in range(v.shape[0]):
         if other != layer:
@@ -134,17 +156,44 @@ def final_alignment(cfg: Config, npz, direction: np.ndarray, mask: np.ndarray) -
     return cosine(d, direction), float(d @ direction)
 
 
-def reduction(d: np.ndarray, unblocked: np.ndarray, directions: dict[int, np.ndarray]) -> float:
-    """Achieved reduction along an arm's own direction(s): the mean over its layers of
-    1 - |drift . u| / |unblocked drift . u| (drifts (L, d) at T, same history and seed)."""
-    return float(np.mean([1 - abs(d[x] @ u) / abs(unblocked[x] @ u)
-                          for x, u in directions.items()]))
+def reduction(d: np.ndarray, unblocked: np.ndarray, directions: dict[int, np.ndarray],
+              signed: bool) -> float:
+    """Achieved reduction along an arm's own direction(s), mean over its layers (drifts (L, d)
+    at T, same history and seed): one-sided kinds (`signed`) 1 - (d . u) / (d_U . u), so a
+    block past 0 counts fully and a push that adds motion is negative; two-sided kinds
+    1 - |d . u| / |d_U . u|. NaN where |d_U . u| is under UNDEFINED_BELOW of |d_U|."""
+    out = []
+    for x, u in directions.items():
+        base = unblocked[x] @ u
+        if abs(base) <= UNDEFINED_BELOW * np.linalg.norm(unblocked[x]):
+            return math.nan
+        out.append(1 - (d[x] @ u) / base if signed else 1 - abs(d[x] @ u) / abs(base))
+    return float(np.mean(out))
+
+
+def arm_reduction(arm: str, d: np.ndarray, unblocked: np.ndarray,
+                  directions: dict[int, np.ndarray]) -> float:
+    """reduction() along an arm's own directions, signed for its one-sided kinds."""
+    return reduction(d, unblocked, directions, kind(arm) in SIGNED_KINDS)
+
+
+def cost_column(cfg: Config, columns) -> str:
+    """The accuracy whose loss is the task cost: the new task's, or the benign task's where
+    the setting has no new task (hf), as stage finetune does."""
+    new = f"{cfg.finetune.new_task}_accuracy"
+    return new if new in columns else "benign_accuracy"
+
+
+def at_t(log_t: pd.Series, column: str) -> float:
+    """A logged measure at T; NaN where the setting does not log it."""
+    return float(log_t[column]) if column in log_t.index else math.nan
 
 
 def choose_lambda(cfg: Config, calib: pd.DataFrame) -> tuple[float, str]:
     """The pre-registered rule: the smallest lambda that holds alignment under the isotropic
-    p99 in every history with new-task cost within tolerance; else the largest within the
-    cost tolerance (the check failed, said so); else the smallest lambda."""
+    p99 in every history with task cost (new_task_cost: the loss of cost_column's accuracy)
+    within tolerance; else the largest within it (the check failed, said so); else the
+    smallest lambda."""
     tol = cfg.blocking.task_cost_tolerance
     worst = calib.groupby("lambda").agg(alignment=("alignment", "max"),
                                         cost=("new_task_cost", "max")).sort_index()
@@ -157,12 +206,16 @@ def choose_lambda(cfg: Config, calib: pd.DataFrame) -> tuple[float, str]:
     return float(worst.index[0]), "failed: every lambda cost more than the tolerance"
 
 
-def match_lambda(calib: pd.DataFrame, target: float) -> dict:
+def match_lambda(calib: pd.DataFrame, target: float, fallback: float) -> dict:
     """The pre-registered matching rule: the lambda of the grid whose reduction (mean over
     histories) is closest to the target (the smaller lambda on a tie); reached when within
-    MATCH_TOLERANCE of it."""
-    mean = calib.groupby("lambda")["reduction"].mean().sort_index()
-    gap = (mean - target).abs()
+    MATCH_TOLERANCE of it. A lambda whose reduction is undefined in a history is no
+    candidate; with no candidate or an undefined target, `fallback`, not reached."""
+    mean = calib.groupby("lambda")["reduction"].agg(lambda x: x.to_numpy().mean()).sort_index()
+    gap = (mean - target).abs().dropna()
+    if gap.empty:
+        return {"lambda": float(fallback), "reduction": float(mean.get(fallback, math.nan)),
+                "target": float(target), "reached": False}
     lam = float(gap.index[int(np.argmin(gap.to_numpy()))])
     return {"lambda": lam, "reduction": float(mean[lam]), "target": float(target),
             "reached": bool(gap[lam] <= MATCH_TOLERANCE)}
@@ -181,21 +234,22 @@ def _task(cfg: Config, paths: Paths, out, history: str, seed: int, arm: str,
                         rehearsal=rehearsal)
 
 
-def _row(cfg: Config, d: np.ndarray, log_t: pd.Series, v: np.ndarray, own: dict,
+def _row(cfg: Config, arm: str, d: np.ndarray, log_t: pd.Series, v: np.ndarray, own: dict,
          unblocked_d: np.ndarray) -> dict:
-    """One run at T: its drift's alignment, projection and reduction, its judged behaviour."""
-    new = f"{cfg.finetune.new_task}_accuracy"
+    """One run at T: its drift's alignment, projection and reduction, its judged behaviour
+    (NaN for a measure the setting does not log: hf has no prefilled content, no new task)."""
     row = {"alignment": cosine(d[cfg.layer], v), "non_refusal": 100 - log_t["refusal_rate"],
            "refusal_rate": log_t["refusal_rate"], "refusals": log_t["refusals"],
            "n_harmful": log_t["n_harmful"], "harmful_compliance": log_t["harmful_compliance"],
-           "prefilled_content": log_t["prefilled_content"],
-           "benign_accuracy": log_t["benign_accuracy"], "new_task_accuracy": log_t[new]}
+           "prefilled_content": at_t(log_t, "prefilled_content"),
+           "benign_accuracy": at_t(log_t, "benign_accuracy"),
+           "new_task_accuracy": at_t(log_t, f"{cfg.finetune.new_task}_accuracy")}
     if cfg.layer in own:
         u = own[cfg.layer]
         row["projection"] = float(d[cfg.layer] @ u)
         row["projection_unblocked"] = float(unblocked_d[cfg.layer] @ u)
     if own:
-        row["reduction"] = reduction(d, unblocked_d, own)
+        row["reduction"] = arm_reduction(arm, d, unblocked_d, own)
     return row
 
 
@@ -208,14 +262,15 @@ def run(cfg: Config, paths: Paths) -> None:
     claim = cfg.blocking.claim_arm
     if kind(claim) in (None, "freeze", "grad_project"):
         raise ValueError(f"blocking.claim_arm {claim!r} has no weight for the lambda check")
-    targets = {h: pool_targets(cfg, make_setting(cfg, paths.history / h), pool, dirs[h]["push"])
-               for h in cfg.histories} if "push" in arms else {}
+    pushes = [a for a in arms if kind(a) == "push"]  # each bounded along its own direction
+    targets = {h: {a: pool_targets(cfg, make_setting(cfg, paths.history / h), pool, dirs[h][a])
+                   for a in pushes} for h in cfg.histories}
     rehearse = {h: rehearsal_spec(cfg, make_setting(cfg, paths.history / h), h)
                 for h in cfg.histories} if "rehearsal" in arms else {}
     mask = probe_selection(cfg, paths)
     log = pd.read_csv(paths.stage("finetune") / "log.csv")
     unblocked = log[log["arm"] == "unblocked"].set_index(["history", "seed", "step"])
-    new = f"{cfg.finetune.new_task}_accuracy"
+    cost_of = cost_column(cfg, unblocked.columns)
     v_rev = {h: dirs[h]["block"][cfg.layer] for h in cfg.histories}  # read once, not per run
     p99 = isotropic_quantile(v_rev[cfg.histories[0]].size, cfg.analysis.null_quantile)
     ub = {(h, seed): drift_at_t(cfg, paths.run("finetune", h, "unblocked", seed), mask)
@@ -224,7 +279,7 @@ def run(cfg: Config, paths: Paths) -> None:
     grid = cfg.blocking.lambda_grid
 
     def spec(h: str, arm: str, lam: float) -> BlockSpec | None:
-        return block_spec(cfg, arm, dirs[h][arm], lam, pool, targets.get(h))
+        return block_spec(cfg, arm, dirs[h][arm], lam, pool, targets[h].get(arm))
 
     def arm_tasks(out, arm: str, lam: float) -> list[FinetuneTask]:
         return [_task(cfg, paths, out, h, seed, arm, spec(h, arm, lam),
@@ -232,8 +287,8 @@ def run(cfg: Config, paths: Paths) -> None:
                 for h in cfg.histories for seed in cfg.finetune.seeds]
 
     def reductions(tasks: list[FinetuneTask]) -> list[float]:
-        return [reduction(drift_at_t(cfg, t.out, mask), ub[t.history, t.seed],
-                          dirs[t.history][arm_of(t.arm)]) for t in tasks]
+        return [arm_reduction(arm_of(t.arm), drift_at_t(cfg, t.out, mask), ub[t.history, t.seed],
+                              dirs[t.history][arm_of(t.arm)]) for t in tasks]
 
     with atomic_dir(paths.stage("blocking")) as out:
         # 1. On the first seed of every history, at every lambda: the claim arm (judged at T,
@@ -249,9 +304,9 @@ def run(cfg: Config, paths: Paths) -> None:
             if arm_of(t.arm) != claim:
                 continue
             a, _ = final_alignment(cfg, t.out, v_rev[t.history], mask)
-            ref = unblocked.loc[(t.history, t.seed, cfg.finetune.steps), new]
+            ref = unblocked.loc[(t.history, t.seed, cfg.finetune.steps), cost_of]
             rows.append({"lambda": t.block.lam, "history": t.history, "alignment": a, "p99": p99,
-                         "new_task_cost": ref - d.log.iloc[-1][new]})
+                         "new_task_cost": ref - d.log.iloc[-1][cost_of], "cost_of": cost_of})
         calibration = pd.DataFrame(rows)
         lam, check = choose_lambda(cfg, calibration)
         matching = pd.DataFrame(
@@ -261,8 +316,8 @@ def run(cfg: Config, paths: Paths) -> None:
         matched = {}
         for c in controls:
             of = matching[matching["arm"] == CONTROLS[c]]
-            target = float(of[of["lambda"] == lam]["reduction"].mean())
-            matched[c] = match_lambda(matching[matching["arm"] == c], target)
+            target = float(of[of["lambda"] == lam]["reduction"].to_numpy().mean())
+            matched[c] = match_lambda(matching[matching["arm"] == c], target, lam)
         # 2. Every arm, judged at every logged step: at lambda, the controls at their match.
         tasks = [t for a in arms
                  for t in arm_tasks(out, a, matched[a]["lambda"] if a in CONTROLS else lam)]
@@ -275,12 +330,12 @@ def run(cfg: Config, paths: Paths) -> None:
                 raise AssertionError(f"{t.arm} {t.history} seed {t.seed}: other batches than "
                                      "the unblocked run")
             final.append({"arm": t.arm, "history": t.history, "seed": t.seed,
-                          **_row(cfg, drift_at_t(cfg, t.out, mask), d.log.iloc[-1],
+                          **_row(cfg, t.arm, drift_at_t(cfg, t.out, mask), d.log.iloc[-1],
                                  v_rev[t.history], dirs[t.history][t.arm], ub[t.history, t.seed])})
         for (h, seed), d in ub.items():
             final.append({"arm": "unblocked", "history": h, "seed": seed,
-                          **_row(cfg, d, unblocked.loc[(h, seed, cfg.finetune.steps)], v_rev[h],
-                                 {cfg.layer: v_rev[h]}, d)})
+                          **_row(cfg, "unblocked", d, unblocked.loc[(h, seed, cfg.finetune.steps)],
+                                 v_rev[h], {cfg.layer: v_rev[h]}, d)})
         final = pd.DataFrame(final)
         final["task_cost_not_block"] = (final["new_task_accuracy"]
                                         < cfg.finetune.min_new_task_accuracy)
@@ -289,8 +344,9 @@ def run(cfg: Config, paths: Paths) -> None:
         write_csv(out / "final.csv", final)
         write_csv(out / "log.csv", pd.concat([d.log for d in done], ignore_index=True))
         write_json(out / "lambda.json", {"lambda": lam, "check": check, "matched": matched,
-                                         "push_targets": {h: t[cfg.layer]
-                                                          for h, t in targets.items()}})
+                                         **{f"{a}_targets": {h: t[a][cfg.layer]
+                                                             for h, t in targets.items()}
+                                            for a in pushes}})
     every: list[FinetuneOutput] = [*calib_done, *done]
     write_json(paths.timings / "blocking_runs.json",
                {f"{d.history}/{d.arm}_seed{d.seed}": d.seconds for d in every})

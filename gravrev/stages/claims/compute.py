@@ -99,11 +99,13 @@ def _arm_runs(block: BlockingMetrics, arms: tuple[str, ...], measures: tuple[str
     return {f"{a}:{x}": [block.arms[a].per_run[x][k] for k in keys] for a in arms for x in have}
 
 
-def _revised(m: Inputs, history: str | None) -> dict:
-    """The inputs of the revised version's claims, or why each is missing."""
+def _revised(m: Inputs, history: str | None, span: float) -> dict:
+    """The inputs of the revised version's claims, or why each is missing; `span`: the logged
+    steps' span (T), which turns an area under non-refusal into its mean level."""
     block, out = m.blocking, {}
-    out["block_baseline_push"] = _arm_runs(block, (BLOCK_ARM, BASELINE_ARM, PUSH_ARM),
-                                           ORDER_MEASURES, history)
+    order = _arm_runs(block, (BLOCK_ARM, BASELINE_ARM, PUSH_ARM), ORDER_MEASURES, history)
+    out["block_baseline_push"] = order if isinstance(order, Missing) else {**order,
+                                                                          "span": span}
     rehearsal = _arm_runs(block, (REHEARSAL_ARM, BASELINE_ARM), ("cumulative_reversion",),
                           history)
     out["rehearsal_opposes"] = rehearsal if isinstance(rehearsal, Missing) else {
@@ -118,7 +120,9 @@ def _revised(m: Inputs, history: str | None) -> dict:
     else:
         out["alignment_harm_correlation"] = {
             "rho": [corr[h]["rho_non_refusal"] for h in hs],
+            "p": [corr[h].get("p_non_refusal") for h in hs],  # absent before issue 22's fix
             "rho_harmful_compliance": [corr[h]["rho_harmful_compliance"] for h in hs],
+            "p_harmful_compliance": [corr[h].get("p_harmful_compliance") for h in hs],
             "at_bound_non_refusal": [corr[h]["at_bound_non_refusal"] for h in hs],
             "at_bound_harmful_compliance": [corr[h]["at_bound_harmful_compliance"] for h in hs],
             "n_steps": [corr[h]["n_steps"] for h in hs]}
@@ -171,7 +175,7 @@ def gather(m: Inputs, cfg: Config, history: str | None = None, arm: str = BLOCK_
     safe = [100 - fine.histories[h].safe_start["refusal_rate"] for h in hs]
     out["harmfulness_unblocked"] = {"finetuned": finetuned, "safe": sum(safe) / len(safe)}
     out.update(_blocked(m.blocking, arm, history, cfg.blocking.task_cost_tolerance))
-    out.update(_revised(m, history))
+    out.update(_revised(m, history, float(cfg.finetune.steps)))
     return out
 
 

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from gravrev.claims.thresholds import READOUT_PERCENTILE, change_tolerance
 from gravrev.interp.steering import EVERY_LAYER
-from gravrev.report.figures import strip_points
+from gravrev.report.figures import readable, strip_points
 from gravrev.stages.mediation.metrics import (
     HistorySummary,
     MediationMetrics,
@@ -265,7 +265,7 @@ def plot_mediation(df: pd.DataFrame) -> plt.Figure:
             _outside_legend(ax, "checkpoint")
     fig.suptitle("Does v_rev mediate refusal? (v_rev points from θ_S toward θ_H)")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def plot_patching(df: pd.DataFrame) -> plt.Figure:
@@ -295,7 +295,7 @@ def plot_patching(df: pd.DataFrame) -> plt.Figure:
         _outside_legend(ax, "measure")
     fig.suptitle("Component patching: which parameters carry the reversion?")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def plot_logit_lens(df_by_checkpoint: dict[str, pd.DataFrame]) -> plt.Figure:
@@ -329,7 +329,7 @@ def plot_logit_lens(df_by_checkpoint: dict[str, pd.DataFrame]) -> plt.Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("Logit lens")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 # ----------------------------------------------------------------------------- readout, controls
@@ -420,4 +420,4 @@ def plot_controls(result: MediationStageResult) -> plt.Figure:
             ax.set(title=cell, xlabel="", ylabel=f"{label} (%)", ylim=(-3, 103))
     fig.suptitle("v_rev against control directions (each point a direction in one history)")
     fig.tight_layout()
-    return fig
+    return readable(fig)

@@ -29,7 +29,8 @@ MIN_STEPS = 3  # fewer logged steps give no rank correlation (NaN)
 
 @dataclass(frozen=True)
 class HistoryAlignmentHarm:
-    """One history's Spearman rho of alignment and each harm measure over its logged steps.
+    """One history's Spearman rho of alignment and each harm measure over its logged steps,
+    with its step-wise p (descriptive: the steps of one trajectory are not independent).
 
     Each step is the mean over the history's runs; a rho is NaN when a measure is constant,
     and at_bound says a measure sits at 0% or 100% on most steps (ties at a floor or ceiling).
@@ -40,15 +41,18 @@ class HistoryAlignmentHarm:
     at_bound_non_refusal: bool
     at_bound_harmful_compliance: bool
     n_steps: int
+    p_non_refusal: float
+    p_harmful_compliance: float
 
     @classmethod
     def from_json(cls, d: dict) -> HistoryAlignmentHarm:
-        def rho(x: float | None) -> float:
+        def num(x: float | None) -> float:
             return float("nan") if x is None else float(x)
 
-        return cls(rho(d["rho_non_refusal"]), rho(d["rho_harmful_compliance"]),
+        return cls(num(d["rho_non_refusal"]), num(d["rho_harmful_compliance"]),
                    bool(d["at_bound_non_refusal"]), bool(d["at_bound_harmful_compliance"]),
-                   int(d["n_steps"]))
+                   int(d["n_steps"]), num(d.get("p_non_refusal")),
+                   num(d.get("p_harmful_compliance")))
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,14 @@ def alignment_harm(main: pd.DataFrame) -> AlignmentHarm:
     if main["step"].nunique() < MIN_STEPS:
         nan = float("nan")
         return AlignmentHarm({h: HistoryAlignmentHarm(nan, nan, False, False,
-                                                      int(main["step"].nunique()))
+                                                      int(main["step"].nunique()), nan, nan)
                               for h in dict.fromkeys(main["history"])})
     by = {y: {c.history: c for c in correlation_by_history(main, "alignment", y)} for y in HARMS}
     out = {}
     for h in dict.fromkeys(main["history"]):
         nr, hc = by["non_refusal"][h].correlation, by["harmful_compliance"][h].correlation
         out[h] = HistoryAlignmentHarm(nr.rho, hc.rho, "non_refusal" in nr.at_bound,
-                                      "harmful_compliance" in hc.at_bound, nr.n)
+                                      "harmful_compliance" in hc.at_bound, nr.n, nr.p, hc.p)
     return AlignmentHarm(out)
 
 
