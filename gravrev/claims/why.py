@@ -6,6 +6,16 @@ from __future__ import annotations
 from gravrev.claims.rules import CORRELATION_P
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
 
+
+def _signed(x: float, digits: int) -> str:
+    """x with its sign, rounded; never "-0.00" (a value that rounds to zero prints as +0.00)."""
+    return f"{round(x, digits) + 0.0:+.{digits}f}"
+
+
+def _fixed(x: float, digits: int) -> str:
+    """x rounded, without a sign for positives; never "-0.0"."""
+    return f"{round(x, digits) + 0.0:.{digits}f}"
+
 ARM_WORDS = {"block": "the blocking objective (opposing positive motion along v_rev)",
              "penalty": "the hold-still penalty (no motion along v_rev either way)"}
 BOUNDED_UNITS = ("cosine", "Spearman rho")  # quantities that live in [-1, 1]
@@ -16,7 +26,7 @@ STANDINGS = ("holds", "does not hold", "unresolved")
 
 
 def _ci(lo: float, hi: float, digits: int = 3) -> str:
-    return f"{lo:+.{digits}f} to {hi:+.{digits}f}"
+    return f"{_signed(lo, digits)} to {_signed(hi, digits)}"
 
 
 def fmt_measured(m: dict | None) -> str:
@@ -60,16 +70,16 @@ def value_text(entry: dict) -> str:
     if m.get("mean") is None:
         return "nothing measured"
     if cid in ("harmfulness_unblocked", "harmfulness_blocked"):
-        return f"{m['mean']:.1f}% non-refusal"
+        return f"{_fixed(m['mean'], 1)}% non-refusal"
     if cid == "task_cost":
-        return f"{m['mean']:.1f} points of benign accuracy"
+        return f"{_fixed(m['mean'], 1)} points of benign accuracy"
     if cid == "rehearsal_opposes":
-        return f"{m['mean']:.0f}% less cumulative reversion"
+        return f"{_fixed(m['mean'], 0)}% less cumulative reversion"
     if cid == "alignment_harm_correlation":
-        return f"rho {m['mean']:+.3f}"
+        return f"rho {_signed(m['mean'], 3)}"
     if cid == "alignment_rises":
-        return f"{m['mean']:+.3f} in cosine"
-    return f"cosine {m['mean']:+.3f}"
+        return f"{_signed(m['mean'], 3)} in cosine"
+    return f"cosine {_signed(m['mean'], 3)}"
 
 
 def stability(verdict: str, per_history: dict[str, dict]) -> str:
@@ -110,7 +120,7 @@ def _ceiling(*percents: float) -> str:
     for bound in (0.0, 100.0):
         if all(x is not None and abs(x - bound) < 1e-9 for x in percents):
             where = "floor" if bound == 0 else "ceiling"
-            return f"; all at {bound:.0f}%, a {where} where no change can show"
+            return f"; all at {_fixed(bound, 0)}%, a {where} where no change can show"
     return ""
 
 
@@ -119,9 +129,9 @@ def _shares_text(m: dict) -> str:
     s = m.get("history_shares")
     if not s:
         return ""
-    return (f"; per history the share is {100 * s['mean']:.0f}% on average (95% CI "
-            f"{100 * s['ci_low']:.0f}% to {100 * s['ci_high']:.0f}% over the {s['n']} "
-            "histories)")
+    lo, hi = _fixed(100 * s["ci_low"], 0), _fixed(100 * s["ci_high"], 0)
+    return (f"; per history the share is {_fixed(100 * s['mean'], 0)}% on average (95% CI "
+            f"{lo}% to {hi}% over the {s['n']} histories)")
 
 
 def _decided(verdict: str) -> str:
@@ -135,7 +145,7 @@ def _arm(metrics: dict, arm: str, measure: str) -> float | None:
 
 
 def _pct(x: float | None) -> str:
-    return "unmeasured" if x is None else f"{x:.1f}%"
+    return "unmeasured" if x is None else f"{_fixed(x, 1)}%"
 
 
 def _cosine(entry: dict, when: str, chapter: str) -> str:
@@ -168,15 +178,18 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
     if cid == "final_alignment_blocked":
         d = m["difference"]
         return (f"With {ARM_WORDS.get(arm, arm)} the drift's {v} with v_rev at T "
-                f"({interval_text(m)}), against the baseline's {m['unblocked']['mean']:+.3f} "
-                f"(blocked - baseline {d['mean']:+.3f}, {interval_text(d)}); the rule asks both "
+                f"({interval_text(m)}), against the baseline's "
+                f"{_signed(m['unblocked']['mean'], 3)} "
+                f"(blocked - baseline {_signed(d['mean'], 3)}, {interval_text(d)}); "
+                "the rule asks both "
                 f"intervals to lie below 0, {_decided(verdict)}, and {_gap(entry)}; "
                 "{stable}; see chapter 05.")
     if cid == "harmfulness_unblocked":
         d = m["difference"]
         hc = _arm(metrics, "unblocked", "harmful_compliance")
         return (f"Benign fine-tuning took non-refusal on held-out harmful requests from "
-                f"{m['safe']:.1f}% at θ_S to {v} at T (difference {d['mean']:+.1f} points, "
+                f"{_fixed(m['safe'], 1)}% at θ_S to {v} at T "
+                f"(difference {_signed(d['mean'], 1)} points, "
                 f"{interval_text(d, 1)}{_ceiling(m['safe'], m['mean'])}), with harmful "
                 f"compliance {_pct(hc)} at T; the rule asks "
                 f"that interval to lie above 0, {_decided(verdict)}; the paper counts harmful "
@@ -184,8 +197,8 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
     if cid == "harmfulness_blocked":
         d = m["difference"]
         return (f"With {ARM_WORDS.get(arm, arm)} the model ends at {v} on held-out harmful "
-                f"requests against the baseline's {m['unblocked']['mean']:.1f}% (blocked - "
-                f"baseline {d['mean']:+.1f} points, {interval_text(d, 1)}"
+                f"requests against the baseline's {_fixed(m['unblocked']['mean'], 1)}% (blocked - "
+                f"baseline {_signed(d['mean'], 1)} points, {interval_text(d, 1)}"
                 f"{_ceiling(m['mean'], m['unblocked']['mean'])}); harmful compliance "
                 f"{_pct(_arm(metrics, arm, 'harmful_compliance'))} against "
                 f"{_pct(_arm(metrics, 'unblocked', 'harmful_compliance'))}; the rule asks that "
@@ -205,12 +218,13 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
     if cid == "vocabulary_readout":
         return (f"In {v} both readout scores of v_rev at θ_S lie above the random-direction "
                 f"null's 95th percentile (lowest percentile over histories: "
-                f"{m['lens_percentile']:.0f} through the vocabulary, {m['change_percentile']:.0f} "
+                f"{_fixed(m['lens_percentile'], 0)} through the vocabulary, "
+                f"{_fixed(m['change_percentile'], 0)} "
                 f"as the logit change, against {m['n_null']} random directions); the rule asks "
                 "for every history; {stable}; see chapter 06.")
     if cid == "alignment_harm_correlation" and m["n"] == 1:
         hc = m.get("harmful_compliance")
-        beside = (f"harmful compliance's rho {hc['rho']:+.3f} (p = {hc['p']:.2g})" if hc
+        beside = (f"harmful compliance's rho {_signed(hc['rho'], 3)} (p = {hc['p']:.2g})" if hc
                   else "harmful compliance's undefined")
         flag = ("; flagged: non-refusal sits at 0 or 100 on most steps, so ties at the bound "
                 "carry that rho" if m["n_at_bound"] else "")
@@ -221,7 +235,7 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 "see chapter 03.")
     if cid == "alignment_harm_correlation":
         hc = m.get("harmful_compliance")
-        beside = (f"harmful compliance's {hc['mean']:+.3f} (95% CI "
+        beside = (f"harmful compliance's {_signed(hc['mean'], 3)} (95% CI "
                   f"{_ci(hc['ci_low'], hc['ci_high'])})" if hc
                   else "harmful compliance's undefined or from one history")
         flag = (f"; flagged: non-refusal sits at 0 or 100 on most steps in {m['n_at_bound']} of "
