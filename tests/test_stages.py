@@ -24,6 +24,7 @@ from gravrev.stages.claims import compute as claims
 from gravrev.stages.claims import report as claims_report
 from gravrev.stages.finetune import arms as fine_arms
 from gravrev.stages.finetune import metrics as fine_metrics
+from gravrev.stages.finetune import regime as fine_regime
 from gravrev.stages.finetune import report as fine_report
 from gravrev.stages.finetune import runs as fine_runs
 from gravrev.stages.history import metrics as history_metrics
@@ -335,18 +336,21 @@ def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
 def _finetune_result(built, cfg=CFG) -> fine_metrics.FinetuneResult:
     log = pd.read_csv(built.paths.stage("finetune") / "log.csv")
     runs = pd.read_csv(built.paths.stage("finetune") / "runs.csv")
+    search, per_history, candidates = fine_regime.search_metrics(cfg, pd.DataFrame())
     return fine_metrics.FinetuneResult(log, runs, fine_metrics.regime_table(cfg, log),
                                        fine_metrics.runs_at_T(cfg, log),
                                        fine_arms.arms_table(cfg, list(runs["arm"].unique())),
-                                       fine_metrics.new_task_column(cfg, log))
+                                       fine_metrics.new_task_column(cfg, log),
+                                       fine_metrics.finetune_metrics(cfg, log, search),
+                                       pd.DataFrame(), per_history, candidates)
 
 
 def test_finetune_regime_metrics_and_findings(built):
     r = _finetune_result(built)
     assert len(r.regime) == 4 and r.regime["learned"].all()  # 75 >= 70 at T
-    assert (r.regime["refusal_at_T"] == S.REFUSAL["unblocked"][-1]).all()
-    m = fine_metrics.finetune_metrics(CFG, r.log)
-    assert m.regime.holds is True
+    assert (r.regime["nonrefusal_at_T"] == 100 - S.REFUSAL["unblocked"][-1]).all()
+    m = r.metrics
+    assert m.regime.holds is (bool(r.regime["no_shock"].all()))
     h0 = m.histories["h0"]
     assert h0.safe_start["refusal_rate"] == S.REFUSAL["unblocked"][0]
     assert m.refusal_at_T("h0") == [S.REFUSAL["unblocked"][-1]] * 2
@@ -355,15 +359,18 @@ def test_finetune_regime_metrics_and_findings(built):
     text = fine_report.findings(CFG, r)
     assert "refusal from 90% at θ_S to 30% at step 20" in text[0]
     assert "Half of the refusal is gone, on average, by step 20." in text  # 90 -> 50 -> 30
-    assert any("holds in 4 of 4 runs; the regime is as registered" in t for t in text)
+    assert any("the new task reaches >= 70% by T in 4 of 4 runs" in t for t in text)
+    assert any("pooled non-refusal at T is 70%, inside the band 10-90%" in t for t in text)
     assert any("refusal at T is 87%" in t for t in text)
     strict = dataclasses.replace(
         CFG, finetune=dataclasses.replace(CFG.finetune, min_new_task_accuracy=80.0))
     r80 = _finetune_result(built, strict)
     assert len(r80.regime) == 4 and not r80.regime["learned"].any()
-    assert fine_metrics.finetune_metrics(strict, r80.log).regime.holds is False
-    assert any("holds in 0 of 4 runs; the regime does not fully meet its own rule" in t
+    assert r80.metrics.regime.holds is False
+    assert any("in 0 of 4 runs" in t and "does not meet its own rule" in t
                for t in fine_report.findings(strict, r80))
+    assert fine_report.search_findings(CFG, r) == [
+        "No regime was searched (no search (regime.search_histories is 0))."]
 
 
 def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_path):
@@ -375,6 +382,7 @@ def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_pat
     write_csv(paths.stage("finetune") / "log.csv", log)
     write_csv(paths.stage("finetune") / "runs.csv",
               pd.read_csv(built.paths.stage("finetune") / "runs.csv"))
+    write_csv(paths.stage("finetune") / "search_log.csv", pd.DataFrame())
     fine_metrics.measure(CFG, paths)
     m = fine_metrics.FinetuneMetrics.read(paths)
     assert m.regime.holds is None and "not checked" in m.regime.rule
@@ -392,7 +400,7 @@ def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_pat
 def test_finetune_metrics_json_round_trips(built, tmp_path):
     """FinetuneMetrics: to_json is the dict written, from_json reads it back to the same bytes."""
     paths = Paths(tmp_path)
-    for name in ("log.csv", "runs.csv"):
+    for name in ("log.csv", "runs.csv", "search_log.csv"):
         write_csv(paths.stage("finetune") / name, pd.read_csv(built.paths.stage("finetune") / name))
     fine_metrics.measure(CFG, paths)
     written = paths.metrics_file("finetune").read_bytes()
