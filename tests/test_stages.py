@@ -1292,3 +1292,16 @@ def test_claims_context_states_measurements_not_mechanisms(claims_result):
     assert "Beyond the paper's claims" not in said(m)  # thresholds.kept_refusal decides
     m["sweep"] = {"outcome": "deeper histories revert more"}
     assert said(m).endswith("The history-depth sweep: deeper histories revert more (chapter 08).")
+
+
+def test_figure_12_plots_the_intervals_that_decided_the_verdicts(claims_result):
+    table = claims_report.deciding_intervals(claims_result).set_index("id")
+    by_id = {c["id"]: c for c in claims_result.report["claims"]}
+    assert "alignment_step1" in table.index and "task_cost" not in table.index  # no paper figure
+    for cid, row in table.iterrows():
+        m = by_id[cid]["measured"]
+        assert (row["ci_low"], row["ci_high"], row["mean"]) == (m["ci_low"], m["ci_high"],
+                                                                m["mean"]), cid
+        assert (row["direction"], row["size"]) == (by_id[cid]["verdict"],
+                                                   by_id[cid]["size_verdict"]), cid
+        assert row["unit"] == by_id[cid]["paper"]["unit"], cid

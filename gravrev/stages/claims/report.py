@@ -110,3 +110,19 @@ def variant_table(r: ClaimsPage) -> pd.DataFrame:
                      "hold still: direction": held["verdict"], "hold still: why": held["why"]})
     return pd.DataFrame(rows)
 
+
+
+def deciding_intervals(r: ClaimsPage) -> pd.DataFrame:
+    """Each claim with a paper figure: the paper's value, this run's pooled mean with the 95%
+    interval that decided its verdicts, both verdicts and the claim's unit."""
+    rows = []
+    for c in r.report["claims"]:
+        p, m = c["paper"], c["measured"] or {}
+        if "mean" not in p or m.get("mean") is None or m.get("ci_low") is None:
+            continue
+        rows.append({"id": c["id"], "unit": p.get("unit", ""), "paper_mean": float(p["mean"]),
+                     "paper_sd": float(p.get("sd", "nan")), "mean": m["mean"],
+                     "ci_low": m["ci_low"], "ci_high": m["ci_high"],
+                     "direction": c["verdict"], "size": c["size_verdict"]})
+    return pd.DataFrame(rows, columns=["id", "unit", "paper_mean", "paper_sd", "mean", "ci_low",
+                                       "ci_high", "direction", "size"])
