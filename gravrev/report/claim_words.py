@@ -3,7 +3,7 @@ each claim's value with its unit, its deciding interval, its reason, and the hea
 
 from __future__ import annotations
 
-from gravrev.claims.rules import BASELINE_ARM, BLOCK_ARM, CORRELATION_P
+from gravrev.claims.preregistered import BASELINE_ARM, BLOCK_ARM, CORRELATION_P
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
 from gravrev.claims.thresholds import kept_refusal
 

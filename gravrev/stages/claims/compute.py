@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from gravrev.claims.inputs import Missing, pool
-from gravrev.claims.rules import (
+from gravrev.claims.preregistered import (
     BASELINE_ARM,
     BLOCK_ARM,
     HOLD_STILL_ARM,
     ORDER_MEASURES,
     PUSH_ARM,
     REHEARSAL_ARM,
-    claims_report,
 )
+from gravrev.claims.rules import claims_report
 from gravrev.claims.schema import load_paper_claims, validate_report
 from gravrev.config.load import Config
 from gravrev.stages.blocking.metrics import BlockingMetrics

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gravrev.claims.rules import HOLD_STILL_ARM
+from gravrev.claims.preregistered import HOLD_STILL_ARM
 from gravrev.claims.schema import HOLDS, VERSIONS, load_paper_claims, load_versions
 from gravrev.report import claim_words as words
 from gravrev.stages.claims.compute import ClaimsResult
