@@ -3,7 +3,12 @@ each claim's value with its unit, its deciding interval, its reason, and the hea
 
 from __future__ import annotations
 
-from gravrev.claims.preregistered import BASELINE_ARM, BLOCK_ARM, CORRELATION_P
+from gravrev.claims.preregistered import (
+    BASELINE_ARM,
+    BLOCK_ARM,
+    CORRELATION_P,
+    ORDER_MEASURES,
+)
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
 from gravrev.claims.thresholds import kept_refusal
 
@@ -247,7 +252,12 @@ def _reason(entry: dict, report: dict, arm: str) -> str:
                 f"{flag}; {_gap(entry)}; {{stable}}; see chapter 03.")
     if cid == "block_baseline_push":
         parts = []
-        for name, x in m["measures"].items():
+        # claims.json stores keys sorted: the measures are named in the rule's order
+        order = sorted(m["measures"], key=lambda x: (x not in ORDER_MEASURES,
+                                                      ORDER_MEASURES.index(x)
+                                                      if x in ORDER_MEASURES else 0, x))
+        for name in order:
+            x = m["measures"][name]
             lo, hi = x["baseline_minus_block"], x["push_minus_baseline"]
             if x["at_bound"]:
                 parts.append(f"{name} at a floor or ceiling, not judged")
