@@ -1116,6 +1116,11 @@ def test_no_two_claims_share_a_reason_and_each_names_its_own_value(claims_result
         if entry["verdict"] != "not comparable":
             assert value_text(entry) in w, entry["id"]
             assert "the rule" in w, entry["id"]
+            m = entry["measured"]
+            deciding = m.get("difference", m)  # the paired difference decides where there is one
+            if deciding.get("ci_low") is not None:
+                ends = {f"{round(deciding['ci_low'], d) + 0.0:+.{d}f}" for d in (1, 2, 3)}
+                assert any(e in w for e in ends), (entry["id"], ends)
             assert "95%" in w or entry["id"] == "vocabulary_readout", entry["id"]
 
 
