@@ -49,9 +49,11 @@ def test_bad_inputs_are_named(mean, sd):
         power.power_curve("x", mean, sd, [1])
 
 
-def test_history_level_takes_history_means():
-    per_run = {"h0/1": [0.0, 1.0], "h0/2": [0.0, 3.0], "h1/1": [0.0, -1.0]}
-    lv = power.history_level(per_run, [1, 20], 20)
+def test_history_level_is_over_history_means():
+    lv = power.history_level([2.0, -1.0], n_runs=3)
     assert lv.mean == pytest.approx(0.5) and lv.n_histories == 2 and lv.n_runs == 3
     assert lv.sd == pytest.approx(np.std([2.0, -1.0], ddof=1))
-    assert power.history_level(per_run, [1, 20], 5) is None
+    assert math.isnan(power.history_level([0.4], 2).sd)
+    assert power.history_level([], 0) is None
+    with pytest.raises(ValueError, match="non-finite"):
+        power.history_level([0.1, float("nan")], 2)

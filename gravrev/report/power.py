@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from gravrev.runtime import seeds
-from gravrev.stats.power import TARGET, PowerCurve, histories_needed, power_curve
+from gravrev.stats.power import (
+    TARGET,
+    HistoryLevel,
+    PowerCurve,
+    histories_needed,
+    power_curve,
+)
 
 WHICH = {"p_excludes_zero": "95% interval excludes 0",
          "p_precise": "half-width below half the mean"}
@@ -51,3 +58,24 @@ def sentence(curves_: dict[str, PowerCurve], n_planned: int) -> str:
         parts.append(f"{claim} (history mean {c.mean:.2f}, between-history sd {c.sd:.2f}): "
                      f"{at}; {'; '.join(need)}")
     return ". ".join(parts) + "."
+
+
+def check_sentence(reference: dict[str, dict[str, float]], measured: dict[str, HistoryLevel],
+                   n_planned: int) -> str:
+    """This run's own between-history sd beside the reference's, and the power it implies."""
+    parts = []
+    for claim, ref in reference.items():
+        lv = measured.get(claim)
+        if lv is None or not np.isfinite(lv.sd) or not lv.sd > 0:
+            n = 0 if lv is None else lv.n_histories
+            parts.append(f"{claim}: this run gives no between-history sd ({n} history mean(s))")
+            continue
+        c = power_curve(claim, float(ref["mean"]), lv.sd, seeds.power_simulation(claim))
+        at = (f"with the reference mean {ref['mean']:.2f}, {n_planned} histories give P = "
+              f"{c.at(n_planned).p_excludes_zero:.2f} (excludes 0) and P = "
+              f"{c.at(n_planned).p_precise:.2f} (half-width below half the mean)"
+              if any(p.n == n_planned for p in c.points) else
+              f"{n_planned} histories lie outside the simulated 3 to 16")
+        parts.append(f"{claim}: this run's history means are {lv.mean:.2f} ± {lv.sd:.2f} (sd over "
+                     f"{lv.n_histories} histories, against the reference's {ref['sd']:.2f}); {at}")
+    return "; ".join(parts) + "."

@@ -6,7 +6,7 @@ histories and the between-history sd of the history means, never on runs per his
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,22 +84,15 @@ class HistoryLevel:
     n_runs: int
 
 
-def history_level(per_run: Mapping[str, Sequence[float]], steps: Sequence[int],
-                  step: int) -> HistoryLevel | None:
-    """From runs keyed 'history/seed' with values at `steps`: the history means at `step`;
-    None when the step is not logged."""
-    if step not in steps:
+def history_level(means: Sequence[float], n_runs: int) -> HistoryLevel | None:
+    """The mean and sd of history means (e.g. each history's claim value); None if none."""
+    m = np.asarray([x for x in means if x is not None], dtype=np.float64)
+    if m.size == 0:
         return None
-    i = list(steps).index(step)
-    by: dict[str, list[float]] = {}
-    for key, values in per_run.items():
-        by.setdefault(key.split("/")[0], []).append(float(values[i]))
-    means = np.array([np.mean(v) for v in by.values()])
-    if means.size == 0:
-        return None
-    sd = float(means.std(ddof=1)) if means.size > 1 else float("nan")
-    return HistoryLevel(float(means.mean()), sd, int(means.size),
-                        sum(len(v) for v in by.values()))
+    if not np.all(np.isfinite(m)):
+        raise ValueError("history means have non-finite entries")
+    sd = float(m.std(ddof=1)) if m.size > 1 else float("nan")
+    return HistoryLevel(float(m.mean()), sd, int(m.size), int(n_runs))
 
 
 def histories_needed(curve: PowerCurve, which: str, seed: Sequence[int],

@@ -195,3 +195,14 @@ def outcome_vs_ratio(units: pd.DataFrame, fit: DepthFit, title: str, label: str)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def rank_table(result: SweepResult) -> pd.DataFrame:
+    """One row per outcome and depth: each seed's rho, the mean and its interval over seeds."""
+    rows = []
+    for r in result.ranks.values():
+        rows.append({"outcome": r.outcome, "depth": r.depth, "rho (mean over seeds)": r.rho,
+                     "ci_low": r.ci_low, "ci_high": r.ci_high, "p": r.p, "n_seeds": r.n_seeds,
+                     "n_units": r.n_units, "rho over units (descriptive)": r.rho_units,
+                     **{f"rho seed {k}": v for k, v in r.per_seed.items()}})
+    return pd.DataFrame(rows)
