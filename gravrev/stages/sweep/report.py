@@ -66,7 +66,7 @@ def rank_text(r: RankEffect) -> str:
         over = f"mean {r.rho:+.2f}, {_no_interval(r.n_seeds)}"
     else:
         over = "undefined (too few units, or the outcome does not vary)"
-    return f"with {DEPTH_NAMES[r.depth]}: {over} ({per})"
+    return f"with {DEPTH_NAMES[r.depth]}: {over}" + (f" ({per})" if per else "")
 
 
 def verdict(result: SweepResult) -> str:
@@ -148,8 +148,9 @@ def findings(result: SweepResult) -> list[str]:
         _robustness(result, n_bad),
         _components(result),
         f"Units whose refusal fell to half of θ_S's within the {result.final_step} "
-        f"fine-tuning steps: {reached} of the {refusing} whose θ_S refuses at all (the rest are "
-        f"censored at T = {result.final_step}; {n - refusing} unit(s) never refused). Fits at T: "
+        f"fine-tuning steps: {reached} of the {refusing} whose θ_S refuses at all "
+        f"({refusing - reached} censored at T = {result.final_step}); {n - refusing} unit(s) "
+        "never refused and have no half time. Fits at T: "
         + fit_sentences(result),
         _mediation(u),
     ]
