@@ -10,7 +10,7 @@ from gravrev.stats import power
 
 
 def test_excludes_zero_matches_the_noncentral_t():
-    # P(t interval excludes 0 on the mean's side) = P(T_{n-1, delta} > t_crit), delta = mu*sqrt(n)/sd
+    # P(interval excludes 0 on the mean's side) = P(T_{n-1, delta} > t_crit), delta = mu*sqrt(n)/sd
     c = power.power_curve("x", 0.3, 0.5, [1, 2], ns=(5, 10), n_sims=40000)
     for p in c.points:
         crit = stats.t.ppf(0.975, p.n - 1)

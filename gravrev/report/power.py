@@ -27,7 +27,7 @@ def curves(inputs: dict[str, dict[str, float]]) -> dict[str, PowerCurve]:
 
 def figure(curves_: dict[str, PowerCurve], n_planned: int, title: str) -> plt.Figure:
     """Probability against the number of histories: a line per claim and criterion."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 5.6))
     for (claim, c), colour in zip(curves_.items(), ("C0", "C1", "C2", "C3"), strict=False):
         ns = [p.n for p in c.points]
         for which, style in (("p_excludes_zero", "-"), ("p_precise", "--")):
@@ -37,7 +37,7 @@ def figure(curves_: dict[str, PowerCurve], n_planned: int, title: str) -> plt.Fi
     ax.axvline(n_planned, color="k", lw=0.8, ls=":", label=f"this run: {n_planned} histories")
     ax.set(title=title, xlabel="histories (the unit of a pooled verdict)",
            ylabel="probability over simulated studies", ylim=(0, 1.02))
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.legend(fontsize=7, bbox_to_anchor=(0.5, -0.16), loc="upper center", ncol=1)
     fig.tight_layout()
     return fig
 
