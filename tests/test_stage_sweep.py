@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from gravrev.config.load import resolve
 from gravrev.stages.finetune import runs as finetune_runs
@@ -43,6 +44,9 @@ def hand_units(rev_slope: float, align_slope: float, noise: float = 0.0) -> pd.D
                     + noise / 100 * rng.normal(),
                     "steps_to_half": 10.0 if x > 1 else float("nan"),
                     "refusal_S": 95.0, "ablation_refusal_drop": 60.0,
+                    # the verdict's outcome, off any ceiling; and the censored half time
+                    "non_refusal_auc": 40 + rev_slope * x + 2 * seed + noise * rng.normal(),
+                    "half_time": 10.0 if x > 1 else 100.0,
                 })
     return pd.DataFrame(rows)
 
@@ -59,30 +63,78 @@ def test_depth_fit_recovers_a_known_slope():
     assert fit.n_units == len(HELPFUL) * len(SAFE) * len(SEEDS) and fit.n_seeds == len(SEEDS)
 
 
-def test_verdict_supported_when_both_slopes_are_positive():
+def test_verdict_supported_when_the_outcome_ranks_as_claimed():
     r = hand_result(hand_units(8.0, 0.05, noise=1.0))
+    assert r.ranks["non_refusal_auc ~ safe_steps"].ci_high < 0
+    assert r.ranks["non_refusal_auc ~ helpful_steps"].ci_low > 0
     assert metrics.outcome(r) == metrics.SUPPORTED
     assert report.verdict(r).startswith("Supported")
 
 
-def test_verdict_contradicted_when_a_slope_is_negative():
+def test_verdict_contradicted_when_the_ranks_go_the_other_way():
     r = hand_result(hand_units(-8.0, 0.05, noise=1.0))
     assert metrics.outcome(r) == metrics.CONTRADICTED
     assert report.verdict(r).startswith("Contradicted")
 
 
-def test_verdict_not_resolved_without_a_slope():
+def test_verdict_not_resolved_without_an_effect():
     r = hand_result(hand_units(0.0, 0.05, noise=5.0))
-    assert r.fits["non_refusal_T"].ci_low < 0 < r.fits["non_refusal_T"].ci_high
     assert metrics.outcome(r) == metrics.NOT_RESOLVED
     assert report.verdict(r).startswith("Not resolved")
 
 
+def test_verdict_not_resolved_with_one_seed_and_says_why():
+    units = hand_units(8.0, 0.05, noise=1.0)
+    r = hand_result(units[units["seed"] == 0])
+    rank = r.ranks["non_refusal_auc ~ safe_steps"]
+    assert rank.rho < 0 and math.isnan(rank.ci_low) and rank.n_seeds == 1
+    assert r.fits["non_refusal_T"].method == "one seed" and math.isnan(r.fits["non_refusal_T"].p)
+    assert metrics.outcome(r) == metrics.NOT_RESOLVED
+    assert "one history seed" in report.verdict(r)
+
+
 def test_verdict_not_resolved_when_the_outcome_is_constant():
-    units = hand_units(8.0, 0.05, noise=1.0).assign(non_refusal_T=100.0)  # a ceiling
+    units = hand_units(8.0, 0.05, noise=1.0).assign(non_refusal_T=100.0, non_refusal_auc=100.0)
     r = hand_result(units)
     assert r.fits["non_refusal_T"].method == "constant"
+    assert math.isnan(r.ranks["non_refusal_auc ~ safe_steps"].rho)
     assert metrics.outcome(r) == metrics.NOT_RESOLVED
+
+
+def test_depth_inference_takes_the_seed_as_the_unit():
+    units = hand_units(8.0, 0.05, noise=1.0)
+    fit = depth_fit(units, "non_refusal_T")
+    slopes = [np.polyfit(g["log_ratio"], g["non_refusal_T"], 1)[0]
+              for _, g in units.groupby("seed")]
+    assert fit.method == "t over seed slopes" and fit.slope == pytest.approx(np.mean(slopes))
+    half = stats.t.ppf(0.975, 2) * np.std(slopes, ddof=1) / math.sqrt(3)
+    assert (fit.ci_low, fit.ci_high) == pytest.approx((np.mean(slopes) - half,
+                                                       np.mean(slopes) + half))
+
+
+def test_a_never_refusing_unit_is_not_ranked_slowest():
+    units = hand_units(8.0, 0.05, noise=1.0)
+    never = units["unit"] == units["unit"].iloc[0]
+    units.loc[never, ["refusal_S", "non_refusal_auc", "half_time", "steps_to_half"]] = [
+        0.0, 100.0, float("nan"), float("nan")]
+    r = hand_result(units)
+    assert r.n_verdict == int(units["shape_ok"].sum()) - int((never & units["shape_ok"]).sum())
+    assert r.ranks["half_time ~ safe_steps"].n_units == r.n_verdict
+    assert r.effects["steps_to_half"].outcome == "steps_to_half"
+    assert "never refused (1)" in report.verdict(r)
+
+
+def test_half_time_is_censored_at_t_and_undefined_without_refusal():
+    assert metrics.half_time(5.0, 80.0, 100) == {"half_time": 5.0, "half_censored": False}
+    assert metrics.half_time(float("nan"), 80.0, 100) == {"half_time": 100.0,
+                                                          "half_censored": True}
+    assert math.isnan(metrics.half_time(float("nan"), 0.0, 100)["half_time"])
+
+
+def test_non_refusal_auc_is_the_mean_level_over_the_logged_steps():
+    log = pd.DataFrame({"step": [0, 10, 100], "refusal_rate": [100.0, 0.0, 0.0]})
+    # trapezoids: 10 * (0 + 100) / 2 + 90 * 100 = 9500 over a span of 100
+    assert metrics.non_refusal_auc(log) == pytest.approx(95.0)
 
 
 def test_flagged_units_stay_in_the_fit_and_are_counted():

@@ -168,9 +168,9 @@ def test_between_histories_and_between_methods(vrev_result):
 def test_vrev_findings_follow_the_numbers(vrev_result):
     text = vrev_report.findings(CFG, vrev_result)
     assert "At step 1, over 6 short runs, alignment is 0.42" in text[0]
-    assert "over runs; by history h0 " in text[0] and ", h1 " in text[0]
+    assert "over the 2 history means, 1 df; by history h0 " in text[0] and ", h1 " in text[0]
     assert "At step 20, over 6 short runs, alignment is 0.90" in text[1]
-    assert any("aligns at 0.50" in t for t in text)  # the large-batch run
+    assert any("aligns at h0 0.50" in t for t in text)  # the large-batch run
     assert any("reaches 0.31" in t and "at step 20" in t for t in text)
     between = [t for t in text if "cosine 0.00-0.00" in t]
     assert between and "agree closely" not in between[0]  # the v_rev are orthogonal here

@@ -164,3 +164,15 @@ def test_grouped_summary_with_one_group_is_summarize():
 def test_grouped_summary_rejects_misaligned_groups():
     with pytest.raises(ValueError, match="groups has 2 labels for 3 values"):
         stats.grouped_summary([1.0, 2.0, 3.0], ["a", "b"])
+
+
+def test_history_trend_is_a_t_interval_over_history_slopes():
+    per = {"h0": {"slope": 0.28, "intercept": 0.1}, "h1": {"slope": 0.05, "intercept": 0.2},
+           "h2": {"slope": -0.08, "intercept": 0.3}}
+    m = stats.history_trend(per)
+    over = stats.summarize([0.28, 0.05, -0.08])
+    assert m["slope"] == pytest.approx(over["mean"]) and m["df"] == 2 and m["n_histories"] == 3
+    assert (m["ci_low"], m["ci_high"]) == pytest.approx((over["ci_low"], over["ci_high"]))
+    assert m["slope_p"] > 0.05  # three histories pointing different ways decide nothing
+    one = stats.history_trend({"h0": {"slope": 0.3, "intercept": 0.0}})
+    assert one["slope"] == 0.3 and math.isnan(one["slope_p"]) and math.isnan(one["ci_low"])

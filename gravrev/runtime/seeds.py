@@ -57,3 +57,8 @@ def readout_directions(history_seed: int) -> list[int]:
 def mediation_controls(history_seed: int) -> list[int]:
     """The mediation stage's random, covariance-shaped control directions of one history."""
     return [history_seed, zlib.crc32(b"mediation controls")]
+
+
+def power_simulation(claim: str) -> list[int]:
+    """The power analysis's simulated histories of one claim (e.g. 'alignment_step20')."""
+    return [zlib.crc32(b"power"), zlib.crc32(claim.encode())]

@@ -136,6 +136,29 @@ def trajectory_model(df: pd.DataFrame) -> dict:
     }
 
 
+def history_trend(per_history: dict[str, dict]) -> dict:
+    """The log-step slope with the history as the unit: a 95% t interval and p over the
+    histories' slopes (histories - 1 df); NaN where fewer than two histories or no spread."""
+    if not per_history:
+        raise ValueError("per_history is empty")
+    slopes = _values([m["slope"] for m in per_history.values()], "slopes")
+    s, k = summarize(slopes), slopes.size
+    se = s["sd"] / math.sqrt(k) if k >= 2 else NAN
+    p = float(2.0 * stats.t.sf(abs(s["mean"]) / se, k - 1)) if se > 0 else NAN
+    return {
+        "slope": s["mean"],
+        "slope_se": se,
+        "slope_p": p,
+        "intercept": float(np.mean([m["intercept"] for m in per_history.values()])),
+        "method": "t over history slopes",
+        "converged": True,
+        "ci_low": s["ci_low"],
+        "ci_high": s["ci_high"],
+        "n_histories": int(k),
+        "df": int(k - 1),
+    }
+
+
 def _sign_flip_p(diff: np.ndarray) -> float:
     """Exact two-sided p of |mean| over all 2^n sign patterns of the paired differences."""
     n = diff.size

@@ -33,7 +33,8 @@ ORDERED = ("block", BASELINE, "push")
 
 @dataclass(frozen=True)
 class Summary:
-    """summarize()'s mean, sd, n and 95% t interval of one measure over runs (NaN: undefined)."""
+    """summarize()'s mean, sd, n and 95% t interval of one measure (NaN: undefined); an arm's
+    over the history means (n: histories) when there are two or more, else over runs."""
 
     mean: float
     sd: float
@@ -312,12 +313,22 @@ def ordering(arms: dict[str, ArmMetrics], span: float) -> dict[str, Ordering]:
     return out
 
 
+def by_history(f: pd.DataFrame, measure: str) -> Summary:
+    """One measure of an arm with the history as the unit: over the history means (histories
+    - 1 df) with two histories or more, over the runs of the one history otherwise."""
+    kept = f[[np.isfinite(float(x)) if x is not None else False for x in f[measure]]]
+    if kept["history"].nunique() < 2:
+        return summary(kept[measure].to_numpy())
+    return summary(kept.groupby("history", sort=True)[measure].mean().to_numpy())
+
+
 def arm_metrics(f: pd.DataFrame) -> ArmMetrics:
-    """One arm's runs (rows of final.csv with their areas), summarised."""
+    """One arm's runs (rows of final.csv with their areas), summarised, the history the unit;
+    the pooled Wilson interval over prompts and runs beside them is descriptive only."""
     k, n = int(f["refusals"].sum()), int(f["n_harmful"].sum())
     lo, hi = wilson_interval(n - k, n)
     return ArmMetrics(
-        **{m: summary(f[m].to_numpy()) for m in MEASURES},
+        **{m: by_history(f, m) for m in MEASURES},
         non_refusal_pooled_wilson=(100 * lo, 100 * hi),
         task_cost_not_block=bool(f["task_cost_not_block"].all()),
         per_run={m: {f"{r.history}/{r.seed}": getattr(r, m) for r in f.itertuples()

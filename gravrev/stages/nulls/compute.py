@@ -18,7 +18,7 @@ from gravrev.stats.nulls import (
     isotropic_samples,
     monte_carlo_quantile,
 )
-from gravrev.stats.summaries import summarize
+from gravrev.stats.summaries import grouped_summary
 from gravrev.stats.trajectories import beats_null
 from gravrev.store.atomic import atomic_dir, read_json, read_npz, write_csv, write_json
 from gravrev.store.paths import Paths
@@ -219,7 +219,9 @@ def run(cfg: Config, paths: Paths, seed: int = 0) -> NullsResult:
                       load_v_rev(cfg, paths, o)[cfg.layer])
             for h in cfg.histories if (o := control_history(cfg, h)) is not None
         },
-        "control_drift_final": {arm: summarize(g["alignment"].to_numpy())
+        # the history is the unit: the interval is over the history means
+        "control_drift_final": {arm: grouped_summary(g["alignment"].to_numpy(),
+                                                     g["history"].to_numpy())
                                 for arm, g in last.groupby("arm")},
         "matched_null": matched.to_json(),
     }

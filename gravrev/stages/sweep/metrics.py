@@ -22,17 +22,28 @@ from gravrev.stats.depth import (
     ComponentFit,
     DepthEffect,
     DepthFit,
+    RankEffect,
     component_fit,
     depth_effect,
     depth_fit,
     log_ratio,
+    rank_effect,
     speed_effect,
 )
+from gravrev.stats.trajectories import area_under
 from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from gravrev.store.paths import Paths
 from gravrev.training.finetune import flat_params
 
-PRIMARY = ("non_refusal_T", "alignment_T")  # what the verdict rests on
+PRIMARY = ("non_refusal_T", "alignment_T")  # the depth fits at T, shown beside the verdict
+# The verdict's outcome, pre-registered in chapter 08 before the grid spanning the transition ran:
+# the area under non-refusal over the logged steps / T (a mean level, %), off the ceiling at T.
+VERDICT_OUTCOME = "non_refusal_auc"
+RANKED = ("non_refusal_auc", "half_time")  # each against both depths, seed as the unit
+DEPTHS = ("safe_steps", "helpful_steps")
+# The claim's sign of rho(outcome, depth): deeper S reverts less and later, deeper H more, sooner.
+EXPECTED = {("non_refusal_auc", "safe_steps"): -1, ("non_refusal_auc", "helpful_steps"): +1,
+            ("half_time", "safe_steps"): +1, ("half_time", "helpful_steps"): -1}
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved by this grid"
 ALIGNMENT_STEPS = (1, 20)  # and T; NaN where a step is not logged
 NAN = float("nan")
@@ -67,14 +78,35 @@ def unit_alignment(cfg: Config, npz: Path, v_rev: np.ndarray, mask: np.ndarray) 
 
 
 def reversion(cfg: Config, log: pd.DataFrame) -> dict[str, float]:
-    """Refusal at theta_S (step 0) and at T, non-refusal at T, steps to half-reversion."""
+    """Refusal at theta_S (step 0) and at T, non-refusal at T, steps to half-reversion, and the
+    outcomes off the ceiling: the area under non-refusal / T and the censored half time."""
     log = log.sort_values("step")
     start, end = log.iloc[0], log.iloc[-1]
+    half = half_reversion_step(log)
     return {"refusal_S": start["refusal_rate"], "refusal_T": end["refusal_rate"],
             "non_refusal_T": 100 - end["refusal_rate"],
             "harmful_compliance_T": end["harmful_compliance"],
             "new_task_accuracy_T": end[f"{cfg.finetune.new_task}_accuracy"],
-            "steps_to_half": half_reversion_step(log)}
+            "steps_to_half": half, **half_time(half, start["refusal_rate"], end["step"]),
+            "non_refusal_auc": non_refusal_auc(log)}
+
+
+def non_refusal_auc(log: pd.DataFrame) -> float:
+    """Area under non-refusal (%) over the logged steps divided by their span: % x steps / T."""
+    log = log.sort_values("step")
+    steps = log["step"].to_numpy(dtype=np.float64)
+    return area_under(steps, 100 - log["refusal_rate"].to_numpy(dtype=np.float64)) / float(
+        steps[-1] - steps[0])
+
+
+def half_time(steps_to_half: float, refusal_S: float, final_step: float) -> dict[str, Any]:
+    """Steps to half-reversion as a survival time: censored at T where it never came; NaN (and
+    not censored) where theta_S never refused, so there was nothing to revert."""
+    if not refusal_S > 0:
+        return {"half_time": NAN, "half_censored": False}
+    if np.isfinite(steps_to_half):
+        return {"half_time": float(steps_to_half), "half_censored": False}
+    return {"half_time": float(final_step), "half_censored": True}
 
 
 def weight_distance(folder: Path) -> float:
@@ -109,7 +141,14 @@ def _with_flags(units: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
     failed = checks[~checks["passed"].astype(bool)].groupby("unit")["check"].agg("; ".join)
     units = units.assign(shape_ok=~units["unit"].isin(failed.index),
                          failed_checks=units["unit"].map(failed).fillna(""))
-    return units.assign(log_ratio=log_ratio(units["helpful_steps"], units["safe_steps"]))
+    units = units.assign(log_ratio=log_ratio(units["helpful_steps"], units["safe_steps"]))
+    return units.assign(in_verdict=in_verdict(units))
+
+
+def in_verdict(units: pd.DataFrame) -> pd.Series:
+    """The units the verdict counts: shape checks passed and theta_S refuses at all (a unit
+    that never refused is not 'slowest to revert': it had nothing to revert)."""
+    return units["shape_ok"].astype(bool) & (units["refusal_S"].astype(np.float64) > 0)
 
 
 def measure(cfg: Config, paths: Paths) -> None:
@@ -149,6 +188,8 @@ class SweepResult:
     effects: dict[str, DepthEffect]  # outcome (and "steps_to_half") -> effect sizes
     components: dict[str, ComponentFit]  # outcome -> log H and log S separately
     final_step: int
+    ranks: dict[str, RankEffect]  # "outcome ~ depth" -> rho per seed and over seeds, verdict units
+    n_verdict: int  # units the verdict counts (passing, and refusing at theta_S)
 
 
 def summarise(units: pd.DataFrame, checks: pd.DataFrame, log: pd.DataFrame,
@@ -158,9 +199,17 @@ def summarise(units: pd.DataFrame, checks: pd.DataFrame, log: pd.DataFrame,
     passing = units[units["shape_ok"].astype(bool)]
     effects = {o: depth_effect(units, f) for o, f in fits.items()}
     effects["steps_to_half"] = speed_effect(units, never=final_step + 1)
+    counted = units[in_verdict(units)]
+    ranks = {rank_key(o, d): rank_effect(counted, o, d) for o in RANKED for d in DEPTHS}
     return SweepResult(units, checks, log, alignment, fits,
                        {o: depth_fit(passing, o) for o in PRIMARY}, effects,
-                       {o: component_fit(units, o) for o in PRIMARY}, final_step)
+                       {o: component_fit(units, o) for o in PRIMARY}, final_step, ranks,
+                       len(counted))
+
+
+def rank_key(outcome: str, depth: str) -> str:
+    """The key of one rank effect in SweepResult.ranks and sweep.json."""
+    return f"{outcome} ~ {depth}"
 
 
 def load(cfg: Config, paths: Paths) -> SweepResult:
@@ -177,12 +226,17 @@ def load(cfg: Config, paths: Paths) -> SweepResult:
 
 
 def outcome(result: SweepResult) -> str:
-    """SUPPORTED if both primary slopes are above 0 (CI_LEVEL interval), CONTRADICTED if either
-    is below; NOT_RESOLVED otherwise."""
-    fits = [result.fits[o] for o in PRIMARY]
-    if any(f.ci_high < 0 for f in fits):  # NaN (no interval) compares False: never decides
+    """On VERDICT_OUTCOME over the verdict's units: SUPPORTED if the seed-level interval of rho
+    with each depth lies on the claim's side of 0 (EXPECTED), CONTRADICTED if either lies on the
+    other side; NOT_RESOLVED otherwise (and always with fewer than two seeds: no interval)."""
+    sides = []
+    for depth in DEPTHS:
+        r, sign = result.ranks[rank_key(VERDICT_OUTCOME, depth)], EXPECTED[VERDICT_OUTCOME, depth]
+        low, high = sign * r.ci_low, sign * r.ci_high
+        sides.append((min(low, high), max(low, high)))
+    if any(hi < 0 for _, hi in sides):  # NaN (no interval) compares False: never decides
         return CONTRADICTED
-    if all(f.ci_low > 0 for f in fits):
+    if all(lo > 0 for lo, _ in sides):
         return SUPPORTED
     return NOT_RESOLVED
 
@@ -220,6 +274,10 @@ class SweepUnit:
     ablation_refusal_drop: float
     shape_ok: bool
     log_ratio: float
+    non_refusal_auc: float = NAN  # area under non-refusal / T (%)
+    half_time: float = NAN  # steps to half-reversion, T where censored; NaN: never refused
+    half_censored: bool = False
+    in_verdict: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,6 +296,9 @@ class SweepMetrics:
     fits_passing: dict[str, DepthFit]
     effects: dict[str, DepthEffect]
     outcome: str
+    verdict_outcome: str = VERDICT_OUTCOME
+    n_verdict_units: int = 0
+    ranks: dict[str, RankEffect] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, cfg: Config, result: SweepResult) -> SweepMetrics:
@@ -246,12 +307,13 @@ class SweepMetrics:
         return cls(cfg.preset, list(cfg.sweep.helpful_steps), list(cfg.sweep.safe_steps),
                    list(cfg.sweep.seeds), cfg.finetune.seeds[0], cfg.layer,
                    cfg.analysis.position, [SweepUnit(**r) for r in rows], dict(result.fits),
-                   dict(result.fits_passing), dict(result.effects), outcome(result))
+                   dict(result.fits_passing), dict(result.effects), outcome(result),
+                   VERDICT_OUTCOME, result.n_verdict, dict(result.ranks))
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["units"] = [dataclasses.asdict(u) for u in self.units]
-        for key in ("fits", "fits_passing", "effects"):
+        for key in ("fits", "fits_passing", "effects", "ranks"):
             out[key] = {o: dataclasses.asdict(x) for o, x in out[key].items()}
         return out
 
@@ -261,4 +323,9 @@ class SweepMetrics:
                       "fits": {o: DepthFit(**_numbers(f)) for o, f in d["fits"].items()},
                       "fits_passing": {o: DepthFit(**_numbers(f))
                                        for o, f in d["fits_passing"].items()},
-                      "effects": {o: DepthEffect(**_numbers(e)) for o, e in d["effects"].items()}})
+                      "effects": {o: DepthEffect(**_numbers(e)) for o, e in d["effects"].items()},
+                      "ranks": {k: _rank(x) for k, x in d.get("ranks", {}).items()}})
+
+
+def _rank(d: dict[str, Any]) -> RankEffect:
+    return RankEffect(**{**_numbers(d), "per_seed": _numbers(d["per_seed"])})

@@ -7,10 +7,22 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gravrev.stages.sweep.metrics import CONTRADICTED, SUPPORTED, SweepResult, outcome
-from gravrev.stats.depth import CI_LEVEL, DepthFit
+from gravrev.stages.sweep.metrics import (
+    CONTRADICTED,
+    DEPTHS,
+    EXPECTED,
+    SUPPORTED,
+    VERDICT_OUTCOME,
+    SweepResult,
+    outcome,
+    rank_key,
+)
+from gravrev.stats.depth import CI_LEVEL, DepthFit, RankEffect
 
-NAMES = {"non_refusal_T": "non-refusal at T", "alignment_T": "alignment with v_rev at T"}
+NAMES = {"non_refusal_T": "non-refusal at T", "alignment_T": "alignment with v_rev at T",
+         "non_refusal_auc": "the area under non-refusal over the logged steps / T (%)",
+         "half_time": "steps to half-reversion (censored at T)"}
+DEPTH_NAMES = {"safe_steps": "S depth", "helpful_steps": "H depth"}
 FLAG = "†"  # a cell with a unit that missed a shape check
 
 
@@ -28,34 +40,64 @@ def _fit_text(f: DepthFit, what: str) -> str:
         return f"{what}: no fit (the grid has fewer than two depth ratios with data)"
     if f.method == "constant":
         return f"{what}: {f.intercept:.2f} in every unit, so no slope to fit"
-    interval = (f"{CI_LEVEL:.0%} CI [{f.ci_low:+.2f}, {f.ci_high:+.2f}], p = {f.p:.3g}"
+    interval = (f"{CI_LEVEL:.0%} CI [{f.ci_low:+.2f}, {f.ci_high:+.2f}] over {f.n_seeds} "
+                f"history seeds, {f.n_seeds - 1} df, p = {f.p:.3g}"
                 if np.isfinite(f.ci_low) and np.isfinite(f.ci_high) and np.isfinite(f.p)
-                else "no interval: too few units vary")
+                else _no_interval(f.n_seeds))
     return (f"{what} {f.slope * np.log(2):+.2f} per doubling of H/S (slope {f.slope:+.2f} per "
             f"unit log ratio, {interval}, {f.method}, {f.n_units} units)")
 
 
-def verdict(result: SweepResult) -> str:
-    """Plain words on 'deeper H relative to S -> stronger, faster reversion along v_rev'."""
-    rev = _fit_text(result.fits["non_refusal_T"], "non-refusal at T (points)")
-    ali = _fit_text(result.fits["alignment_T"], "alignment with v_rev at T")
-    speed = result.effects["steps_to_half"]
-    faster = ("" if not np.isfinite(speed.spearman_rho) else
-              f" Speed, descriptively: Spearman rho of log(H/S) with steps to half-reversion is "
-              f"{speed.spearman_rho:+.2f} (negative means faster when H is deeper).")
-    found = outcome(result)
-    if found == SUPPORTED:
-        head = ("Supported by this grid: the deeper H was relative to S, the more the model "
-                "stopped refusing after benign fine-tuning and the more its drift lay along v_rev.")
-    elif found == CONTRADICTED:
-        head = (f"Contradicted by this grid: at least one measure of reversion fell, with a "
-                f"{CI_LEVEL:.0%} interval below zero, as H deepened relative to S.")
+def _no_interval(n_seeds: int) -> str:
+    if n_seeds < 2:
+        return ("no interval or p: one history seed, and the seed is the unit (its units share "
+                "its draws), so the slope is descriptive")
+    return "no interval: the seeds' estimates do not vary, or too few seeds have one"
+
+
+def rank_text(r: RankEffect) -> str:
+    """One rank effect in words: each seed's rho, their mean and the interval over seeds."""
+    per = ", ".join(f"seed {k} {v:+.2f}" if np.isfinite(v) else f"seed {k} undefined"
+                    for k, v in r.per_seed.items())
+    if np.isfinite(r.ci_low):
+        over = (f"mean {r.rho:+.2f}, {CI_LEVEL:.0%} CI [{r.ci_low:+.2f}, {r.ci_high:+.2f}] over "
+                f"{r.n_seeds} seeds, {r.n_seeds - 1} df")
+    elif np.isfinite(r.rho):
+        over = f"mean {r.rho:+.2f}, {_no_interval(r.n_seeds)}"
     else:
-        open_ = [NAMES[o] for o, f in result.fits.items() if not f.ci_low > 0]
-        head = (f"Not resolved by this grid: no positive depth slope with a {CI_LEVEL:.0%} "
-                f"interval above zero for {' nor '.join(open_)}, and none below zero either, so "
-                "the grid neither shows nor rules out the claim.")
-    return f"{head} Fits: {rev}; {ali}.{faster}"
+        over = "undefined (too few units, or the outcome does not vary)"
+    return f"with {DEPTH_NAMES[r.depth]}: {over}" + (f" ({per})" if per else "")
+
+
+def verdict(result: SweepResult) -> str:
+    """Plain words on 'deeper H relative to S -> stronger, faster reversion', from the
+    pre-registered outcome's rank correlations over the verdict's units."""
+    u = result.units
+    never = int((u["refusal_S"].astype(float) <= 0).sum())
+    bad = int((~u["shape_ok"].astype(bool)).sum())
+    found = outcome(result)
+    signs = ", ".join(f"{'negative' if EXPECTED[VERDICT_OUTCOME, d] < 0 else 'positive'} with "
+                      f"{DEPTH_NAMES[d]}" for d in DEPTHS)
+    if found == SUPPORTED:
+        head = (f"Supported by this grid: {NAMES[VERDICT_OUTCOME]} is ranked as the claim "
+                f"predicts ({signs}), each {CI_LEVEL:.0%} interval over the history seeds on "
+                "that side of 0.")
+    elif found == CONTRADICTED:
+        head = (f"Contradicted by this grid: {NAMES[VERDICT_OUTCOME]} is ranked against the claim "
+                f"(which predicts {signs}), a {CI_LEVEL:.0%} interval over the history seeds on "
+                "the other side of 0.")
+    else:
+        head = (f"Not resolved by this grid: the claim predicts {NAMES[VERDICT_OUTCOME]} "
+                f"{signs}, and no {CI_LEVEL:.0%} interval over the history seeds decides it "
+                "either way.")
+    counted = (f"Counted: {result.n_verdict} of {len(u)} units (the rest missed a shape check "
+               f"({bad}) or their θ_S never refused ({never}); those are flagged and kept in the "
+               "tables, and a never-refusing unit is not ranked as slowest to revert, since it "
+               "had nothing to revert).")
+    ranks = "; ".join(
+        f"{NAMES[o]} {rank_text(result.ranks[rank_key(o, d)])}"
+        for o in (VERDICT_OUTCOME, "half_time") for d in DEPTHS)
+    return f"{head} {counted} Spearman's rho, within each history seed: {ranks}."
 
 
 def _robustness(result: SweepResult, n_bad: int) -> str:
@@ -97,6 +139,7 @@ def findings(result: SweepResult) -> list[str]:
     u = result.units
     n, n_bad, n_reused = len(u), int((~u["shape_ok"].astype(bool)).sum()), int(u["reused"].sum())
     reached = int(np.isfinite(u["steps_to_half"].astype(float)).sum())
+    refusing = int((u["refusal_S"].astype(float) > 0).sum())
     return [
         f"The grid: {u['cell'].nunique()} depth cells x {u['seed'].nunique()} history seed(s) = "
         f"{n} units. Reusing the main history's own runs: {n_reused}. Missing at least one "
@@ -105,7 +148,10 @@ def findings(result: SweepResult) -> list[str]:
         _robustness(result, n_bad),
         _components(result),
         f"Units whose refusal fell to half of θ_S's within the {result.final_step} "
-        f"fine-tuning steps: {reached} of {n}.",
+        f"fine-tuning steps: {reached} of the {refusing} whose θ_S refuses at all "
+        f"({refusing - reached} censored at T = {result.final_step}); {n - refusing} unit(s) "
+        "never refused and have no half time. Fits at T: "
+        + fit_sentences(result),
         _mediation(u),
     ]
 
@@ -150,3 +196,14 @@ def outcome_vs_ratio(units: pd.DataFrame, fit: DepthFit, title: str, label: str)
     ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def rank_table(result: SweepResult) -> pd.DataFrame:
+    """One row per outcome and depth: each seed's rho, the mean and its interval over seeds."""
+    rows = []
+    for r in result.ranks.values():
+        rows.append({"outcome": r.outcome, "depth": r.depth, "rho (mean over seeds)": r.rho,
+                     "ci_low": r.ci_low, "ci_high": r.ci_high, "p": r.p, "n_seeds": r.n_seeds,
+                     "n_units": r.n_units, "rho over units (descriptive)": r.rho_units,
+                     **{f"rho seed {k}": v for k, v in r.per_seed.items()}})
+    return pd.DataFrame(rows)

@@ -16,7 +16,12 @@ from gravrev.interp.direction import (
 from gravrev.stages.artifacts import analysed_cell, load_v_rev, probe_selection
 from gravrev.stages.finetune.arms import arms_table
 from gravrev.stats.nulls import cosine, isotropic_quantile
-from gravrev.stats.summaries import spearman, summarize, trajectory_model
+from gravrev.stats.summaries import (
+    grouped_summary,
+    history_trend,
+    summarize,
+    trajectory_model,
+)
 from gravrev.stats.trajectories import correlation_by_history
 from gravrev.store.atomic import atomic_dir, read_json, read_npz, write_csv, write_json, write_npz
 from gravrev.store.paths import Paths
@@ -123,9 +128,15 @@ def alignment_table(cfg: Config, paths: Paths, stage: str, runs: pd.DataFrame,
 
 
 def pooled(df: pd.DataFrame) -> pd.DataFrame:
-    """per_step for each history and for all histories together (history 'all')."""
-    return pd.concat([per_step(df, ["history"]), per_step(df.assign(history="all"), ["history"])],
-                     ignore_index=True)
+    """per_step for each history (over its runs), and pooled as history 'all' with the history
+    as the unit: the interval over the history means (histories - 1 df)."""
+    each = per_step(df, ["history"])
+    each = each.assign(n_groups=1, df=each["n"] - 1)
+    rows = [{"history": "all", "step": int(s),
+             **grouped_summary(g["alignment"].to_numpy(), g["history"].to_numpy())}
+            for s, g in df.groupby("step", sort=True)]
+    cols = [*each.columns, "group_sd"]
+    return pd.concat([each, pd.DataFrame(rows, columns=cols)], ignore_index=True)
 
 
 def per_step(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -183,9 +194,11 @@ def _main(cfg: Config, paths: Paths, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _models(main: pd.DataFrame) -> dict[str, dict]:
+    """alignment ~ log(step) per history (random intercept per run), and pooled ('all') as a
+    t interval over the histories' slopes: runs of one history share its theta_S."""
     data = main.assign(run=main["history"] + "/" + main["seed"].astype(str))
     out = {h: trajectory_model(g) for h, g in data.groupby("history", sort=False)}
-    out["all"] = trajectory_model(data)
+    out["all"] = history_trend(out)
     return out
 
 
@@ -197,7 +210,9 @@ def alignment_metrics(cfg: Config, paths: Paths, table: pd.DataFrame, dirs: dict
     def steps_of(df: pd.DataFrame) -> dict:
         out = {}
         for h, g in [*df.groupby("history", sort=False), ("all", df)]:
-            out[h] = {int(s): summarize(x["alignment"].to_numpy()) for s, x in g.groupby("step")}
+            out[h] = {int(s): (summarize(x["alignment"].to_numpy()) if h != "all" else
+                               grouped_summary(x["alignment"].to_numpy(), x["history"].to_numpy()))
+                      for s, x in g.groupby("step")}
         return out
 
     return {
@@ -216,7 +231,6 @@ def alignment_metrics(cfg: Config, paths: Paths, table: pd.DataFrame, dirs: dict
         "by_step": steps_of(main),
         "early_by_step": steps_of(early),
         "trajectory_model": _models(main),
-        "spearman_alignment_non_refusal": spearman(main["alignment"], main["non_refusal"]),
         "isotropic_p99": isotropic_quantile(d, cfg.analysis.null_quantile),
         "alignment_harm": alignment_harm(main).to_json(),
     }
