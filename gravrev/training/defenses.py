@@ -53,9 +53,9 @@ def constrained_token_loss(logp: torch.Tensor, logp_ref: torch.Tensor,
                            beta: torch.Tensor) -> torch.Tensor:
     """Mean over tokens of -(2/beta) log sigmoid(beta (log p - log p_S)), Qi et al.'s loss.
 
-    Its gradient on log p is 2 sigmoid(-beta z): 1 at theta_S's probability (z = 0, as the
-    cross-entropy's), vanishing once p exceeds p_S by a few 1/beta; as beta -> 0 it is the
-    cross-entropy's. Its infimum over p is within (2/beta) log 2 of its value at p_S.
+    Its gradient on log p is -2 sigmoid(-beta z): -1 at theta_S's probability (z = 0, the
+    cross-entropy's), vanishing once log p exceeds log p_S by a few 1/beta; as beta -> 0 it
+    is the cross-entropy's. Its infimum over p is within (2/beta) log 2 of its value at p_S.
     """
     z = logp - logp_ref
     return (-(2.0 / beta) * torch.nn.functional.logsigmoid(beta * z)).mean()
