@@ -20,8 +20,8 @@ from gravrev.organism.model import load_checkpoint, prompt_text, save_checkpoint
 from gravrev.organism.world import World
 from gravrev.settings.protocol import make_setting
 from gravrev.store.atomic import write_npz
-from gravrev.training.finetune import finetune_run
 from gravrev.training.defenses import DefenseSpec, make_defense
+from gravrev.training.finetune import finetune_run
 from gravrev.training.loop import pick_device, set_seed
 from gravrev.training.objectives import BlockSpec, make_objective
 from gravrev.training.phases import probe_set, train_branch, train_helpful

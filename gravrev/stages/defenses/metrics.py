@@ -126,7 +126,8 @@ class DefensesMetrics:
     def from_json(cls, d: dict) -> DefensesMetrics:
         base = {h: {m: math.nan if v is None else v for m, v in x.items()}
                 for h, x in d["baseline"].items()}
-        return cls(d["preset"], d["layer"], d["tolerance"], d["histories"], d["seeds"], base, {a: ArmVerdict.from_json(v) for a, v in d["arms"].items()})
+        return cls(d["preset"], d["layer"], d["tolerance"], d["histories"], d["seeds"], base,
+                   {a: ArmVerdict.from_json(v) for a, v in d["arms"].items()})
 
 
 def _by_history(means: pd.DataFrame, arm: str, strength: float) -> dict[str, dict[str, float]]:

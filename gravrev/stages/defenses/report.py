@@ -16,6 +16,7 @@ from gravrev.training.defenses import BETA_FIRST, BETA_PREFIX, BETA_REST
 LABELS = {"non_refusal": "non-refusal at T (%)",
           "harmful_compliance": "harmful compliance at T (%)"}
 SHORT = {"non_refusal": "non-refusal", "harmful_compliance": "harmful compliance"}
+CUT = {1: "cut", -1: "raised", 0: "not shown to change"}  # the interval's sign rule
 
 
 def sig(x: float, digits: int = 2) -> str:
@@ -147,9 +148,8 @@ def findings(cfg: Config, r: DefensesResult) -> list[str]:
         out.append(f"No strength met the cost rule for {', '.join(unmet)}: the weakest was "
                    "used, and its comparison is at a higher task cost than the baseline's.")
     for arm, v in m.arms.items():
-        cut = "; ".join(
-            f"{SHORT[x]} {'cut' if s.excludes_zero == 1 else 'raised' if s.excludes_zero == -1 else 'not shown to change'}"
-            f" by {interval(s)} points" for x, s in v.harm_reduction.items())
+        cut = "; ".join(f"{SHORT[x]} {CUT[s.excludes_zero]} (baseline − arm {interval(s)} "
+                        "points)" for x, s in v.harm_reduction.items())
         out.append(f"{arm} (strength {sig(v.choice.strength)}) against the baseline: {cut}; "
                    f"its drift's cosine with v_rev {interval(v.drift_cosine)}.")
     for arm, v in m.arms.items():
