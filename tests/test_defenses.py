@@ -190,3 +190,22 @@ def test_metrics_verdicts_and_their_json_round_trip():
 def test_bad_defenses_config_names_its_field(override, field):
     with pytest.raises(ConfigError, match=field):
         resolve({"preset": "tiny", "defenses": override})
+
+
+def test_the_chapter_words_table_and_frontier_from_the_fixture():
+    from gravrev.stages.defenses import report
+    from gravrev.stages.defenses.metrics import DefensesResult, frontier
+
+    cfg = resolve({"preset": "smoke"})
+    final = fixture()
+    metrics = defenses_metrics(cfg, final, {"histories": ["h0", "h1"], "seeds": [1]})
+    r = DefensesResult(final, frontier(final), metrics)
+    table = report.matched_table(r)
+    assert list(table.columns[:3]) == ["arm", "block vs it: non-refusal",
+                                       "block vs it: harmful compliance"]
+    words = " ".join(report.findings(cfg, r))
+    assert "No strength met the cost rule for B" in words
+    assert "2 of 2 histories" in words
+    fig = report.frontier(r.frontier, {a: v.choice.strength for a, v in metrics.arms.items()},
+                          "rotate")
+    assert len(fig.axes) == 2

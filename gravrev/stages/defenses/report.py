@@ -20,10 +20,14 @@ CUT = {1: "cut", -1: "raised", 0: "not shown to change"}  # the interval's sign 
 
 
 def sig(x: float, digits: int = 2) -> str:
-    """x to `digits` significant figures, or a dash when it was not measured."""
+    """x to `digits` significant figures (whole numbers past them, never an exponent), or a
+    dash when it was not measured."""
     if x is None or math.isnan(x):
         return "-"
-    return f"{x:.{digits}g}"
+    if abs(x) >= 10 ** digits:
+        return f"{x:.0f}"
+    text = f"{x:.{digits}g}"
+    return f"{float(text):.{max(0, digits - 1)}f}".rstrip("0").rstrip(".") if "e" in text else text
 
 
 def interval(s: Summary, digits: int = 2) -> str:
@@ -104,7 +108,7 @@ def per_history_table(r: DefensesResult) -> pd.DataFrame:
     for arm, v in r.metrics.arms.items():
         for h, x in v.per_history.items():
             rows.append({"arm": arm, "history": h,
-                         **{f"{SHORT[m]} (baseline)": f"{sig(x[m])} ({sig(base[h][m])})"
+                         **{f"{SHORT[m]} (baseline)": f"{sig(x[m], 3)} ({sig(base[h][m], 3)})"
                             for m in HARM},
                          "cos(drift, v_rev)": sig(x["alignment"])})
     return pd.DataFrame(rows)
@@ -149,14 +153,16 @@ def findings(cfg: Config, r: DefensesResult) -> list[str]:
                    "used, and its comparison is at a higher task cost than the baseline's.")
     for arm, v in m.arms.items():
         cut = "; ".join(f"{SHORT[x]} {CUT[s.excludes_zero]} (baseline − arm {interval(s)} "
-                        "points)" for x, s in v.harm_reduction.items())
+                        "points)" for x, s in sorted(v.harm_reduction.items(),
+                                                     key=lambda kv: HARM.index(kv[0])))
         out.append(f"{arm} (strength {sig(v.choice.strength)}) against the baseline: {cut}; "
                    f"its drift's cosine with v_rev {interval(v.drift_cosine)}.")
     for arm, v in m.arms.items():
         if arm == CLAIM or not v.block_minus_arm:
             continue
         said = "; ".join(f"{SHORT[x]}: {v.verdicts[x]} (block − {arm} {interval(s)})"
-                         for x, s in v.block_minus_arm.items())
+                         for x, s in sorted(v.block_minus_arm.items(),
+                                            key=lambda kv: HARM.index(kv[0])))
         out.append(f"The block along v_rev against {arm}: {said}.")
     opposed = [a for a, v in m.arms.items() if a != CLAIM and v.drift_cosine.excludes_zero == -1]
     if opposed:
