@@ -130,7 +130,7 @@ def frontier(df: pd.DataFrame, chosen: dict[str, float], new_task: str) -> plt.F
         ax.scatter([base[x]], [base[m]], color="black", s=70, zorder=5, label="baseline")
         label = f"new task ({new_task})" if x == "new_task_accuracy" else "benign"
         ax.set(xlabel=f"{label} accuracy at T (%)", ylabel=LABELS[m], title=LABELS[m],
-               ylim=(-3, 103))
+               xlim=(-3, 103), ylim=(-3, 103))
     axes[-1].legend(title="arm (ring: matched cost)", fontsize=8, bbox_to_anchor=(1.01, 1),
                     loc="upper left")
     fig.suptitle("Harm against the new task over each arm's strength grid (means over "
