@@ -7,6 +7,8 @@ run's optimizer, schedule, steps and benign batches (checked against stage finet
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -64,7 +66,7 @@ def directions(cfg: Config, paths: Paths, history: str) -> dict[str, np.ndarray]
     return {"block": load_v_rev(cfg, paths, history)[cfg.layer], "refusal_direction": -r[cfg.layer]}
 
 
-def task_of(cfg: Config, paths: Paths, out, history: str, seed: int, arm: str,
+def task_of(cfg: Config, paths: Paths, out: Path, history: str, seed: int, arm: str,
             strength: float | None, pool: list[str], dirs: dict[str, np.ndarray],
             setting: Setting) -> FinetuneTask:
     """One run: judged at T only, snapshotted at 0 and T."""
