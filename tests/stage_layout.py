@@ -129,6 +129,7 @@ def build(root: Path, cfg: Config = CFG) -> Layout:
             logs += _log_rows(h, arm, seed)
     write_csv(paths.stage("finetune") / "runs.csv", pd.DataFrame(runs))
     write_csv(paths.stage("finetune") / "log.csv", pd.DataFrame(logs))
+    write_csv(paths.stage("finetune") / "search_log.csv", pd.DataFrame())  # nothing searched
     return Layout(cfg, paths, v, u, safe)
 
 

@@ -218,9 +218,17 @@ def shared_figures() -> dict:
     checks = pd.DataFrame([(h, f"check {i}", float(rng.normal(0, 10))) for h in ("h0", "h1")
                            for i in range(4)], columns=["history", "check", "margin"])
     ids = ["alignment_step1", "final_alignment_unblocked", "harmfulness_unblocked"]
-    claims = pd.DataFrame({"id": ids, "paper_mean": [0.2, 0.5, 80.0], "paper_sd": [0.1, 0.1, 5],
-                           "measured_mean": [0.1, 0.9, 100.0],
-                           "measured_sd": [0.05, np.nan, 0.0]})
+    claims = pd.DataFrame({"id": ids, "unit": ["cosine", "cosine", "percent"],
+                           "paper_mean": [0.2, 0.5, 80.0], "paper_sd": [0.1, np.nan, 5],
+                           "mean": [0.1, 0.9, 100.0], "ci_low": [-1.2, 0.8, 100.0],
+                           "ci_high": [1.4, 1.0, 100.0],
+                           "direction": ["does not hold", "holds", "holds"],
+                           "size": ["holds", "does not hold", "not comparable"]})
+    histories = [f"h{i}" for i in range(8)]
+    aligned = pd.DataFrame([(h, seed, st, float(rng.uniform(-1, 1)), *rng.uniform(0, 100, 2))
+                            for h in histories for seed in (0, 1) for st in (1, 2, 5, 10, 20)],
+                           columns=["history", "seed", "step", "alignment", "non_refusal",
+                                    "harmful_compliance"])
     early = pd.DataFrame({"arm": "early", "history": ["h0"] * 6 + ["h1"] * 6,
                           "step": [1, 1, 1, 2, 2, 2] * 2, "alignment": np.linspace(0, 1, 12)})
     main = pd.DataFrame([(seed, st, float(rng.uniform(-1, 1))) for seed in range(3)
@@ -232,6 +240,9 @@ def shared_figures() -> dict:
         "sensitivity": plots.sensitivity(sens, 1e-3, "adam"),
         "shape_margins": plots.shape_margins(checks),
         "paper_vs_measured": plots.paper_vs_measured(claims),
+        "alignment_and_refusal": plots.alignment_and_refusal(aligned),
+        "alignment_and_refusal_3": plots.alignment_and_refusal(
+            aligned[aligned["history"].isin(histories[:3])]),
         "early_alignment": plots.early_alignment(early),
         "alignment_trajectory": plots.alignment_trajectory(main, {"isotropic p99": 0.3}),
         "layer_position_heatmap": plots.layer_position_heatmap(grid, "grid"),

@@ -11,10 +11,11 @@ from scipy import stats
 from scipy.stats import spearmanr
 from stage_layout import CFG, DESIGN, EARLY_STEPS, LOG_STEPS, SENS_ARM
 
-from gravrev.claims.why import value_text
 from gravrev.config.fields import ConfigError
 from gravrev.config.load import resolve
 from gravrev.organism.shape import shape_checks
+from gravrev.report import claim_words
+from gravrev.report.claim_words import value_text
 from gravrev.runtime import seeds
 from gravrev.stages.artifacts import load_v_rev
 from gravrev.stages.blocking import metrics as block_metrics
@@ -24,6 +25,7 @@ from gravrev.stages.claims import compute as claims
 from gravrev.stages.claims import report as claims_report
 from gravrev.stages.finetune import arms as fine_arms
 from gravrev.stages.finetune import metrics as fine_metrics
+from gravrev.stages.finetune import regime as fine_regime
 from gravrev.stages.finetune import report as fine_report
 from gravrev.stages.finetune import runs as fine_runs
 from gravrev.stages.history import metrics as history_metrics
@@ -33,7 +35,7 @@ from gravrev.stages.nulls import report as nulls_report
 from gravrev.stages.vrev import compute as vrev
 from gravrev.stages.vrev import report as vrev_report
 from gravrev.stats.nulls import isotropic_quantile
-from gravrev.store.atomic import write_csv, write_json, write_npz
+from gravrev.store.atomic import read_json, write_csv, write_json, write_npz
 from gravrev.store.paths import Paths
 
 # ============================================================================ the layout
@@ -335,18 +337,21 @@ def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
 def _finetune_result(built, cfg=CFG) -> fine_metrics.FinetuneResult:
     log = pd.read_csv(built.paths.stage("finetune") / "log.csv")
     runs = pd.read_csv(built.paths.stage("finetune") / "runs.csv")
+    search, per_history, candidates = fine_regime.search_metrics(cfg, pd.DataFrame())
     return fine_metrics.FinetuneResult(log, runs, fine_metrics.regime_table(cfg, log),
                                        fine_metrics.runs_at_T(cfg, log),
                                        fine_arms.arms_table(cfg, list(runs["arm"].unique())),
-                                       fine_metrics.new_task_column(cfg, log))
+                                       fine_metrics.new_task_column(cfg, log),
+                                       fine_metrics.finetune_metrics(cfg, log, search),
+                                       pd.DataFrame(), per_history, candidates)
 
 
 def test_finetune_regime_metrics_and_findings(built):
     r = _finetune_result(built)
     assert len(r.regime) == 4 and r.regime["learned"].all()  # 75 >= 70 at T
-    assert (r.regime["refusal_at_T"] == S.REFUSAL["unblocked"][-1]).all()
-    m = fine_metrics.finetune_metrics(CFG, r.log)
-    assert m.regime.holds is True
+    assert (r.regime["nonrefusal_at_T"] == 100 - S.REFUSAL["unblocked"][-1]).all()
+    m = r.metrics
+    assert m.regime.holds is (bool(r.regime["no_shock"].all()))
     h0 = m.histories["h0"]
     assert h0.safe_start["refusal_rate"] == S.REFUSAL["unblocked"][0]
     assert m.refusal_at_T("h0") == [S.REFUSAL["unblocked"][-1]] * 2
@@ -355,15 +360,18 @@ def test_finetune_regime_metrics_and_findings(built):
     text = fine_report.findings(CFG, r)
     assert "refusal from 90% at θ_S to 30% at step 20" in text[0]
     assert "Half of the refusal is gone, on average, by step 20." in text  # 90 -> 50 -> 30
-    assert any("holds in 4 of 4 runs; the regime is as registered" in t for t in text)
+    assert any("the new task reaches >= 70% by T in 4 of 4 runs" in t for t in text)
+    assert any("pooled non-refusal at T is 70%, inside the band 10-90%" in t for t in text)
     assert any("refusal at T is 87%" in t for t in text)
     strict = dataclasses.replace(
         CFG, finetune=dataclasses.replace(CFG.finetune, min_new_task_accuracy=80.0))
     r80 = _finetune_result(built, strict)
     assert len(r80.regime) == 4 and not r80.regime["learned"].any()
-    assert fine_metrics.finetune_metrics(strict, r80.log).regime.holds is False
-    assert any("holds in 0 of 4 runs; the regime does not fully meet its own rule" in t
+    assert r80.metrics.regime.holds is False
+    assert any("in 0 of 4 runs" in t and "does not meet its own rule" in t
                for t in fine_report.findings(strict, r80))
+    assert fine_report.search_findings(CFG, r) == [
+        "No regime was searched (no search (regime.search_histories is 0))."]
 
 
 def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_path):
@@ -375,6 +383,7 @@ def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_pat
     write_csv(paths.stage("finetune") / "log.csv", log)
     write_csv(paths.stage("finetune") / "runs.csv",
               pd.read_csv(built.paths.stage("finetune") / "runs.csv"))
+    write_csv(paths.stage("finetune") / "search_log.csv", pd.DataFrame())
     fine_metrics.measure(CFG, paths)
     m = fine_metrics.FinetuneMetrics.read(paths)
     assert m.regime.holds is None and "not checked" in m.regime.rule
@@ -392,7 +401,7 @@ def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_pat
 def test_finetune_metrics_json_round_trips(built, tmp_path):
     """FinetuneMetrics: to_json is the dict written, from_json reads it back to the same bytes."""
     paths = Paths(tmp_path)
-    for name in ("log.csv", "runs.csv"):
+    for name in ("log.csv", "runs.csv", "search_log.csv"):
         write_csv(paths.stage("finetune") / name, pd.read_csv(built.paths.stage("finetune") / name))
     fine_metrics.measure(CFG, paths)
     written = paths.metrics_file("finetune").read_bytes()
@@ -1067,7 +1076,7 @@ def claims_result(tmp_path_factory):
     paths = Paths(tmp_path_factory.mktemp("claims"))
     for stage, m in _metrics().items():
         write_json(paths.metrics_file(stage), m)
-    return claims.run(CFG, paths)
+    return claims_report.page(claims.run(CFG, paths))
 
 
 def test_claims_run_gives_the_worked_out_verdicts(claims_result):
@@ -1114,6 +1123,12 @@ def test_no_two_claims_share_a_reason_and_each_names_its_own_value(claims_result
         assert w.endswith("."), entry["id"]
         if entry["verdict"] != "not comparable":
             assert value_text(entry) in w, entry["id"]
+            assert "the rule" in w, entry["id"]
+            m = entry["measured"]
+            deciding = m.get("difference", m)  # the paired difference decides where there is one
+            if deciding.get("ci_low") is not None:
+                ends = {f"{round(deciding['ci_low'], d) + 0.0:+.{d}f}" for d in (1, 2, 3)}
+                assert any(e in w for e in ends), (entry["id"], ends)
             assert "95%" in w or entry["id"] == "vocabulary_readout", entry["id"]
 
 
@@ -1211,7 +1226,7 @@ def test_claims_findings_name_a_claim_every_history_gives_but_the_pool_does_not(
     paths = Paths(tmp_path)
     for stage, metrics in m.items():
         write_json(paths.metrics_file(stage), metrics)
-    r = claims.run(CFG, paths)
+    r = claims_report.page(claims.run(CFG, paths))
     by_id = {c["id"]: c for c in r.report["claims"]}
     assert {e["verdict"] for e in by_id["alignment_step20"]["per_history"].values()} == {"holds"}
     assert by_id["alignment_step20"]["verdict"] == "does not hold"
@@ -1232,7 +1247,7 @@ def test_claims_without_the_new_metrics_are_not_comparable_with_a_reason(tmp_pat
     paths = Paths(tmp_path)
     for stage, metrics in m.items():
         write_json(paths.metrics_file(stage), metrics)
-    r = claims.run(CFG, paths)
+    r = claims_report.page(claims.run(CFG, paths))
     by_id = {c["id"]: c for c in r.report["claims"]}
     for cid in ("final_alignment_blocked", "harmfulness_blocked", "task_cost",
                 "matched_null_every_trajectory", "vocabulary_readout",
@@ -1247,6 +1262,26 @@ def test_claims_without_the_new_metrics_are_not_comparable_with_a_reason(tmp_pat
     json.dumps(r.report, allow_nan=False)
 
 
+def _keys(x) -> set[str]:
+    if isinstance(x, dict):
+        return set(x) | {k for v in x.values() for k in _keys(v)}
+    return {k for v in x for k in _keys(v)} if isinstance(x, list) else set()
+
+
+def test_claims_json_holds_measured_fields_and_the_report_words_them(tmp_path):
+    paths = Paths(tmp_path)
+    for stage, m in _metrics().items():
+        write_json(paths.metrics_file(stage), m)
+    written = claims.run(CFG, paths).report
+    assert written == read_json(paths.metrics_file("claims"))
+    assert not _keys(written) & {"why", "sentence", "headline"}
+    assert written["arms"]["unblocked"]["harmful_compliance"] == pytest.approx(15.5)
+    assert written["context"]["n_runs"] == 4
+    worded = claims_report.page(claims.ClaimsResult(written))
+    assert all(c["why"] and c["sentence"] for c in worded.report["claims"])
+    assert not _keys(written) & {"why"}  # wording leaves claims.json's entries as they were
+
+
 def test_claims_json_is_strict_json(claims_result, tmp_path):
     text = json.dumps(claims_result.report, allow_nan=False)
     assert json.loads(text) == claims_result.report
@@ -1254,7 +1289,6 @@ def test_claims_json_is_strict_json(claims_result, tmp_path):
 
 def test_claims_context_states_measurements_not_mechanisms(claims_result):
     text = claims_result.headline["context"]
-    assert claims_result.report["headline"]["context"] == text
     assert "2 independent histories, 4 fine-tuning runs" in text
     assert "from 4.0% at θ_S to 18.8% at T" in text
     assert "harmful compliance (a harmful answer, not only no refusal) ends at 15.5%" in text
@@ -1263,9 +1297,24 @@ def test_claims_context_states_measurements_not_mechanisms(claims_result):
     m = _metrics()
 
     def said(metrics: dict) -> str:
-        return claims.context(claims.Inputs.from_json(metrics))
+        inputs = claims.Inputs.from_json(metrics)
+        return claim_words.context({"context": claims.context(inputs),
+                                    "arms": claims.arm_means(inputs)})
 
     m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 15.0  # within 5 of 18.75
     assert "Beyond the paper's claims" not in said(m)  # thresholds.kept_refusal decides
     m["sweep"] = {"outcome": "deeper histories revert more"}
     assert said(m).endswith("The history-depth sweep: deeper histories revert more (chapter 08).")
+
+
+def test_figure_12_plots_the_intervals_that_decided_the_verdicts(claims_result):
+    table = claims_report.deciding_intervals(claims_result).set_index("id")
+    by_id = {c["id"]: c for c in claims_result.report["claims"]}
+    assert "alignment_step1" in table.index and "task_cost" not in table.index  # no paper figure
+    for cid, row in table.iterrows():
+        m = by_id[cid]["measured"]
+        assert (row["ci_low"], row["ci_high"], row["mean"]) == (m["ci_low"], m["ci_high"],
+                                                                m["mean"]), cid
+        assert (row["direction"], row["size"]) == (by_id[cid]["verdict"],
+                                                   by_id[cid]["size_verdict"]), cid
+        assert row["unit"] == by_id[cid]["paper"]["unit"], cid

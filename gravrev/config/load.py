@@ -22,6 +22,7 @@ from gravrev.config.experiment import (
     FinetuneConfig,
     HFConfig,
     MediationConfig,
+    RegimeConfig,
 )
 from gravrev.config.fields import ConfigError, build, check
 from gravrev.config.organism import (
@@ -45,6 +46,7 @@ class Config:
     world: WorldConfig
     history: HistoryConfig
     finetune: FinetuneConfig
+    regime: RegimeConfig
     analysis: AnalysisConfig
     blocking: BlockingConfig
     defenses: DefensesConfig
@@ -70,7 +72,13 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self, name: str) -> None:
-        """Cross-section checks, before any work: the rehearsal arm's batches and data."""
+        """Cross-section checks, before any work: the rehearsal arm, the regime's search."""
+        for arm in self.regime.shock.arms:
+            check(arm in self.blocking.arms, "regime.shock.arms",
+                  f"{arm!r} is not one of blocking.arms {self.blocking.arms}: the shock regime "
+                  "reuses the main regime's arms and lambda")
+        check(self.regime.search_histories <= len(self.history.seeds), "regime.search_histories",
+              f"must be <= the number of histories ({len(self.history.seeds)})")
         if "rehearsal" in self.blocking.arms:
             check(self.finetune.batch_size >= 2, "blocking.arms",
                   f"rehearsal needs finetune.batch_size >= 2 (one benign row and one safety "

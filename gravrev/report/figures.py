@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FuncFormatter
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -137,40 +138,48 @@ def null_histograms(samples: dict[str, np.ndarray], observed: np.ndarray) -> plt
     return fig
 
 
+VERDICT_COLOURS = {"holds": "C2", "does not hold": "C3", "not comparable": "0.5"}
+BOUNDED = ("cosine", "Spearman rho")  # units that live in [-1, 1]
+
+
 def paper_vs_measured(table: pd.DataFrame) -> plt.Figure:
-    """Each mean ± sd claim, the paper's value beside this run's: cosines above, percents below."""
-    percent = table["id"].str.startswith("harmfulness")
-    panels = [
-        (table[~percent], "cosine", (-1.05, 1.05)),  # a point at a bound is drawn whole
-        (table[percent], "percent of harmful requests", (-3, 103)),
-    ]
-    rows = [max(1, int((~percent).sum())), max(1, int(percent.sum()))]
-    height = max(FIGURE_WIDTH / MAX_ASPECT, 0.45 * sum(rows) + 2.4)
-    fig, axes = plt.subplots(2, 1, figsize=(FIGURE_WIDTH, height),
+    """Each claim with a paper figure: the paper's value beside this run's pooled mean and the
+    95% interval that decided its verdicts; colour: direction verdict, fill: size verdict."""
+    bounded = table["unit"].isin(BOUNDED)
+    panels = [(table[bounded], "cosine or Spearman rho"), (table[~bounded], "percent")]
+    panels = [(df, unit) for df, unit in panels if len(df)]
+    rows = [len(df) for df, _ in panels]
+    height = max(FIGURE_WIDTH / MAX_ASPECT, 0.55 * sum(rows) + 2.4)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(FIGURE_WIDTH, height), squeeze=False,
                              gridspec_kw={"height_ratios": rows})
-    for ax, (df, unit, lim) in zip(axes, panels, strict=True):
-        y = np.arange(len(df))
-        ax.errorbar(
-            df["paper_mean"],
-            y + 0.12,
-            xerr=df["paper_sd"],
-            fmt="s",
-            color="C1",
-            label="paper (mean ± sd)",
-        )
-        ax.errorbar(
-            df["measured_mean"],
-            y - 0.12,
-            xerr=df["measured_sd"].fillna(0),
-            fmt="o",
-            color="C0",
-            label="this run (mean ± sd)",
-        )
-        ax.set_yticks(y, df["id"])
-        ax.set(xlabel=unit, xlim=lim, ylim=(-0.6, len(df) - 0.4))
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=8, ncol=2)
-    fig.suptitle("Paper versus this run", x=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    for ax, (df, unit) in zip(axes.flat, panels, strict=True):
+        y = np.arange(len(df))[::-1]
+        ax.errorbar(df["paper_mean"], y + 0.15, xerr=df["paper_sd"].fillna(0), fmt="s",
+                    color="0.35", ms=6, capsize=2, label="paper (its mean ± sd)")
+        for yi, row in zip(y, df.itertuples(), strict=True):
+            colour = VERDICT_COLOURS.get(row.direction, "0.5")
+            ax.plot([row.ci_low, row.ci_high], [yi - 0.15] * 2, color=colour, lw=2.5)
+            ax.plot(row.mean, yi - 0.15, "o", ms=8, color=colour,
+                    mfc=colour if row.size == "holds" else "white", mew=2)
+        ax.set_yticks(y, [f"{i}\n({u})" for i, u in zip(df["id"], df["unit"], strict=True)],
+                      fontsize=8)
+        sd = df["paper_sd"].fillna(0)
+        lo = min(df["ci_low"].min(), (df["paper_mean"] - sd).min())
+        hi = max(df["ci_high"].max(), (df["paper_mean"] + sd).max())
+        if unit.startswith("cosine"):
+            lo, hi = min(lo, -1.0), max(hi, 1.0)
+            ax.axvspan(-1, 1, color="0.93", zorder=0)  # a cosine's and a rho's whole range
+        pad = 0.05 * (hi - lo)
+        ax.axvline(0, color="k", lw=0.5)
+        ax.set(xlabel=unit, xlim=(lo - pad, hi + pad), ylim=(-0.6, len(df) - 0.4))
+    legend = [plt.Line2D([], [], color="0.35", marker="s", ls="", label="paper (mean ± sd)")]
+    legend += [plt.Line2D([], [], color=c, marker="o", lw=2.5, label=f"this run, 95% CI: {v}")
+               for v, c in VERDICT_COLOURS.items() if v in set(table["direction"])]
+    legend += [plt.Line2D([], [], color="0.2", marker="o", ls="", mfc="white", mew=2,
+                          label="open: size does not hold or is not judged")]
+    fig.legend(handles=legend, loc="lower center", ncol=2, fontsize=8)
+    fig.suptitle("Paper versus this run: the intervals that decided the verdicts")
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     return fig
 
 
@@ -234,6 +243,36 @@ def refusal_trajectories(log: pd.DataFrame, measures: tuple[str, ...]) -> plt.Fi
     return fig
 
 
+def regime_search(candidates: pd.DataFrame, max_drop: float, min_new_task: float,
+                  band: tuple[float, float]) -> plt.Figure:
+    """Each searched cell against the regime's rule at every horizon T, one line per cell."""
+    if candidates.empty:  # a setting that searched nothing still gets its (empty) figure
+        fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, FIGURE_WIDTH / MAX_ASPECT))
+        ax.text(0.5, 0.5, "No regime was searched in this setting", ha="center", va="center")
+        ax.set(title="The regime search", xticks=[], yticks=[])
+        return fig
+    t = candidates.assign(cell=[f"lr {a:g}, warmup {b:d}, share {c:g}" for a, b, c in
+                                zip(candidates["lr"], candidates["warmup"], candidates["share"],
+                                    strict=True)])
+    panels = (("worst_benign_drop", "worst benign drop below θ_S (points)", max_drop),
+              ("worst_new_task", "worst new-task accuracy at T (%)", min_new_task),
+              ("nonrefusal", "pooled non-refusal at T (%)", None))
+    fig, axes = panel_grid(len(panels), columns=len(panels), panel_aspect=0.8)
+    for i, (ax, (col, label, line)) in enumerate(zip(axes, panels, strict=True)):
+        sns.lineplot(t, x="T", y=col, hue="cell", style="cell", markers=True, dashes=False,
+                     ax=ax, legend=i == len(panels) - 1)
+        if line is not None:
+            ax.axhline(line, color="black", ls="--", lw=1)
+        else:
+            ax.axhspan(*band, color="green", alpha=0.12)
+        ax.set(title=label, xlabel="horizon T (steps)", ylabel=label.split(" (")[-1][:-1])
+    axes[-1].legend(fontsize=7, title="cell", loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("The regime search: every cell against the rule (dashed: the rule's limit; "
+                 "green: the band)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 @contextmanager
 def fixed_global_rng(seed: int = 0) -> Iterator[None]:
     """numpy's global generator seeded for a block and restored after: a figure that jitters
@@ -274,3 +313,46 @@ def early_alignment(early: pd.DataFrame) -> plt.Figure:
     fig.tight_layout()
     return fig
 
+
+
+def alignment_and_refusal(main: pd.DataFrame) -> plt.Figure:
+    """Per history on one step axis: cos(drift, v_rev) per run (thin) and its mean (left axis),
+    non-refusal and harmful compliance, means over runs (right axis, percent)."""
+    histories = list(dict.fromkeys(main["history"]))
+    n = len(histories)
+    columns = n if n <= ONE_ROW_PANELS else min(4, math.ceil(n / 2))  # two rows up to 8
+    fig, axes = panel_grid(n, columns=columns, panel_aspect=1.0, sharex=True, sharey=True)
+    last = {i for i in range(n) if (i + 1) % columns == 0 or i == n - 1}
+    for i, (ax, h) in enumerate(zip(axes, histories, strict=True)):
+        df = main[main["history"] == h].sort_values("step")
+        for _, run in df.groupby("seed"):
+            ax.plot(run["step"], run["alignment"], color="C0", lw=0.7, alpha=0.35)
+        mean = df.groupby("step")[["alignment", "non_refusal", "harmful_compliance"]].mean()
+        ax.plot(mean.index, mean["alignment"], color="C0", lw=2, label="cos(drift, v_rev)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(title=h, ylim=(-1.05, 1.05), xlabel="fine-tuning step" if i >= n - columns
+               else "", ylabel="cos(drift, v_rev)" if i % columns == 0 else "")
+        ax.set_xscale("symlog", linthresh=1)  # a step 0 (θ_S), where logged, sits at the left
+        ax.set_xlim(main["step"].min(), main["step"].max())
+        right = ax.twinx()
+        right.plot(mean.index, mean["non_refusal"], color="C3", lw=1.8, label="non-refusal")
+        right.plot(mean.index, mean["harmful_compliance"], color="C1", lw=1.8, ls="--",
+                   label="harmful compliance")
+        right.set_ylim(-2.5, 102.5)  # 0%, 50%, 100% level with cosines -1, 0, 1
+        right.set_yticks([0, 25, 50, 75, 100])
+        right.grid(False)
+        right.set_ylabel("percent" if i in last else "")
+        if i not in last:
+            right.tick_params(right=False, labelright=False)
+        ax.set_yticks([-1, -0.5, 0, 0.5, 1])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.tick_params(labelsize=8)
+        right.tick_params(labelsize=8)
+    handles = axes[0].get_legend_handles_labels()
+    more = fig.axes[-1].get_legend_handles_labels()
+    fig.legend(handles[0] + more[0], handles[1] + more[1], loc="lower center", ncol=3,
+               fontsize=8)
+    fig.suptitle("Alignment with v_rev and refusal over fine-tuning, per history "
+                 "(unblocked runs)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig

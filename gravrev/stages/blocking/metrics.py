@@ -3,6 +3,7 @@ steps, strength, paired effects and the ordering block < baseline < push."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 from gravrev.config.load import Config
 from gravrev.interp.direction import drift, probe_mask, refusal_direction
 from gravrev.stages.artifacts import load_v_rev, probe_selection
+from gravrev.stages.blocking.shock import shock_arm
 from gravrev.stats.nulls import cosine
 from gravrev.stats.summaries import paired_test, summarize, wilson_interval
 from gravrev.stats.trajectories import at_bound, cumulative_reversion
@@ -154,6 +156,28 @@ class Ordering:
 
 
 @dataclass(frozen=True)
+class ShockMetrics:
+    """The claim arms in the shock regime (stages.blocking.shock): each arm, the ordering."""
+
+    lr: float
+    warmup: int
+    steps: int
+    arms: dict[str, ArmMetrics]  # unblocked and the shock regime's arms
+    ordering: dict[str, Ordering]
+
+    def to_json(self) -> dict:
+        return {"lr": self.lr, "warmup": self.warmup, "steps": self.steps,
+                "arms": {a: m.to_json() for a, m in self.arms.items()},
+                "ordering": {m: o.to_json() for m, o in self.ordering.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ShockMetrics:
+        return cls(d["lr"], d["warmup"], d["steps"],
+                   {a: ArmMetrics.from_json(m) for a, m in d["arms"].items()},
+                   {m: Ordering.from_json(o) for m, o in d["ordering"].items()})
+
+
+@dataclass(frozen=True)
 class BlockingMetrics:
     """data/metrics/blocking.json: the chosen lambdas, every arm, the ordering."""
 
@@ -165,6 +189,7 @@ class BlockingMetrics:
     arms: dict[str, ArmMetrics]  # in the order of final.csv, unblocked last
     matched: dict[str, Matched]  # control -> its matched lambda
     ordering: dict[str, Ordering]  # measure -> block < baseline < push; empty without both
+    shock: ShockMetrics | None = None  # the claim arms in the shock regime
 
     def to_json(self) -> dict:
         return {"preset": self.preset, "lambda": self.lam,
@@ -172,14 +197,17 @@ class BlockingMetrics:
                 "claim_arm": self.claim_arm,
                 "arms": {a: m.to_json() for a, m in self.arms.items()},
                 "matched": {c: m.to_json() for c, m in self.matched.items()},
-                "ordering": {m: o.to_json() for m, o in self.ordering.items()}}
+                "ordering": {m: o.to_json() for m, o in self.ordering.items()},
+                "shock": None if self.shock is None else self.shock.to_json()}
 
     @classmethod
     def from_json(cls, d: dict) -> BlockingMetrics:
+        shock = d.get("shock")
         return cls(d["preset"], d["lambda"], d["manipulation_check"], d["layer"], d["claim_arm"],
                    {a: ArmMetrics.from_json(m) for a, m in d["arms"].items()},
                    {c: Matched.from_json(m) for c, m in d.get("matched", {}).items()},
-                   {m: Ordering.from_json(o) for m, o in d.get("ordering", {}).items()})
+                   {m: Ordering.from_json(o) for m, o in d.get("ordering", {}).items()},
+                   None if shock is None else ShockMetrics.from_json(shock))
 
 
 @dataclass
@@ -196,6 +224,8 @@ class BlockingResult:
     curves: pd.DataFrame  # arm, history, seed, step: projection, alignment, behaviour
     directions: pd.DataFrame  # history: cos(v_rev, -r), the push's bound along v_rev
     metrics: BlockingMetrics
+    shock_final: pd.DataFrame  # the shock regime's runs at T, with their areas
+    shock_curves: pd.DataFrame  # the shock regime's runs over their logged steps
 
 
 def measures_dir(paths: Paths) -> Path:
@@ -351,17 +381,44 @@ def areas(curve: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def shock_curves(cfg: Config, paths: Paths, final: pd.DataFrame) -> pd.DataFrame:
+    """Every shock-regime run over its logged steps (stages.blocking.shock)."""
+    mask = probe_selection(cfg, paths)
+    v = {h: load_v_rev(cfg, paths, h)[cfg.layer] for h in final["history"].unique()}
+    folder = paths.stage("blocking")
+    logs = pd.read_csv(folder / "shock_log.csv").set_index(["arm", "history", "seed"])
+    rows = []
+    for r in final[["arm", "history", "seed"]].itertuples(index=False):
+        acts = read_npz(folder / "shock" / r.history / f"{shock_arm(r.arm)}_seed{r.seed}.npz")
+        c = run_curve(cfg, acts, logs.loc[(r.arm, r.history, r.seed)], v[r.history], mask)
+        rows.append(c.assign(arm=r.arm, history=r.history, seed=r.seed))
+    return pd.concat(rows, ignore_index=True)
+
+
+def shock_metrics(cfg: Config, final: pd.DataFrame) -> ShockMetrics:
+    """The shock regime's arms (final rows with their areas) and their ordering."""
+    sc = cfg.regime.shock
+    arms = {arm: arm_metrics(f) for arm, f in final.groupby("arm", sort=False)}
+    return ShockMetrics(sc.lr, sc.warmup, sc.steps, arms, ordering(arms, sc.steps))
+
+
 def measure(cfg: Config, paths: Paths) -> None:
-    """data/metrics/blocking.json and data/measures/blocking/curves.csv from the saved runs."""
+    """data/metrics/blocking.json and data/measures/blocking/ (curves of both regimes)."""
     folder = paths.stage("blocking")
     chosen = read_json(folder / "lambda.json")
     final = pd.read_csv(folder / "final.csv", float_precision="round_trip")  # the run's floats
-    curve = curves(cfg, paths, final)
+    shock = pd.read_csv(folder / "shock_final.csv", float_precision="round_trip")
+    curve, shock_curve = curves(cfg, paths, final), shock_curves(cfg, paths, shock)
     with atomic_dir(measures_dir(paths)) as out:
         write_csv(out / "curves.csv", curve)
+        write_csv(out / "shock_curves.csv", shock_curve)
     final = final.merge(areas(curve), on=["arm", "history", "seed"], how="left", sort=False)
+    shock = shock.merge(areas(shock_curve), on=["arm", "history", "seed"], how="left",
+                        sort=False)
     matched = {c: Matched.from_json(m) for c, m in chosen.get("matched", {}).items()}
-    metrics = blocking_metrics(cfg, final, chosen["lambda"], chosen["check"], matched)
+    metrics = dataclasses.replace(
+        blocking_metrics(cfg, final, chosen["lambda"], chosen["check"], matched),
+        shock=shock_metrics(cfg, shock))
     write_json(paths.metrics_file("blocking"), metrics.to_json())
 
 
@@ -372,12 +429,15 @@ def load(cfg: Config, paths: Paths) -> BlockingResult:
     curve = pd.read_csv(measures_dir(paths) / "curves.csv")
     final = pd.read_csv(folder / "final.csv").merge(
         areas(curve), on=["arm", "history", "seed"], how="left", sort=False)
+    shock_curve = pd.read_csv(measures_dir(paths) / "shock_curves.csv")
+    shock_final = pd.read_csv(folder / "shock_final.csv").merge(
+        areas(shock_curve), on=["arm", "history", "seed"], how="left", sort=False)
     return BlockingResult(
         pd.read_csv(folder / "calibration.csv"), pd.read_csv(folder / "matching.csv"),
         metrics.lam, metrics.manipulation_check, final, strength_table(final),
         paired_effects(final), curve,
         directions(cfg, paths, read_json(folder / "lambda.json").get("push_targets", {})),
-        metrics,
+        metrics, shock_final, shock_curve,
     )
 
 

@@ -253,3 +253,85 @@ def arms_overview(final: pd.DataFrame, measures: dict[str, str]) -> plt.Figure:
     fig.suptitle("Every blocking arm at step T (points: runs; bars: means)")
     fig.tight_layout()
     return readable(fig)
+
+
+def _regimes(r: BlockingResult) -> dict[str, tuple[dict[str, ArmMetrics], dict[str, Ordering]]]:
+    """Each regime's arms and ordering, the main regime first; the shock's only if it ran."""
+    m = r.metrics
+    out = {"main": (m.arms, m.ordering)}
+    if m.shock is not None:
+        out["shock"] = (m.shock.arms, m.shock.ordering)
+    return out
+
+
+def regime_table(r: BlockingResult) -> pd.DataFrame:
+    """The claim arms in both regimes: means at T over histories and seeds."""
+    rows = []
+    for name, (arms, _) in _regimes(r).items():
+        shown = [BASELINE, *(a for a in ("block", "push", "rehearsal") if a in arms)]
+        if r.metrics.shock is not None:
+            shown = [a for a in shown if a in r.metrics.shock.arms]
+        for a in shown:
+            x = arms[a]
+            rows.append({"regime": name, "arm": "baseline" if a == BASELINE else a,
+                         "alignment": round(x.alignment.mean, 2),
+                         "non-refusal (%)": round(x.non_refusal.mean, 1),
+                         "harmful compliance (%)": round(x.harmful_compliance.mean, 1),
+                         "new task (%)": round(x.new_task_accuracy.mean, 1),
+                         "cumulative reversion": (None if x.cumulative_reversion is None
+                                                  else round(x.cumulative_reversion.mean, 0))})
+    return pd.DataFrame(rows)
+
+
+def regime_order_table(r: BlockingResult) -> pd.DataFrame:
+    """block < baseline < push per measure in each regime: the verdict and both differences."""
+    rows = []
+    for name, (_, order) in _regimes(r).items():
+        for meas, o in order.items():
+            rows.append({"verdict": order_word(o), "regime": name,
+                         "measure": LABELS.get(meas, meas),
+                         "baseline - block": interval(o.baseline_minus_block),
+                         "push - baseline": interval(o.push_minus_baseline)})
+    return pd.DataFrame(rows)
+
+
+def regime_findings(r: BlockingResult) -> list[str]:
+    """How the conclusions depend on the regime: the orderings that agree and that differ."""
+    regimes = _regimes(r)
+    if "shock" not in regimes:
+        return ["The shock regime did not run in this setting."]
+    main, shock = regimes["main"][1], regimes["shock"][1]
+    same = [LABELS[m] for m in main if m in shock and order_word(main[m]) == order_word(shock[m])]
+    differ = [f"{LABELS[m]} ({order_word(main[m])} in the main regime, "
+              f"{order_word(shock[m])} in the shock)"
+              for m in main if m in shock and order_word(main[m]) != order_word(shock[m])]
+    b_main, b_shock = regimes["main"][0][BASELINE], regimes["shock"][0][BASELINE]
+    out = [f"Unblocked, the main regime ends at non-refusal {b_main.non_refusal.mean:.0f}% and "
+           f"harmful compliance {b_main.harmful_compliance.mean:.0f}%, the shock regime at "
+           f"{b_shock.non_refusal.mean:.0f}% and {b_shock.harmful_compliance.mean:.0f}%."]
+    out.append("The ordering block < baseline < push gets the same verdict in both regimes on "
+               + (", ".join(same) if same else "no measure") + "; "
+               + ("it differs on " + "; ".join(differ) + "." if differ
+                  else "no verdict depends on the regime."))
+    return out
+
+
+def regimes_over_steps(main: pd.DataFrame, shock: pd.DataFrame) -> plt.Figure:
+    """Non-refusal and harmful compliance of the claim arms over the steps, one row per regime."""
+    arms = list(dict.fromkeys(shock["arm"]))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey=True)
+    for row, (name, curves) in enumerate((("main regime", main[main["arm"].isin(arms)]),
+                                          ("shock regime", shock))):
+        for col, (measure, label) in enumerate((("non_refusal", "non-refusal (%)"),
+                                                ("harmful_compliance",
+                                                 "harmful compliance (%)"))):
+            ax = axes[row, col]
+            sns.lineplot(curves, x="step", y=measure, hue="arm", hue_order=arms, marker="o",
+                         errorbar=None, ax=ax, legend=row == 0 and col == 1)
+            ax.set(title=f"{name}: {label}", xlabel="fine-tuning step", ylabel=label,
+                   ylim=(-3, 103))
+    axes[0, 1].legend(title="arm", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle("The claim arms in both regimes (lines: means over histories)")
+    fig.tight_layout()
+    return fig
+

@@ -20,6 +20,7 @@ from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import Setting, make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
+from gravrev.stages.blocking.shock import main_arm, shock_arm, shock_config
 from gravrev.stats.nulls import (
     cosine,
     covariance,
@@ -339,6 +340,35 @@ def run(cfg: Config, paths: Paths) -> None:
         final = pd.DataFrame(final)
         final["task_cost_not_block"] = (final["new_task_accuracy"]
                                         < cfg.finetune.min_new_task_accuracy)
+        # 3. The claim arms again in the shock regime (first seed, the same lambda).
+        shock_cfg = shock_config(cfg)
+        shock_tasks = [_task(shock_cfg, paths, out / "shock", h, seed0, shock_arm(a),
+                             None if a == "unblocked" else spec(h, a, lam),
+                             rehearsal=rehearse.get(h) if a == "rehearsal" else None)
+                       for h in cfg.histories for a in ("unblocked", *cfg.regime.shock.arms)]
+        shock_done = run_all(finetune_task, shock_tasks, cfg.executor, desc="shock regime")
+        shock_ub = {t.history: drift_at_t(cfg, t.out, mask) for t in shock_tasks
+                    if t.arm == shock_arm("unblocked")}
+        shock_hash = {t.history: d.batch_hash for t, d in zip(shock_tasks, shock_done, strict=True)
+                      if t.arm == shock_arm("unblocked")}
+        shock_final = []
+        for t, d in zip(shock_tasks, shock_done, strict=True):
+            if d.batch_hash != shock_hash[t.history]:
+                raise AssertionError(f"{t.arm} {t.history}: other batches than the shock "
+                                     "regime's unblocked run")
+            arm = main_arm(t.arm)
+            own = {cfg.layer: v_rev[t.history]} if arm == "unblocked" else dirs[t.history][arm]
+            shock_final.append({"arm": arm, "history": t.history, "seed": t.seed,
+                                **_row(shock_cfg, arm, drift_at_t(cfg, t.out, mask),
+                                       d.log.iloc[-1], v_rev[t.history], own,
+                                       shock_ub[t.history])})
+        shock_final = pd.DataFrame(shock_final)
+        shock_final["task_cost_not_block"] = (shock_final["new_task_accuracy"]
+                                              < cfg.finetune.min_new_task_accuracy)
+        write_csv(out / "shock_final.csv", shock_final)
+        write_csv(out / "shock_log.csv", pd.concat(
+            [d.log.assign(arm=main_arm(t.arm)) for t, d in zip(shock_tasks, shock_done,
+                                                               strict=True)], ignore_index=True))
         write_csv(out / "calibration.csv", calibration)
         write_csv(out / "matching.csv", matching)
         write_csv(out / "final.csv", final)
@@ -347,6 +377,6 @@ def run(cfg: Config, paths: Paths) -> None:
                                          **{f"{a}_targets": {h: t[a][cfg.layer]
                                                              for h, t in targets.items()}
                                             for a in pushes}})
-    every: list[FinetuneOutput] = [*calib_done, *done]
+    every: list[FinetuneOutput] = [*calib_done, *done, *shock_done]
     write_json(paths.timings / "blocking_runs.json",
                {f"{d.history}/{d.arm}_seed{d.seed}": d.seconds for d in every})

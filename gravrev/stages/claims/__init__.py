@@ -1,1 +1,2 @@
-"""Stage 07, claims: each paper claim against this run, per history and pooled, with a why."""
+"""Stage 07, claims: each paper claim against this run, per history and pooled (the report
+words why)."""

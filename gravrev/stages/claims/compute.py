@@ -1,26 +1,23 @@
 """Stage 07, claims: each claim of both paper versions against this run, per history and
-pooled, with a why."""
+pooled; claims.json holds the measured fields, the report words them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from gravrev.claims.inputs import Missing, pool
-from gravrev.claims.rules import (
+from gravrev.claims.preregistered import (
     BASELINE_ARM,
     BLOCK_ARM,
     HOLD_STILL_ARM,
     ORDER_MEASURES,
     PUSH_ARM,
     REHEARSAL_ARM,
-    claims_report,
 )
-from gravrev.claims.schema import load_paper_claims, load_versions, validate_report
-from gravrev.claims.thresholds import kept_refusal
-from gravrev.claims.why import fmt_measured, headline, paper_text, sentence, why
+from gravrev.claims.rules import claims_report
+from gravrev.claims.schema import load_paper_claims, validate_report
 from gravrev.config.load import Config
 from gravrev.stages.blocking.metrics import BlockingMetrics
 from gravrev.stages.finetune.metrics import FinetuneMetrics
@@ -181,11 +178,9 @@ def gather(m: Inputs, cfg: Config, history: str | None = None, arm: str = BLOCK_
 
 @dataclass
 class ClaimsResult:
-    """What chapter 07, the claims page and the intro show."""
+    """claims.json as written: every claim's measured fields and verdicts, no words."""
 
     report: dict
-    table: pd.DataFrame  # version, claim, paper, this run, direction, size, per history, why
-    headline: dict[str, str]  # context, then per version: what holds, does not, is unresolved
 
 
 VARIANT_CLAIMS = ("final_alignment_blocked", "harmfulness_blocked", "task_cost")
@@ -208,6 +203,33 @@ def _per_history(per: dict[str, dict[str, dict]], cid: str) -> dict[str, dict]:
                 "measured": e[cid]["measured"]} for h, e in per.items()}
 
 
+ARM_MEASURES = ("non_refusal", "harmful_compliance", "new_task_accuracy")
+
+
+def _mean_or_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def arm_means(m: Inputs) -> dict[str, dict]:
+    """Each blocking arm's means at T that the reasons and the context cite."""
+    return {a: {**{x: _mean_or_none(getattr(arm, x).mean) for x in ARM_MEASURES},
+                "task_cost_not_block": arm.task_cost_not_block}
+            for a, arm in m.blocking.arms.items()}
+
+
+def context(m: Inputs) -> dict:
+    """What the run measured around the claims: histories, runs, non-refusal at θ_S and at T,
+    the sweep's outcome (None when it did not run)."""
+    fine = m.finetune
+    hs = list(fine.histories)
+    return {"n_histories": len(hs),
+            "n_runs": sum(len(fine.refusal_at_T(h)) for h in hs),
+            "safe_non_refusal": 100 - _mean(fine.histories[h].safe_start["refusal_rate"]
+                                            for h in hs),
+            "end_non_refusal": 100 - _mean(r for h in hs for r in fine.refusal_at_T(h)),
+            "sweep_outcome": m.optional.get("sweep", {}).get("outcome")}
+
+
 def run(cfg: Config, paths: Paths) -> ClaimsResult:
     """Evaluate every claim of both versions pooled and per history; write claims.json."""
     metrics = {k: read_json(paths.metrics_file(k)) for k in STAGES}
@@ -218,26 +240,20 @@ def run(cfg: Config, paths: Paths) -> ClaimsResult:
     validate_report(pooled)
     claims = {c["id"]: c for c in load_paper_claims()}
     for entry in pooled["claims"]:
-        ph = _per_history(per, entry["id"])
-        entry["per_history"] = ph
-        entry["why"] = why(entry, ph, metrics)
-        entry["sentence"] = sentence(entry, claims[entry["id"]]["plain"])
+        entry["per_history"] = _per_history(per, entry["id"])
         entry["source"] = claims[entry["id"]].get("source")
     if HOLD_STILL_ARM in typed.blocking.arms:  # the hold-still penalty, shown beside the block
         held, held_per = _judge(typed, cfg, HOLD_STILL_ARM)
         for entry, variant in zip(pooled["claims"], held["claims"], strict=True):
             if entry["id"] in VARIANT_CLAIMS:
-                ph = _per_history(held_per, entry["id"])
                 entry["variants"] = {HOLD_STILL_ARM: {
                     **{k: variant[k] for k in ("verdict", "size_verdict", "measured", "rule")},
-                    "per_history": ph, "why": why(variant, ph, metrics, HOLD_STILL_ARM)}}
+                    "per_history": _per_history(held_per, entry["id"])}}
     pooled["n_histories"] = len(cfg.histories)
-    plain = {cid: c["plain"] for cid, c in claims.items()}
-    versions = load_versions()
-    pooled["headline"] = {"context": context(typed), **{
-        v: headline([e for e in pooled["claims"] if e["version"] == v], plain,
-                    f"the paper's {v} version, {info['title']}")
-        for v, info in versions.items()}}
+    pooled["context"] = context(typed)
+    pooled["arms"] = arm_means(typed)
+    aniso = metrics["nulls"]["exceedance"]["all"].get("anisotropic", {})
+    pooled["anisotropic_exceedance"] = {k: aniso.get(k) for k in ("k", "n")}
     pooled["harm_measure"] = "non-refusal (100 - refusal rate) on held-out harmful requests"
     write_json(paths.metrics_file("claims"), pooled)
     return load(cfg, paths)
@@ -245,49 +261,9 @@ def run(cfg: Config, paths: Paths) -> ClaimsResult:
 
 def load(cfg: Config, paths: Paths) -> ClaimsResult:
     """Read stage 07's outputs back."""
-    report = read_json(paths.metrics_file("claims"))
-    rows = []
-    for c in report["claims"]:
-        rows.append({
-            "version": c["version"], "claim": c["id"], "paper": paper_text(c["paper"]),
-            "this run": fmt_measured(c["measured"]),
-            "direction": c["verdict"], "size": c["size_verdict"],
-            "per history": ", ".join(f"{h}: {e['verdict']}" for h, e in c["per_history"].items()),
-            "why": c["why"],
-        })
-    return ClaimsResult(report, pd.DataFrame(rows), report["headline"])
+    return ClaimsResult(read_json(paths.metrics_file("claims")))
 
 
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
-
-
-def context(m: Inputs) -> str:
-    """What the run measured around the claims, in plain words: no mechanism is asserted."""
-    fine, block = m.finetune, m.blocking
-    hs = list(fine.histories)
-    safe = 100 - _mean(fine.histories[h].safe_start["refusal_rate"] for h in hs)
-    end = 100 - _mean(r for h in hs for r in fine.refusal_at_T(h))
-    n_runs = sum(len(fine.refusal_at_T(h)) for h in hs)
-    arms = block.arms
-    u = arms.get(BASELINE_ARM)
-    harm = (f", and harmful compliance (a harmful answer, not only no refusal) ends at "
-            f"{u.harmful_compliance.mean:.1f}%" if u is not None else "")
-    out = [f"In this organism ({len(hs)} independent histories, {n_runs} fine-tuning runs), "
-           f"benign fine-tuning on harmless data took non-refusal on held-out harmful requests "
-           f"from {safe:.1f}% at θ_S to {end:.1f}% at T{harm}."]
-    if u is not None:
-        others = {a: x for a, x in arms.items() if a not in (BASELINE_ARM, BLOCK_ARM)
-                  and not x.task_cost_not_block}
-        best = min(others, key=lambda a: others[a].harmful_compliance.mean, default=None)
-        if best is not None and kept_refusal(others[best].non_refusal.mean, u.non_refusal.mean):
-            x = others[best]
-            out.append(f"Beyond the paper's claims, of the other fine-tuning arms {best} left "
-                       f"the least harmful compliance: {x.harmful_compliance.mean:.1f}% against "
-                       f"{u.harmful_compliance.mean:.1f}%, non-refusal "
-                       f"{x.non_refusal.mean:.1f}% against {u.non_refusal.mean:.1f}%, new task "
-                       f"{x.new_task_accuracy.mean:.1f}% against {u.new_task_accuracy.mean:.1f}%.")
-    if "sweep" in m.optional:
-        out.append(f"The history-depth sweep: {m.optional['sweep']['outcome']} (chapter 08).")
-    return " ".join(out)

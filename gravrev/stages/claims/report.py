@@ -1,16 +1,52 @@
-"""Stage 07, claims, its report: the verdicts counted in words, one sentence per claim."""
+"""Stage 07, claims, its report: the verdicts counted in words, one sentence and one reason
+per claim, composed from claims.json's measured fields."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import pandas as pd
 
-from gravrev.claims.rules import HOLD_STILL_ARM
-from gravrev.claims.schema import HOLDS, VERSIONS
-from gravrev.claims.why import fmt_measured
+from gravrev.claims.preregistered import HOLD_STILL_ARM
+from gravrev.claims.schema import HOLDS, VERSIONS, load_paper_claims, load_versions
+from gravrev.report import claim_words as words
 from gravrev.stages.claims.compute import ClaimsResult
 
 
-def _version_findings(r: ClaimsResult, version: str) -> list[str]:
+@dataclass
+class ClaimsPage:
+    """What chapter 07, the claims page and the intro show: claims.json's entries with their
+    reason ("why") and plain sentence added, the table, the headlines."""
+
+    report: dict
+    table: pd.DataFrame  # version, claim, paper, this run, direction, size, per history, why
+    headline: dict[str, str]  # context, then per version: what holds, does not, is unresolved
+
+
+def page(result: ClaimsResult) -> ClaimsPage:
+    """Word every claim of `result` (claims.json) and count the headlines."""
+    report = copy.deepcopy(result.report)
+    plain = {c["id"]: c["plain"] for c in load_paper_claims()}
+    for c in report["claims"]:
+        c["why"] = words.why(c, c["per_history"], report)
+        c["sentence"] = words.sentence(c, plain[c["id"]])
+        for arm, v in c.get("variants", {}).items():
+            v["why"] = words.why({**c, **v}, v["per_history"], report, arm)
+    headline = {"context": words.context(report), **{
+        v: words.headline([e for e in report["claims"] if e["version"] == v], plain,
+                          f"the paper's {v} version, {info['title']}")
+        for v, info in load_versions().items()}}
+    table = pd.DataFrame([{
+        "version": c["version"], "claim": c["id"], "paper": words.paper_text(c["paper"]),
+        "this run": words.fmt_measured(c["measured"]), "direction": c["verdict"],
+        "size": c["size_verdict"],
+        "per history": ", ".join(f"{h}: {e['verdict']}" for h, e in c["per_history"].items()),
+        "why": c["why"]} for c in report["claims"]])
+    return ClaimsPage(report, table, headline)
+
+
+def _version_findings(r: ClaimsPage, version: str) -> list[str]:
     t = r.table[r.table["version"] == version]
     holds = t[t["direction"] == HOLDS]["claim"].tolist()
     fails = t[t["direction"] != HOLDS]["claim"].tolist()
@@ -40,18 +76,18 @@ def _version_findings(r: ClaimsResult, version: str) -> list[str]:
     return out
 
 
-def findings(r: ClaimsResult) -> list[str]:
+def findings(r: ClaimsPage) -> list[str]:
     """The claims counted per version, first then revised, from the pooled and per-history
     verdicts."""
     return [line for v in VERSIONS for line in _version_findings(r, v)]
 
 
-def finding_lines(r: ClaimsResult) -> dict[str, str]:
+def finding_lines(r: ClaimsPage) -> dict[str, str]:
     """Per claim its one plain sentence (what the paper says, this run's value, both verdicts)."""
     return {c["id"]: c["sentence"] for c in r.report["claims"]}
 
 
-def rules_table(r: ClaimsResult) -> pd.DataFrame:
+def rules_table(r: ClaimsPage) -> pd.DataFrame:
     """Each claim's pre-registered rule (direction and size) and where its number comes from."""
     return pd.DataFrame([{
         "version": c["version"], "claim": c["id"], "direction rule": c["rule"],
@@ -60,7 +96,7 @@ def rules_table(r: ClaimsResult) -> pd.DataFrame:
         for c in r.report["claims"]])
 
 
-def variant_table(r: ClaimsResult) -> pd.DataFrame:
+def variant_table(r: ClaimsPage) -> pd.DataFrame:
     """The first version's blocked claims on the blocking objective and on the hold-still
     penalty, side by side."""
     rows = []
@@ -68,9 +104,25 @@ def variant_table(r: ClaimsResult) -> pd.DataFrame:
         held = c.get("variants", {}).get(HOLD_STILL_ARM)
         if held is None:
             continue
-        rows.append({"claim": c["id"], "block: this run": fmt_measured(c["measured"]),
+        rows.append({"claim": c["id"], "block: this run": words.fmt_measured(c["measured"]),
                      "block: direction": c["verdict"],
-                     "hold still: this run": fmt_measured(held["measured"]),
+                     "hold still: this run": words.fmt_measured(held["measured"]),
                      "hold still: direction": held["verdict"], "hold still: why": held["why"]})
     return pd.DataFrame(rows)
 
+
+
+def deciding_intervals(r: ClaimsPage) -> pd.DataFrame:
+    """Each claim with a paper figure: the paper's value, this run's pooled mean with the 95%
+    interval that decided its verdicts, both verdicts and the claim's unit."""
+    rows = []
+    for c in r.report["claims"]:
+        p, m = c["paper"], c["measured"] or {}
+        if "mean" not in p or m.get("mean") is None or m.get("ci_low") is None:
+            continue
+        rows.append({"id": c["id"], "unit": p.get("unit", ""), "paper_mean": float(p["mean"]),
+                     "paper_sd": float(p.get("sd", "nan")), "mean": m["mean"],
+                     "ci_low": m["ci_low"], "ci_high": m["ci_high"],
+                     "direction": c["verdict"], "size": c["size_verdict"]})
+    return pd.DataFrame(rows, columns=["id", "unit", "paper_mean", "paper_sd", "mean", "ci_low",
+                                       "ci_high", "direction", "size"])

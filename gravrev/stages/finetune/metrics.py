@@ -14,6 +14,7 @@ import pandas as pd
 
 from gravrev.config.load import Config
 from gravrev.stages.finetune.arms import arms_table
+from gravrev.stages.finetune.regime import RegimeSearch, search_metrics
 from gravrev.store.atomic import atomic_dir, read_json, write_csv, write_json
 from gravrev.store.paths import Paths
 
@@ -35,17 +36,18 @@ def new_task_column(cfg: Config, log: pd.DataFrame) -> str | None:
 
 @dataclass(frozen=True)
 class Regime:
-    """The pre-registered regime's rule and whether every unblocked run meets it."""
+    """The pre-registered regime's rule and whether the main runs meet each of its parts."""
 
     rule: str
-    holds: bool | None  # None: the setting has no new task, so the rule is not checked
+    holds: bool | None  # no shock and the new task learned in every run; None: no new task
+    room: bool  # pooled non-refusal at T strictly inside the band
 
     def to_json(self) -> dict:
-        return {"rule": self.rule, "holds": self.holds}
+        return {"rule": self.rule, "holds": self.holds, "room": self.room}
 
     @classmethod
     def from_json(cls, d: dict) -> Regime:
-        return cls(d["rule"], d["holds"])
+        return cls(d["rule"], d["holds"], d["room"])
 
 
 @dataclass(frozen=True)
@@ -76,17 +78,18 @@ class FinetuneMetrics:
     seeds: list[int]
     histories: dict[str, HistoryAtT]
     regime: Regime
+    search: RegimeSearch
 
     def to_json(self) -> dict:
         return {"preset": self.preset, "steps": self.steps, "seeds": list(self.seeds),
                 "histories": {h: e.to_json() for h, e in self.histories.items()},
-                "regime": self.regime.to_json()}
+                "regime": self.regime.to_json(), "search": self.search.to_json()}
 
     @classmethod
     def from_json(cls, d: dict) -> FinetuneMetrics:
         return cls(d["preset"], d["steps"], d["seeds"],
                    {h: HistoryAtT.from_json(e) for h, e in d["histories"].items()},
-                   Regime.from_json(d["regime"]))
+                   Regime.from_json(d["regime"]), RegimeSearch.from_json(d["search"]))
 
     @classmethod
     def read(cls, paths: Paths) -> FinetuneMetrics:
@@ -98,29 +101,43 @@ class FinetuneMetrics:
 
 
 def regime_table(cfg: Config, log: pd.DataFrame) -> pd.DataFrame:
-    """The pre-registered regime's rule, per unblocked run: the new task learned by T."""
+    """The rule's parts per unblocked run: benign accuracy's worst drop below theta_S's over
+    the logged steps, the new task at T (NaN where the setting has none), harm at T."""
     col = new_task_column(cfg, log)
-    fin = log[(log["arm"] == "unblocked") & (log["step"] == cfg.finetune.steps)]
-    if col is None:  # not measured: neither learned nor not
-        out = fin[["history", "seed", "refusal_rate"]].rename(
-            columns={"refusal_rate": "refusal_at_T"})
-        out.insert(2, "new_task_accuracy", float("nan"))
-        out["learned"] = None
-        return out.reset_index(drop=True)
-    out = fin[["history", "seed", col, "refusal_rate"]].rename(
-        columns={col: "new_task_accuracy", "refusal_rate": "refusal_at_T"}
-    )
-    out["learned"] = out["new_task_accuracy"] >= cfg.finetune.min_new_task_accuracy
-    return out.reset_index(drop=True)
+    rows = []
+    unblocked = log[log["arm"] == "unblocked"]
+    for (h, seed), g in unblocked.groupby(["history", "seed"], sort=False):
+        start, fin = g[g["step"] == 0].iloc[0], g[g["step"] == cfg.finetune.steps].iloc[0]
+        rows.append({"history": h, "seed": seed,
+                     "benign_drop": float(start["benign_accuracy"] - g["benign_accuracy"].min()),
+                     "new_task_accuracy": float(fin[col]) if col else float("nan"),
+                     "nonrefusal_at_T": float(100 - fin["refusal_rate"]),
+                     "harmful_at_T": float(fin["harmful_compliance"])})
+    out = pd.DataFrame(rows)
+    out["no_shock"] = out["benign_drop"] <= cfg.regime.max_benign_drop
+    out["learned"] = (out["new_task_accuracy"] >= cfg.finetune.min_new_task_accuracy
+                      if col else None)
+    return out
+
+
+def rule_text(cfg: Config) -> str:
+    """The regime's rule, as registered."""
+    fc, rc = cfg.finetune, cfg.regime
+    low, high = rc.nonrefusal_band
+    return (f"benign accuracy within {rc.max_benign_drop:g} points of θ_S's at every logged "
+            f"step; {fc.new_task} accuracy >= {fc.min_new_task_accuracy:g}% at T; pooled "
+            f"non-refusal at T strictly between {low:g}% and {high:g}%")
 
 
 def regime(cfg: Config, log: pd.DataFrame) -> Regime:
-    """The rule as registered, and whether it holds in every run (None: no new task)."""
-    fc = cfg.finetune
-    rule = f"{fc.new_task} accuracy >= {fc.min_new_task_accuracy:g}% at T in every run"
+    """The rule as registered and whether the main runs meet it (holds None: no new task)."""
+    t = regime_table(cfg, log)
+    low, high = cfg.regime.nonrefusal_band
+    room = bool(low < t["nonrefusal_at_T"].mean() < high)
     if new_task_column(cfg, log) is None:
-        return Regime(rule + " (not checked: the setting has no new task)", None)
-    return Regime(rule, bool(regime_table(cfg, log)["learned"].all()))
+        return Regime(rule_text(cfg) + " (the new task is not checked: the setting has none)",
+                      None, room)
+    return Regime(rule_text(cfg), bool((t["no_shock"] & t["learned"]).all()), room)
 
 
 def runs_at_T(cfg: Config, log: pd.DataFrame) -> pd.DataFrame:
@@ -132,7 +149,7 @@ def runs_at_T(cfg: Config, log: pd.DataFrame) -> pd.DataFrame:
     return fin[[c for c in AT_T_COLUMNS if c in fin] + [col]]
 
 
-def finetune_metrics(cfg: Config, log: pd.DataFrame) -> FinetuneMetrics:
+def finetune_metrics(cfg: Config, log: pd.DataFrame, search: RegimeSearch) -> FinetuneMetrics:
     """theta_S's behaviour and each logged arm's at T, per history and seed; the regime."""
     cols = [c for c in log.columns if c.endswith(MEASURE_SUFFIXES)]
     histories = {}
@@ -144,7 +161,7 @@ def finetune_metrics(cfg: Config, log: pd.DataFrame) -> FinetuneMetrics:
             final[arm] = {c: fin[c].tolist() for c in cols}
         histories[h] = HistoryAtT({c: float(start[c].iloc[0]) for c in cols}, final)
     return FinetuneMetrics(cfg.preset, cfg.finetune.steps, list(cfg.finetune.seeds), histories,
-                           regime(cfg, log))
+                           regime(cfg, log), search)
 
 
 def read_log(paths: Paths) -> pd.DataFrame:
@@ -152,14 +169,22 @@ def read_log(paths: Paths) -> pd.DataFrame:
     return pd.read_csv(paths.stage("finetune") / "log.csv")
 
 
+def read_search_log(paths: Paths) -> pd.DataFrame:
+    """The regime search's runs (empty when nothing was searched)."""
+    return pd.read_csv(paths.stage("finetune") / "search_log.csv")
+
+
 def measure(cfg: Config, paths: Paths) -> None:
     """data/metrics/finetune.json and data/measures/finetune/ from the saved logs."""
     log = read_log(paths)
+    search, per_history, candidates = search_metrics(cfg, read_search_log(paths))
     with atomic_dir(measures_dir(paths)) as out:
         write_csv(out / "regime.csv", regime_table(cfg, log))
         runs = pd.read_csv(paths.stage("finetune") / "runs.csv")
         write_csv(out / "arms.csv", arms_table(cfg, list(dict.fromkeys(runs["arm"]))))
-    write_json(paths.metrics_file("finetune"), finetune_metrics(cfg, log).to_json())
+        write_csv(out / "search_per_history.csv", per_history)
+        write_csv(out / "search_candidates.csv", candidates)
+    write_json(paths.metrics_file("finetune"), finetune_metrics(cfg, log, search).to_json())
 
 
 @dataclass
@@ -168,17 +193,27 @@ class FinetuneResult:
 
     log: pd.DataFrame  # the logged arms (runs.LOGGED_ARMS): history, arm, seed, step, behaviour
     runs: pd.DataFrame  # every run: history, arm, seed, batch_hash
-    regime: pd.DataFrame  # per history and seed: the new task's accuracy at T against the rule
+    regime: pd.DataFrame  # per unblocked run: the rule's parts (regime_table)
     at_T: pd.DataFrame  # every logged run at T: behaviour and the new task (NaN if none)
     arms: pd.DataFrame  # every arm: lr, optimizer, batch_size
     new_task: str | None  # the log's new-task column; None in a setting without a new task
+    metrics: FinetuneMetrics
+    search_log: pd.DataFrame  # the regime search's runs at every logged step
+    search_per_history: pd.DataFrame  # each candidate (cell, T) per searched history
+    search_candidates: pd.DataFrame  # each candidate against the rule, pooled
 
 
 def load(cfg: Config, paths: Paths) -> FinetuneResult:
     """Read stage 02's runs and measurements back."""
-    FinetuneMetrics.read(paths)  # names the step to run if it is missing
-    log = read_log(paths)
+    metrics = FinetuneMetrics.read(paths)  # names the step to run if it is missing
+    log, d = read_log(paths), measures_dir(paths)
     return FinetuneResult(log, pd.read_csv(paths.stage("finetune") / "runs.csv"),
-                          pd.read_csv(measures_dir(paths) / "regime.csv"), runs_at_T(cfg, log),
-                          pd.read_csv(measures_dir(paths) / "arms.csv"),
-                          new_task_column(cfg, log))
+                          pd.read_csv(d / "regime.csv"), runs_at_T(cfg, log),
+                          pd.read_csv(d / "arms.csv"), new_task_column(cfg, log), metrics,
+                          read_search_log(paths), _csv(d / "search_per_history.csv"),
+                          _csv(d / "search_candidates.csv"))
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    """A table that may be empty (written as a bare newline)."""
+    return pd.read_csv(path) if path.stat().st_size > 1 else pd.DataFrame()

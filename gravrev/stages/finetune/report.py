@@ -2,24 +2,77 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from gravrev.config.load import Config
 from gravrev.stages.finetune.metrics import FinetuneResult
 
 
 def regime_sentence(cfg: Config, r: FinetuneResult) -> str:
-    """The regime's rule against the runs; where the setting has no new task, what stands in."""
-    fc = cfg.finetune
-    rule = ("The pre-registered regime's rule (the new task at >= "
-            f"{fc.min_new_task_accuracy:g}% by T)")
+    """The regime's rule against the main runs, part by part, with the numbers that decide it."""
+    t, m = r.regime, r.metrics.regime
+    low, high = cfg.regime.nonrefusal_band
+    nr = t["nonrefusal_at_T"].mean()
+    shock = (f"benign accuracy's worst drop below θ_S is {t['benign_drop'].max():.1f} points "
+             f"(limit {cfg.regime.max_benign_drop:g}; within it in "
+             f"{int(t['no_shock'].sum())} of {len(t)} runs)")
+    room = (f"pooled non-refusal at T is {nr:.0f}%, "
+            + (f"inside the band {low:g}-{high:g}%" if m.room else
+               f"outside the band {low:g}-{high:g}%, so an outcome at T is "
+               + ("at its ceiling" if nr >= high else "at its floor")))
     if r.new_task is None:
-        fin = r.log[(r.log["arm"] == "unblocked") & (r.log["step"] == fc.steps)]
-        return (f"{rule} is not checked: this setting has no new task (its logs have no "
-                f"{fc.new_task}_accuracy). The benign task held out stands in for it: "
-                f"{fin['benign_accuracy'].mean():.0f}% accuracy at T (mean over {len(fin)} runs).")
-    learned = r.regime["learned"]
-    return (f"{rule} holds in {int(learned.sum())} of {len(learned)} runs"
-            + ("; the regime is as registered." if learned.all() else
-               "; the regime does not fully meet its own rule, and the book says so."))
+        return (f"The regime's rule in the main runs: {shock}; {room}. The new-task part is not "
+                f"checked: this setting has no new task (its logs have no "
+                f"{cfg.finetune.new_task}_accuracy); benign accuracy stands in for it.")
+    learned = (f"the new task reaches >= {cfg.finetune.min_new_task_accuracy:g}% by T in "
+               f"{int(t['learned'].sum())} of {len(t)} runs (worst "
+               f"{t['new_task_accuracy'].min():.0f}%)")
+    verdict = ("The regime meets the whole rule." if m.holds and m.room else
+               "The regime meets the rule's first two parts but not the third." if m.holds else
+               "The regime does not meet its own rule, and the book says so.")
+    return f"The regime's rule in the main runs: {shock}; {learned}; {room}. {verdict}"
+
+
+def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
+    """The search and the choice, in words computed from the judged candidates."""
+    s = r.metrics.search
+    if not s.candidates:
+        return [f"No regime was searched ({s.branch})."]
+    t = r.search_candidates
+    n_cells = len(t.groupby(["lr", "warmup", "share"]))
+    out = [f"The search judged {s.candidates} candidates ({n_cells}"
+           f" cells × {t['T'].nunique()} horizons) on {len(s.searched_histories)} histories "
+           f"({', '.join(s.searched_histories)}). {int(t['no_shock'].sum())} are without shock, "
+           f"{int(t['learned'].sum())} learn the new task by T, "
+           f"{s.without_shock_and_learned} do both, and {s.meeting_rule} meet the whole rule."]
+    if s.meeting_rule == 0:
+        nr = t["nonrefusal"]
+        out.append(f"No candidate leaves room at T: pooled non-refusal at T ranges from "
+                   f"{nr.min():.0f}% to {nr.max():.0f}% over the grid; where the new task is "
+                   f"learned it is {t[t['learned']]['nonrefusal'].min():.0f}% or more. In this "
+                   "organism refusal is lost before the new task is learned, at every lr, "
+                   "warmup and new-task share searched.")
+    if s.choice is None:
+        out.append(f"Nothing was chosen: {s.branch}.")
+    else:
+        c = s.choice
+        out.append(f"The rule chose lr {c['lr']:g}, warmup {c['warmup']}, new-task share "
+                   f"{c['share']:g}, T = {c['T']} ({s.branch}).")
+        out.append("The main regime in force is that choice." if s.in_force_is_choice else
+                   "The main regime in force is NOT the rule's choice: its results below do not "
+                   "follow the registered procedure.")
+    return out
+
+
+def search_table(r: FinetuneResult) -> pd.DataFrame:
+    """The judged candidates, verdict columns first, for display."""
+    t = r.search_candidates
+    cols = ["meets_rule", "no_shock", "learned", "room", "lr", "warmup", "share", "T",
+            "worst_benign_drop", "worst_new_task", "nonrefusal", "harmful"]
+    out = t[cols].round({"worst_benign_drop": 1, "worst_new_task": 1, "nonrefusal": 1,
+                         "harmful": 1})
+    return out.assign(lr=out["lr"].map("{:g}".format)).rename(
+        columns={"share": "new-task share", "T": "T (steps)"})
 
 
 def findings(cfg: Config, r: FinetuneResult) -> list[str]:
@@ -59,6 +112,7 @@ def at_T_caption(r: FinetuneResult) -> str:
 def regime_caption(r: FinetuneResult) -> str:
     """The caption of the regime's table."""
     if r.new_task is None:
-        return ("The regime's rule is not checked: this setting has no new task "
-                "(new_task_accuracy is NaN, learned is empty), per run")
-    return "The new task at T against the pre-registered rule, per run"
+        return ("The regime's rule per main run (the new task is not measured in this setting: "
+                "new_task_accuracy is NaN, learned is empty)")
+    return ("The regime's rule per main run: benign accuracy's worst drop below θ_S (points), "
+            "the new task at T, non-refusal and harmful compliance at T (%)")

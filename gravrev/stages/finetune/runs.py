@@ -14,6 +14,7 @@ from gravrev.stages.finetune.arms import (
     large_batch,
     sensitivity_variants,
 )
+from gravrev.stages.finetune.search import search_log, search_tasks
 from gravrev.store.atomic import atomic_dir, write_csv, write_json
 from gravrev.store.paths import Paths
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
@@ -49,18 +50,21 @@ def tasks(cfg: Config, paths: Paths, out: Path) -> list[FinetuneTask]:
     for arm, variant in sensitivity_variants(cfg):
         todo.append(FinetuneTask(variant, h, paths.history / h, seed, arm,
                                  out / h / f"{arm}_seed{seed}.npz", judge="none", log_steps=early))
-    return todo
+    return todo + search_tasks(cfg, paths, out)
 
 
 def run(cfg: Config, paths: Paths) -> None:
     """Run every fine-tuning task through the executor; write the logs, hashes and snapshots."""
     with atomic_dir(paths.stage("finetune")) as out:
-        done: list[FinetuneOutput] = run_all(finetune_task, tasks(cfg, paths, out), cfg.executor,
+        todo = tasks(cfg, paths, out)
+        done: list[FinetuneOutput] = run_all(finetune_task, todo, cfg.executor,
                                              desc="fine-tuning runs")
         logs = [d.log for d in done if d.arm in LOGGED_ARMS]
         write_csv(out / "log.csv", pd.concat(logs, ignore_index=True))
+        write_csv(out / "search_log.csv", search_log(todo, done))
         write_csv(out / "runs.csv", pd.DataFrame(
             [{"history": d.history, "arm": d.arm, "seed": d.seed, "batch_hash": d.batch_hash}
-             for d in done]))
+             for d in done if d.arm != "search"]))
     write_json(paths.timings / "finetune_runs.json",
-               {f"{d.history}/{d.arm}_seed{d.seed}": d.seconds for d in done})
+               {f"{d.history}/{t.out.stem if d.arm == 'search' else d.arm}_seed{d.seed}": d.seconds
+                for t, d in zip(todo, done, strict=True)})

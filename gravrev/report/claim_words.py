@@ -1,10 +1,16 @@
-"""The words of the claims page: each claim's measured value with its unit, the interval that
-decided its verdict, why the verdict is what it is, and the headline counted from the verdicts."""
+"""The words of the claims page, composed at report time from claims.json's measured fields:
+each claim's value with its unit, its deciding interval, its reason, and the headlines."""
 
 from __future__ import annotations
 
-from gravrev.claims.rules import CORRELATION_P
+from gravrev.claims.preregistered import (
+    BASELINE_ARM,
+    BLOCK_ARM,
+    CORRELATION_P,
+    ORDER_MEASURES,
+)
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
+from gravrev.claims.thresholds import kept_refusal
 
 
 def _signed(x: float, digits: int) -> str:
@@ -138,10 +144,9 @@ def _decided(verdict: str) -> str:
     return "so the direction holds" if verdict == HOLDS else "so the direction does not hold"
 
 
-def _arm(metrics: dict, arm: str, measure: str) -> float | None:
-    arms = metrics.get("blocking", {}).get("arms", {})
-    value = arms.get(arm, {}).get(measure, {})
-    return value.get("mean") if isinstance(value, dict) else None
+def _arm(report: dict, arm: str, measure: str) -> float | None:
+    """An arm's mean of `measure` at T, as claims.json records it (None: not measured)."""
+    return report.get("arms", {}).get(arm, {}).get(measure)
 
 
 def _pct(x: float | None) -> str:
@@ -155,7 +160,7 @@ def _cosine(entry: dict, when: str, chapter: str) -> str:
             f"{{stable}}; see chapter {chapter}.")
 
 
-def _reason(entry: dict, metrics: dict, arm: str) -> str:
+def _reason(entry: dict, report: dict, arm: str) -> str:
     cid, m, verdict = entry["id"], entry["measured"], entry["verdict"]
     v = value_text(entry)
     if cid == "alignment_step1":
@@ -169,7 +174,7 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 f"({interval_text(m)}; {m['n']} early runs); the rule asks that interval to lie "
                 f"above 0, {_decided(verdict)}; {{stable}}; see chapter 03.")
     if cid == "null_exceedance":
-        aniso = metrics["nulls"]["exceedance"]["all"]["anisotropic"]
+        aniso = report["anisotropic_exceedance"]
         p = entry["paper"]
         return (f"{v} lie above the isotropic null's p99{_shares_text(m)}; the rule asks "
                 f"for every pair, as the paper's {p['count']} of {p['of']}; {aniso['k']} of "
@@ -186,7 +191,7 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 "{stable}; see chapter 05.")
     if cid == "harmfulness_unblocked":
         d = m["difference"]
-        hc = _arm(metrics, "unblocked", "harmful_compliance")
+        hc = _arm(report, "unblocked", "harmful_compliance")
         return (f"Benign fine-tuning took non-refusal on held-out harmful requests from "
                 f"{_fixed(m['safe'], 1)}% at θ_S to {v} at T "
                 f"(difference {_signed(d['mean'], 1)} points, "
@@ -200,8 +205,8 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 f"requests against the baseline's {_fixed(m['unblocked']['mean'], 1)}% (blocked - "
                 f"baseline {_signed(d['mean'], 1)} points, {interval_text(d, 1)}"
                 f"{_ceiling(m['mean'], m['unblocked']['mean'])}); harmful compliance "
-                f"{_pct(_arm(metrics, arm, 'harmful_compliance'))} against "
-                f"{_pct(_arm(metrics, 'unblocked', 'harmful_compliance'))}; the rule asks that "
+                f"{_pct(_arm(report, arm, 'harmful_compliance'))} against "
+                f"{_pct(_arm(report, 'unblocked', 'harmful_compliance'))}; the rule asks that "
                 f"interval to lie below 0, {_decided(verdict)}, and {_gap(entry)}%; {{stable}}; "
                 "see chapter 05.")
     if cid == "task_cost":
@@ -209,7 +214,7 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 f"baseline ({interval_text(m, 1)}); the rule compares that mean with the "
                 f"tolerance of {m['tolerance']:g} points, so "
                 f"{'the cost is little' if verdict == HOLDS else 'the cost is not little'}; "
-                f"the new task reaches {_pct(_arm(metrics, arm, 'new_task_accuracy'))}; "
+                f"the new task reaches {_pct(_arm(report, arm, 'new_task_accuracy'))}; "
                 "{stable}; see chapter 05.")
     if cid == "matched_null_every_trajectory":
         return (f"{v} beat the matched null at every logged step ({m['steps_above']} of "
@@ -247,7 +252,12 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 f"{flag}; {_gap(entry)}; {{stable}}; see chapter 03.")
     if cid == "block_baseline_push":
         parts = []
-        for name, x in m["measures"].items():
+        # claims.json stores keys sorted: the measures are named in the rule's order
+        order = sorted(m["measures"], key=lambda x: (x not in ORDER_MEASURES,
+                                                      ORDER_MEASURES.index(x)
+                                                      if x in ORDER_MEASURES else 0, x))
+        for name in order:
+            x = m["measures"][name]
             lo, hi = x["baseline_minus_block"], x["push_minus_baseline"]
             if x["at_bound"]:
                 parts.append(f"{name} at a floor or ceiling, not judged")
@@ -273,14 +283,14 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
     raise ValueError(f"no reason is written for claim {cid!r}")
 
 
-def why(entry: dict, per_history: dict[str, dict], metrics: dict[str, dict],
-        arm: str = "block") -> str:
-    """One sentence, generated from the measurements, on why the claim holds or not."""
+def why(entry: dict, per_history: dict[str, dict], report: dict, arm: str = "block") -> str:
+    """One sentence, from claims.json's measured fields (`report`), on why the claim holds or
+    not."""
     if entry["verdict"] == NOT_COMPARABLE:
         reason = entry["rule"].split("Not comparable: ")[-1]
         return f"Not comparable for {entry['quantity']}: {reason}"
     stable = stability(entry["verdict"], per_history)
-    return _reason(entry, metrics, arm).replace("{stable}", stable)
+    return _reason(entry, report, arm).replace("{stable}", stable)
 
 
 def paper_text(p: dict) -> str:
@@ -343,4 +353,31 @@ def headline(entries: list[dict], plain: dict[str, str], title: str) -> str:
         verb = words[s][0] if len(items) == 1 else words[s][1]
         tail = f": {'; '.join(items)}" if items else ""
         out.append(f"{len(items)} {verb}{tail}" + ("." if s == STANDINGS[-1] else ";"))
+    return " ".join(out)
+
+
+def context(report: dict) -> str:
+    """What the run measured around the claims, in plain words: no mechanism is asserted."""
+    c, arms = report["context"], report.get("arms", {})
+    u = arms.get(BASELINE_ARM)
+    harm = (f", and harmful compliance (a harmful answer, not only no refusal) ends at "
+            f"{u['harmful_compliance']:.1f}%" if u is not None else "")
+    out = [f"In this organism ({c['n_histories']} independent histories, {c['n_runs']} "
+           "fine-tuning runs), benign fine-tuning on harmless data took non-refusal on held-out "
+           f"harmful requests from {c['safe_non_refusal']:.1f}% at θ_S to "
+           f"{c['end_non_refusal']:.1f}% at T{harm}."]
+    if u is not None:
+        others = {a: x for a, x in arms.items() if a not in (BASELINE_ARM, BLOCK_ARM)
+                  and not x["task_cost_not_block"]}
+        measured = {a: x for a, x in others.items() if x["harmful_compliance"] is not None}
+        best = min(measured, key=lambda a: measured[a]["harmful_compliance"], default=None)
+        if best is not None and kept_refusal(others[best]["non_refusal"], u["non_refusal"]):
+            x = others[best]
+            out.append(f"Beyond the paper's claims, of the other fine-tuning arms {best} left "
+                       f"the least harmful compliance: {x['harmful_compliance']:.1f}% against "
+                       f"{u['harmful_compliance']:.1f}%, non-refusal {x['non_refusal']:.1f}% "
+                       f"against {u['non_refusal']:.1f}%, new task "
+                       f"{x['new_task_accuracy']:.1f}% against {u['new_task_accuracy']:.1f}%.")
+    if c.get("sweep_outcome"):
+        out.append(f"The history-depth sweep: {c['sweep_outcome']} (chapter 08).")
     return " ".join(out)

@@ -1,0 +1,87 @@
+"""The regime search judged on a hand-made log: the rule's parts, the choice and its branches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from gravrev.config.load import resolve
+from gravrev.stages.finetune import regime, search
+
+CFG = resolve({"preset": "smoke", "regime": {"search_histories": 2, "lrs": [1e-4, 5e-4],
+                                              "warmups": [2], "new_task_fractions": [0.5],
+                                              "horizons": [5, 10]}})
+NEW = f"{CFG.finetune.new_task}_accuracy"
+
+
+def _run(h: str, lr: float, benign: list[float], new: list[float], refusal: list[float]):
+    """One search run logged at steps 0, 5 and 10."""
+    return pd.DataFrame({"history": h, "arm": "search", "seed": 1, "step": [0, 5, 10],
+                         "lr": lr, "warmup": 2, "share": 0.5, "benign_accuracy": benign,
+                         NEW: new, "refusal_rate": refusal,
+                         "harmful_compliance": [100 - x for x in refusal]})
+
+
+def _log(slow_refusal_at_10: float = 50.0) -> pd.DataFrame:
+    # lr 1e-4: no shock, the task learned only by step 10, refusal half gone by then;
+    # lr 5e-4: a shock at step 5 (benign 60), refusal gone by step 10.
+    return pd.concat([
+        _run("h0", 1e-4, [95, 93, 94], [0, 40, 80], [100, 90, slow_refusal_at_10]),
+        _run("h1", 1e-4, [97, 95, 96], [0, 50, 90], [100, 95, slow_refusal_at_10]),
+        _run("h0", 5e-4, [95, 60, 94], [0, 80, 99], [100, 20, 0]),
+        _run("h1", 5e-4, [97, 70, 96], [0, 85, 99], [100, 30, 0]),
+    ], ignore_index=True)
+
+
+def test_the_grid_is_every_cell_once_and_each_run_reaches_the_longest_horizon():
+    assert search.cells(CFG) == [(1e-4, 2, 0.5), (5e-4, 2, 0.5)]
+    cfg = search.cell_config(CFG, 1e-4, 2, 0.5)
+    assert cfg.finetune.steps == 10 and cfg.finetune.log_steps[-1] == 10
+    assert set(CFG.regime.horizons) <= set(cfg.finetune.log_steps)
+    assert (cfg.finetune.lr, cfg.finetune.warmup) == (1e-4, 2)
+
+
+def test_each_candidate_is_judged_part_by_part_on_its_worst_history():
+    per_history = regime.candidates(CFG, _log())
+    assert len(per_history) == 2 * 2 * 2  # histories x cells x horizons
+    t = regime.judged(CFG, per_history).set_index(["lr", "T"])
+    assert t.loc[(5e-4, 5), "worst_benign_drop"] == pytest.approx(35)  # h0: 95 -> 60
+    assert not t.loc[(5e-4, 5), "no_shock"] and not t.loc[(5e-4, 10), "no_shock"]
+    assert t.loc[(1e-4, 10), "worst_new_task"] == 80 and t.loc[(1e-4, 10), "learned"]
+    assert not t.loc[(1e-4, 5), "learned"]
+    assert t.loc[(1e-4, 10), "nonrefusal"] == 50 and t.loc[(1e-4, 10), "room"]
+    assert t["meets_rule"].tolist() == [False, True, False, False]
+
+
+def test_the_choice_meets_the_rule_or_is_the_closest_without_shock_or_nothing():
+    s, _, _ = regime.search_metrics(CFG, _log())
+    assert s.choice == {"lr": 1e-4, "warmup": 2, "share": 0.5, "T": 10}
+    assert s.branch == "meets the whole rule" and s.meeting_rule == 1
+    # Refusal gone at T everywhere: nothing meets the rule; the closest learns without shock.
+    s, _, t = regime.search_metrics(CFG, _log(slow_refusal_at_10=0.0))
+    assert s.meeting_rule == 0 and s.choice == {"lr": 1e-4, "warmup": 2, "share": 0.5, "T": 10}
+    assert s.branch.startswith("closest")
+    # Nothing without shock learns the task: nothing is chosen, and it says why.
+    strict = dataclasses.replace(CFG, finetune=dataclasses.replace(CFG.finetune,
+                                                                   min_new_task_accuracy=95.0))
+    s, _, _ = regime.search_metrics(strict, _log())
+    assert s.choice is None and "no candidate" in s.branch
+    assert regime.RegimeSearch.from_json(s.to_json()) == s
+
+
+def test_the_main_regime_is_checked_against_the_choice():
+    cfg = dataclasses.replace(CFG, finetune=dataclasses.replace(
+        CFG.finetune, lr=1e-4, warmup=2, new_task_fraction=0.5, steps=10))
+    s, _, _ = regime.search_metrics(cfg, _log())
+    assert s.in_force_is_choice is True
+    s, _, _ = regime.search_metrics(CFG, _log())  # smoke's main regime is not the choice
+    assert s.in_force_is_choice is False
+
+
+def test_no_search_and_no_new_task_leave_nothing_chosen():
+    s, per_history, t = regime.search_metrics(CFG, pd.DataFrame())
+    assert s.choice is None and s.in_force_is_choice is None and per_history.empty
+    s, _, _ = regime.search_metrics(CFG, _log().drop(columns=[NEW]))
+    assert s.choice is None and "no new task" in s.branch
