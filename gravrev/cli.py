@@ -25,8 +25,11 @@ STAGES = {
     "mediation": "06_mediation",
     "claims": "07_claims",
     "sweep": "08_sweep",
+    "defenses": "11_defenses",
 }
-NOTEBOOKS = (*STAGES.values(), "09_provenance", "10_budget")
+# Every chapter in number order: the stages' and the two of no stage (the run's record, the
+# 7B arithmetic), which come after the paper's stages and before what goes beyond them.
+NOTEBOOKS = tuple(sorted((*STAGES.values(), "09_provenance", "10_budget")))
 
 
 def step_module(name: str, step: str) -> str:

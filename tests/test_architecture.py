@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gravrev"
 NOTEBOOK = re.compile(r"(\d\d)_(\w+)\.ipynb")
 NO_STAGE = {"provenance", "budget"}  # chapters of no stage: the run's record, the 7B arithmetic
-TRAINING_STAGES = {"history", "finetune", "blocking", "mediation", "sweep"}
+TRAINING_STAGES = {"history", "finetune", "blocking", "mediation", "sweep", "defenses"}
 
 
 def module_name(path: Path) -> str:

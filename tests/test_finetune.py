@@ -348,3 +348,22 @@ def test_batched_token_ids_are_each_texts_own(smoke_tok):
     assert token_ids(smoke_tok, []) == []
     with pytest.raises(ValueError, match="2 prompts but 1 answers"):
         encode_pairs(smoke_tok, ["a", "b"], ["c"])
+
+
+@pytest.mark.parametrize("kind", ["constrained_sft", "proximal", "weight_direction"])
+def test_each_defense_is_paired_and_changes_the_run(plain, folder, tmp_path, kind):
+    """A defense trains on the unblocked run's batches (same hash) and ends elsewhere; at a
+    strong strength each keeps the probes' activations nearer theta_S's than no defense."""
+    from gravrev.training.defenses import DefenseSpec
+
+    task = FinetuneTask(CFG, "h0", folder, 1, kind, tmp_path / "h0" / f"{kind}_seed1.npz",
+                        judge="none", defense=DefenseSpec(kind, 100.0, prefix=2))
+    out = finetune_task(task)
+    assert out.batch_hash == plain.batch_hash
+    acts = read_npz(task.out)["last"]
+    assert not np.array_equal(acts[-1], plain.acts["last"][-1])
+    moved = np.abs(acts[-1] - acts[0]).mean()
+    assert moved < np.abs(plain.acts["last"][-1] - plain.acts["last"][0]).mean()
+    with pytest.raises(ValueError, match="a block and a defense"):
+        finetune_task(FinetuneTask(CFG, "h0", folder, 1, "both", task.out,
+                                   block=BlockSpec("freeze"), defense=task.defense))

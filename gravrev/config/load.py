@@ -17,6 +17,7 @@ import yaml
 from gravrev.config.experiment import (
     AnalysisConfig,
     BlockingConfig,
+    DefensesConfig,
     ExecutorConfig,
     FinetuneConfig,
     HFConfig,
@@ -48,6 +49,7 @@ class Config:
     regime: RegimeConfig
     analysis: AnalysisConfig
     blocking: BlockingConfig
+    defenses: DefensesConfig
     mediation: MediationConfig
     sweep: SweepConfig
     hf: HFConfig
@@ -83,6 +85,14 @@ class Config:
                   f"pair per batch), got {self.finetune.batch_size}")
             check(not self.is_hf, "blocking.arms",
                   "rehearsal needs the organism's safety phase, which hf does not have")
+        if "rehearsal" in self.defenses.arms:
+            check(self.finetune.batch_size >= 2, "defenses.arms",
+                  f"rehearsal needs finetune.batch_size >= 2, got {self.finetune.batch_size}")
+            check(not self.is_hf, "defenses.arms",
+                  "rehearsal needs the organism's safety phase, which hf does not have")
+        check(not (self.is_hf and self.hf.lora and "weight_direction" in self.defenses.arms),
+              "defenses.arms", "weight_direction constrains full weights; hf.lora trains "
+              "adapters, which theta_H has none of")
 
 
 def load_presets() -> dict[str, dict]:

@@ -16,7 +16,6 @@ from gravrev.interp.activations import probe_activations
 from gravrev.settings.protocol import Setting
 from gravrev.training.loop import (
     autocast,
-    lm_loss,
     make_optimizer,
     set_seed,
     to_device,
@@ -120,7 +119,7 @@ def finetune_run(
                 batch = rehearsal.mix(batch)
             batch = to_device(batch, device)
             with autocast(device):
-                loss = lm_loss(model, batch)
+                loss = objective.task_loss(model, batch)
                 extra = objective.extra_loss(model)
             total = loss if extra is None else loss + extra
             opt.zero_grad(set_to_none=True)

@@ -19,14 +19,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gravrev.interp.activations import left_pad, probe_activations_grad
 from gravrev.interp.hooks import on_blocks
 from gravrev.runtime import seeds
+from gravrev.training.loop import lm_loss
 
 KINDS = ("none", "penalty", "mean_penalty", "grad_project", "freeze", "block", "push")
 
 
 class Objective(Protocol):
-    """A fine-tuning objective beyond the task loss: prepared at theta_S, an extra loss, hooks."""
+    """A fine-tuning objective: prepared at theta_S, its task loss, an extra loss, hooks."""
 
     def prepare(self, model: PreTrainedModel, seed: int) -> None: ...
+
+    def task_loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]
+                  ) -> torch.Tensor: ...
 
     def extra_loss(self, model: PreTrainedModel) -> torch.Tensor | None: ...
 
@@ -60,6 +64,9 @@ class Baseline:
 
     def prepare(self, model: PreTrainedModel, seed: int) -> None:
         pass
+
+    def task_loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return lm_loss(model, batch)
 
     def extra_loss(self, model: PreTrainedModel) -> torch.Tensor | None:
         return None

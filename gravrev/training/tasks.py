@@ -20,6 +20,7 @@ from gravrev.organism.model import load_checkpoint, prompt_text, save_checkpoint
 from gravrev.organism.world import World
 from gravrev.settings.protocol import make_setting
 from gravrev.store.atomic import write_npz
+from gravrev.training.defenses import DefenseSpec, make_defense
 from gravrev.training.finetune import finetune_run
 from gravrev.training.loop import pick_device, set_seed
 from gravrev.training.objectives import BlockSpec, make_objective
@@ -143,6 +144,7 @@ class FinetuneTask:
     judge: str = "every"
     log_steps: tuple[int, ...] | None = None
     rehearsal: RehearsalSpec | None = None  # safety pairs replacing a share of each batch
+    defense: DefenseSpec | None = None  # a weight-space or token-wise defense (not with block)
 
     @property
     def label(self) -> str:
@@ -174,8 +176,15 @@ def finetune_task(task: FinetuneTask) -> FinetuneOutput:
     device = pick_device(cfg.device, cfg.cpu_threads)
     setting = make_setting(cfg, task.checkpoints)
     objective = None
+    if task.block is not None and task.defense is not None:
+        raise ValueError(f"{task.label}: a block and a defense at once")
     if task.block is not None:
         objective = make_objective(task.block, setting.tokenizer, device)
+    if task.defense is not None:
+        helpful = None
+        if task.defense.kind == "weight_direction":
+            helpful = setting.load("helpful", device)[0]
+        objective = make_defense(task.defense, helpful)
     rehearsal = None
     if task.rehearsal is not None:
         rehearsal = Rehearsal(task.rehearsal, setting.tokenizer, task.seed)

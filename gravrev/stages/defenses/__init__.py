@@ -1,0 +1,1 @@
+"""v_rev against standard defenses at matched task cost."""
