@@ -14,8 +14,12 @@ def test_schedule_counts_the_hf_presets_runs_and_generations():
     s = SCHEDULE
     # random_block and refusal_block are matched to the claim arm (block), which the check runs
     assert (s.seeds, s.lambdas, s.arms, s.controls, s.targets) == (3, 3, 4, 2, 0)
-    assert s.runs == 3 + 3 * (1 + 2) + 4 * 3
-    assert s.judged == 2 + s.logged * 3 * (1 + 4) + 3
+    # the shock regime: one history, its unblocked run and the two claim arms hf runs
+    assert (s.shock_runs, s.shock_logged) == (1 * (1 + 2), 8 + 1)
+    # the defenses: one history x its first seed x (baseline + 4 arms x 2 strengths)
+    assert s.defense_runs == 1 * 1 * (1 + 4 * 2)
+    assert s.runs == 3 + 3 * (1 + 2) + 4 * 3 + 3 + 9
+    assert s.judged == 2 + s.logged * 3 * (1 + 4) + 3 + 3 * 9 + 9
     assert s.penalty_arms == 4  # block, push, refusal_block, random_block all read the pool
 
 

@@ -105,18 +105,23 @@ class ShockConfig:
 
     lr: float
     warmup: int
+    new_task_fraction: float
     steps: int
     log_steps: tuple[int, ...]
     arms: tuple[str, ...]  # the claim arms run in it, beside the unblocked baseline
+    n_histories: int  # the first n histories (0: all), at the first fine-tuning seed
 
     def validate(self, name: str) -> None:
         check(0 < self.lr < 1, f"{name}.lr", "must be in (0, 1)")
+        check(0 <= self.new_task_fraction <= 1, f"{name}.new_task_fraction",
+              "must be in [0, 1]")
         check(1 <= self.steps <= MAX_STEPS, f"{name}.steps", f"must be in [1, {MAX_STEPS}]")
         check(0 <= self.warmup < self.steps, f"{name}.warmup", "must be in [0, steps)")
         check(list(self.log_steps) == sorted(set(self.log_steps)) and len(self.log_steps) >= 1
               and self.log_steps[0] >= 1 and self.log_steps[-1] == self.steps,
               f"{name}.log_steps", "must be strictly increasing steps >= 1 ending at steps")
         distinct(self.arms, f"{name}.arms", "arms")
+        check(self.n_histories >= 0, f"{name}.n_histories", "must be >= 0 (0: every history)")
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,7 @@ class BlockingConfig:
     arms: tuple[str, ...]
     claim_arm: str
     lambda_grid: tuple[float, ...]  # candidates of the harm-blind manipulation check
+    calibration_histories: int  # the first n histories run the lambda grid (0: all)
     penalty_batch: int  # harmful training-split prompts per step, fresh from the pool
     pool_size: int
     task_cost_tolerance: float
@@ -254,6 +260,8 @@ class BlockingConfig:
             f"{name}.lambda_grid",
             "must be strictly increasing",
         )
+        check(self.calibration_histories >= 0, f"{name}.calibration_histories",
+              "must be >= 0 (0: every history)")
         check(1 <= self.penalty_batch <= self.pool_size, f"{name}.penalty_batch",
                "must be in [1, pool_size]")
         check(0 <= self.task_cost_tolerance <= 100, f"{name}.task_cost_tolerance",

@@ -68,6 +68,10 @@ class Config:
         """The history names, h<seed>, in the order of history.seeds."""
         return tuple(f"h{s}" for s in self.history.seeds)
 
+    def first_histories(self, n: int) -> tuple[str, ...]:
+        """The first n histories (0: all): a costly design's subset, chosen before any run."""
+        return self.histories[:n] if n else self.histories
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -77,8 +81,12 @@ class Config:
             check(arm in self.blocking.arms, "regime.shock.arms",
                   f"{arm!r} is not one of blocking.arms {self.blocking.arms}: the shock regime "
                   "reuses the main regime's arms and lambda")
-        check(self.regime.search_histories <= len(self.history.seeds), "regime.search_histories",
-              f"must be <= the number of histories ({len(self.history.seeds)})")
+        n = len(self.history.seeds)
+        for key, value in (("regime.search_histories", self.regime.search_histories),
+                           ("regime.shock.n_histories", self.regime.shock.n_histories),
+                           ("blocking.calibration_histories",
+                            self.blocking.calibration_histories)):
+            check(value <= n, key, f"must be <= the number of histories ({n})")
         if "rehearsal" in self.blocking.arms:
             check(self.finetune.batch_size >= 2, "blocking.arms",
                   f"rehearsal needs finetune.batch_size >= 2 (one benign row and one safety "

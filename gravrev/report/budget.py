@@ -72,6 +72,9 @@ class Schedule:
     n_eval: int
     new_tokens: int
     gen_batch: int
+    shock_runs: int  # the shock regime's unblocked run and claim arms (first seed)
+    shock_logged: int  # their logged points, step 0 included
+    defense_runs: int  # the defenses' baseline and every arm at every strength (judged at T)
 
     @property
     def gen_batches(self) -> int:
@@ -83,13 +86,15 @@ class Schedule:
         """Unblocked seeds; the lambda check on the first seed (the claim arm, each matched control
         and each other arm a control is matched to, at every lambda); every arm on every seed."""
         return (self.seeds + self.lambdas * (1 + self.controls + self.targets)
-                + self.arms * self.seeds)
+                + self.arms * self.seeds + self.shock_runs + self.defense_runs)
 
     @property
     def judged(self) -> int:
         """Generations: two checkpoints; the unblocked runs' and every arm's logged points; the
-        claim arm's end at each lambda of the check (the controls' check runs are not judged)."""
-        return 2 + self.logged * self.seeds * (1 + self.arms) + self.lambdas
+        claim arm's end at each lambda of the check (the controls' check runs are not judged);
+        the shock runs' logged points; each defense run's end."""
+        return (2 + self.logged * self.seeds * (1 + self.arms) + self.lambdas
+                + self.shock_runs * self.shock_logged + self.defense_runs)
 
 
 def schedule(cfg: Config) -> Schedule:
@@ -104,6 +109,12 @@ def schedule(cfg: Config) -> Schedule:
         penalty_arms=sum(KINDS.get(a) in PROMPT_KINDS for a in arms),
         penalty_batch=cfg.blocking.penalty_batch,
         n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens, gen_batch=GEN_BATCH,
+        shock_runs=len(cfg.first_histories(cfg.regime.shock.n_histories))
+        * (1 + len(cfg.regime.shock.arms)),
+        shock_logged=len(cfg.regime.shock.log_steps) + 1,
+        defense_runs=len(cfg.first_histories(cfg.defenses.n_histories))
+        * min(cfg.defenses.n_seeds or len(cfg.finetune.seeds), len(cfg.finetune.seeds))
+        * (1 + sum(len(cfg.defenses.grid(a)) for a in cfg.defenses.arms)),
     )
 
 

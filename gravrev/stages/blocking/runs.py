@@ -292,13 +292,14 @@ def run(cfg: Config, paths: Paths) -> None:
                               dirs[t.history][arm_of(t.arm)]) for t in tasks]
 
     with atomic_dir(paths.stage("blocking")) as out:
-        # 1. On the first seed of every history, at every lambda: the claim arm (judged at T,
+        # 1. On the first seed of the calibration histories, at every lambda: the claim arm (at T,
         # for the harm-blind check) and, for the matching, each control and the arm it controls.
         controls = [a for a in arms if a in CONTROLS]
         matched_arms = list(dict.fromkeys([claim, *(CONTROLS[c] for c in controls), *controls]))
         calib_tasks = [_task(cfg, paths, out / "calibration", h, seed0, f"{a}_lambda{g:g}",
                              spec(h, a, g), judge="end" if a == claim else "none")
-                       for a in matched_arms for g in grid for h in cfg.histories]
+                       for a in matched_arms for g in grid
+                       for h in cfg.first_histories(cfg.blocking.calibration_histories)]
         calib_done = run_all(finetune_task, calib_tasks, cfg.executor, desc="lambda check")
         rows = []
         for t, d in zip(calib_tasks, calib_done, strict=True):
@@ -345,7 +346,8 @@ def run(cfg: Config, paths: Paths) -> None:
         shock_tasks = [_task(shock_cfg, paths, out / "shock", h, seed0, shock_arm(a),
                              None if a == "unblocked" else spec(h, a, lam),
                              rehearsal=rehearse.get(h) if a == "rehearsal" else None)
-                       for h in cfg.histories for a in ("unblocked", *cfg.regime.shock.arms)]
+                       for h in cfg.first_histories(cfg.regime.shock.n_histories)
+                       for a in ("unblocked", *cfg.regime.shock.arms)]
         shock_done = run_all(finetune_task, shock_tasks, cfg.executor, desc="shock regime")
         shock_ub = {t.history: drift_at_t(cfg, t.out, mask) for t in shock_tasks
                     if t.arm == shock_arm("unblocked")}

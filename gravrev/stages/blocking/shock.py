@@ -18,7 +18,7 @@ def shock_config(cfg: Config) -> Config:
     """The config of the shock runs: the main config with the shock regime's schedule."""
     sc = cfg.regime.shock
     fc = dataclasses.replace(cfg.finetune, lr=sc.lr, warmup=sc.warmup, steps=sc.steps,
-                             log_steps=sc.log_steps)
+                             new_task_fraction=sc.new_task_fraction, log_steps=sc.log_steps)
     return dataclasses.replace(cfg, finetune=fc)
 
 
