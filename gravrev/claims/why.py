@@ -205,12 +205,15 @@ def _reason(entry: dict, metrics: dict, arm: str) -> str:
                 f"interval to lie below 0, {_decided(verdict)}, and {_gap(entry)}%; {{stable}}; "
                 "see chapter 05.")
     if cid == "task_cost":
+        new = _arm(metrics, arm, "new_task_accuracy")
         return (f"With {ARM_WORDS.get(arm, arm)} benign-task accuracy falls by {v} against the "
                 f"baseline ({interval_text(m, 1)}); the rule compares that mean with the "
                 f"tolerance of {m['tolerance']:g} points, so "
                 f"{'the cost is little' if verdict == HOLDS else 'the cost is not little'}; "
-                f"the new task reaches {_pct(_arm(metrics, arm, 'new_task_accuracy'))}; "
-                "{stable}; see chapter 05.")
+                + (f"the new task reaches {_pct(new)}; " if new is not None else
+                   "this setting has no new task, so benign held-out accuracy is the whole "
+                   "cost; ")
+                + "{stable}; see chapter 05.")
     if cid == "matched_null_every_trajectory":
         return (f"{v} beat the matched null at every logged step ({m['steps_above']} of "
                 f"{m['steps']} trajectory-steps above it{_shares_text(m)}); the rule asks "

@@ -3,6 +3,7 @@ pooled, with a why."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from gravrev.claims.why import fmt_measured, headline, paper_text, sentence, why
 from gravrev.config.load import Config
 from gravrev.stages.blocking.metrics import BlockingMetrics
 from gravrev.stages.finetune.metrics import FinetuneMetrics
+from gravrev.stages.skipped import ran
 from gravrev.store.atomic import read_json, write_json
 from gravrev.store.paths import Paths
 
@@ -213,6 +215,7 @@ def run(cfg: Config, paths: Paths) -> ClaimsResult:
     metrics = {k: read_json(paths.metrics_file(k)) for k in STAGES}
     optional = {k: read_json(paths.metrics_file(k)) for k in OPTIONAL
                 if paths.metrics_file(k).is_file()}
+    optional = {k: v for k, v in optional.items() if ran(v)}  # a skipped stage did not run
     typed = Inputs.from_json({**metrics, **optional})
     pooled, per = _judge(typed, cfg, BLOCK_ARM)
     validate_report(pooled)
@@ -274,7 +277,9 @@ def context(m: Inputs) -> str:
     u = arms.get(BASELINE_ARM)
     harm = (f", and harmful compliance (a harmful answer, not only no refusal) ends at "
             f"{u.harmful_compliance.mean:.1f}%" if u is not None else "")
-    out = [f"In this organism ({len(hs)} independent histories, {n_runs} fine-tuning runs), "
+    where = (f"In this organism ({len(hs)} independent histories" if block.preset != "hf"
+             else "In the given checkpoints (one history: the hf preset's θ_H and θ_S")
+    out = [f"{where}, {n_runs} fine-tuning runs), "
            f"benign fine-tuning on harmless data took non-refusal on held-out harmful requests "
            f"from {safe:.1f}% at θ_S to {end:.1f}% at T{harm}."]
     if u is not None:
@@ -283,11 +288,13 @@ def context(m: Inputs) -> str:
         best = min(others, key=lambda a: others[a].harmful_compliance.mean, default=None)
         if best is not None and kept_refusal(others[best].non_refusal.mean, u.non_refusal.mean):
             x = others[best]
+            new = ("" if math.isnan(x.new_task_accuracy.mean) else  # no new task (hf)
+                   f", new task {x.new_task_accuracy.mean:.1f}% against "
+                   f"{u.new_task_accuracy.mean:.1f}%")
             out.append(f"Beyond the paper's claims, of the other fine-tuning arms {best} left "
                        f"the least harmful compliance: {x.harmful_compliance.mean:.1f}% against "
                        f"{u.harmful_compliance.mean:.1f}%, non-refusal "
-                       f"{x.non_refusal.mean:.1f}% against {u.non_refusal.mean:.1f}%, new task "
-                       f"{x.new_task_accuracy.mean:.1f}% against {u.new_task_accuracy.mean:.1f}%.")
+                       f"{x.non_refusal.mean:.1f}% against {u.non_refusal.mean:.1f}%{new}.")
     if "sweep" in m.optional:
         out.append(f"The history-depth sweep: {m.optional['sweep']['outcome']} (chapter 08).")
     return " ".join(out)
