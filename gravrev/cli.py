@@ -85,25 +85,32 @@ def run_stage(name: str, root: Path, params: Path, step: str = "run") -> float:
 
 
 def run_notebook(name: str, root: Path, params: Path) -> float:
-    """Execute notebooks/NAME.ipynb into book/executed/NAME.ipynb, whole or not at all."""
+    """Execute notebooks/NAME.ipynb into book/executed/NAME.ipynb, whole or not at all (a
+    chapter whose stage this setting skips: its introduction and why, nothing executed)."""
     import papermill
 
     from gravrev.config.validate import validated_config
-    from gravrev.report.publish import tidy_executed
+    from gravrev.report.publish import skipped_chapter, tidy_executed
+    from gravrev.stages.skipped import skip_reason
 
-    apply_pins(validated_config(params).numeric_pins)  # the kernel inherits the choice
+    cfg = validated_config(params)
+    apply_pins(cfg.numeric_pins)  # the kernel inherits the choice
 
     src = root / "notebooks" / f"{name}.ipynb"
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such notebook; notebooks are {NOTEBOOKS}")
     dest = root / "book" / "executed" / f"{name}.ipynb"
     start = time.perf_counter()
-    with atomic_path(dest) as tmp, rendering():
-        papermill.execute_notebook(
-            str(src), str(tmp), parameters={"params_path": str(params)}, cwd=str(root),
-            kernel_name="python3", progress_bar=False, stderr_file=sys.stderr,
-        )
-        tidy_executed(tmp)
+    stage = {chapter: s for s, chapter in STAGES.items()}.get(name)
+    if stage and (reason := skip_reason(cfg, stage)):  # nothing to show but why
+        skipped_chapter(src, dest, reason)
+    else:
+        with atomic_path(dest) as tmp, rendering():
+            papermill.execute_notebook(
+                str(src), str(tmp), parameters={"params_path": str(params)}, cwd=str(root),
+                kernel_name="python3", progress_bar=False, stderr_file=sys.stderr,
+            )
+            tidy_executed(tmp)
     seconds = time.perf_counter() - start
     write_json(Paths(root).timings / f"render_{name}.json", {"stage": name, "seconds": seconds})
     return seconds

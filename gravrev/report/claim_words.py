@@ -210,12 +210,15 @@ def _reason(entry: dict, report: dict, arm: str) -> str:
                 f"interval to lie below 0, {_decided(verdict)}, and {_gap(entry)}%; {{stable}}; "
                 "see chapter 05.")
     if cid == "task_cost":
+        new = _arm(report, arm, "new_task_accuracy")
         return (f"With {ARM_WORDS.get(arm, arm)} benign-task accuracy falls by {v} against the "
                 f"baseline ({interval_text(m, 1)}); the rule compares that mean with the "
                 f"tolerance of {m['tolerance']:g} points, so "
                 f"{'the cost is little' if verdict == HOLDS else 'the cost is not little'}; "
-                f"the new task reaches {_pct(_arm(report, arm, 'new_task_accuracy'))}; "
-                "{stable}; see chapter 05.")
+                + (f"the new task reaches {_pct(new)}; " if new is not None else
+                   "this setting has no new task, so benign held-out accuracy is the whole "
+                   "cost; ")
+                + "{stable}; see chapter 05.")
     if cid == "matched_null_every_trajectory":
         return (f"{v} beat the matched null at every logged step ({m['steps_above']} of "
                 f"{m['steps']} trajectory-steps above it{_shares_text(m)}); the rule asks "
@@ -362,10 +365,12 @@ def context(report: dict) -> str:
     u = arms.get(BASELINE_ARM)
     harm = (f", and harmful compliance (a harmful answer, not only no refusal) ends at "
             f"{u['harmful_compliance']:.1f}%" if u is not None else "")
-    out = [f"In this organism ({c['n_histories']} independent histories, {c['n_runs']} "
-           "fine-tuning runs), benign fine-tuning on harmless data took non-refusal on held-out "
-           f"harmful requests from {c['safe_non_refusal']:.1f}% at θ_S to "
-           f"{c['end_non_refusal']:.1f}% at T{harm}."]
+    where = (f"In this organism ({c['n_histories']} independent histories"
+             if report.get("preset") != "hf" else
+             "In the given checkpoints (one history: the hf preset's θ_H and θ_S")
+    out = [f"{where}, {c['n_runs']} fine-tuning runs), benign fine-tuning on harmless data "
+           f"took non-refusal on held-out harmful requests from "
+           f"{c['safe_non_refusal']:.1f}% at θ_S to {c['end_non_refusal']:.1f}% at T{harm}."]
     if u is not None:
         others = {a: x for a, x in arms.items() if a not in (BASELINE_ARM, BLOCK_ARM)
                   and not x["task_cost_not_block"]}
@@ -376,8 +381,10 @@ def context(report: dict) -> str:
             out.append(f"Beyond the paper's claims, of the other fine-tuning arms {best} left "
                        f"the least harmful compliance: {x['harmful_compliance']:.1f}% against "
                        f"{u['harmful_compliance']:.1f}%, non-refusal {x['non_refusal']:.1f}% "
-                       f"against {u['non_refusal']:.1f}%, new task "
-                       f"{x['new_task_accuracy']:.1f}% against {u['new_task_accuracy']:.1f}%.")
+                       f"against {u['non_refusal']:.1f}%"
+                       + ("" if x["new_task_accuracy"] is None else  # no new task (hf)
+                          f", new task {x['new_task_accuracy']:.1f}% against "
+                          f"{u['new_task_accuracy']:.1f}%") + ".")
     if c.get("sweep_outcome"):
         out.append(f"The history-depth sweep: {c['sweep_outcome']} (chapter 08).")
     return " ".join(out)

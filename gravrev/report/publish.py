@@ -82,6 +82,22 @@ def tidy_executed(path: Path) -> None:
         nbformat.write(nb, tmp)
 
 
+def skipped_chapter(src: Path, dest: Path, reason: str) -> None:
+    """The page of a chapter whose stage did not run: its introduction, then why it did not."""
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    intro = next(c for c in nb.cells if c.cell_type == "markdown")
+    note = (f"```{{note}}\nThis chapter's stage did not run, so it has no results here. "
+            f"{reason[0].upper()}{reason[1:]}.\n\nThe organism presets (smoke, tiny, full, "
+            "sweep) run it; chapter 07 lists the claims left without its measurements.\n```")
+    out = nbformat.v4.new_notebook(metadata=nb.metadata)
+    out.cells = [nbformat.v4.new_markdown_cell(intro.source, id="cell-0"),
+                 nbformat.v4.new_markdown_cell(note, id="cell-1")]
+    with atomic_path(dest) as tmp:
+        nbformat.write(out, tmp)
+
+
 def set_figure_style() -> None:
     """Seaborn's whitegrid, figures at FIGURE_DPI, legends readable: call once per notebook."""
     import matplotlib.pyplot as plt

@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from multiprocessing import get_context
@@ -27,6 +27,12 @@ R = TypeVar("R")
 
 KINDS = ("local", "ray")
 LOCALHOST = "127.0.0.1"  # the node address of a local Ray cluster
+# Ray's single-machine mode. Without it ray.init turns a node address of 127.0.0.1 into the
+# machine's reachable one (ray/_private/services.py, resolve_ip_for_localhost), and the GCS, the
+# raylet, the workers and the runtime-env agent then listen on every interface (or on that
+# address). With it off, get_node_ip_address keeps the loopback address and all of them listen
+# on 127.0.0.1 only. Ray reads it once, at import (ray/_private/ray_constants.py).
+SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 CONNECT_TIMEOUT_S = 10.0  # an address that neither resolves nor answers in this time is refused
 # Seconds spent inside tasks, summed over every run_all call of this process (the pipeline
 # profile's "training runs" share: what is not in tasks is start-up, serial work or idle cores).
@@ -210,6 +216,41 @@ def _ray_env(local: bool) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Ray's single-machine mode for the block: a cluster started in it listens on 127.0.0.1
+    only (its processes inherit the variable; the driver's ray may be imported already)."""
+    old = os.environ.get(SINGLE_MACHINE)
+    os.environ[SINGLE_MACHINE] = "0"
+    from ray._private import ray_constants
+
+    before = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if old is None:
+            os.environ.pop(SINGLE_MACHINE, None)
+        else:
+            os.environ[SINGLE_MACHINE] = old
+
+
+def _init_ray(cfg: ExecutorConfig) -> None:
+    """Connect to cfg.address (checked first: it must answer), or start a local cluster (no
+    address, or Ray's `local`) that listens on 127.0.0.1 only, without the dashboard."""
+    import ray
+
+    if cfg.address not in (None, "local"):
+        if problem := address_problem(cfg.address):
+            raise ConnectionError(f"executor.address: {problem}")
+        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+        return
+    with _loopback_only():
+        ray.init(address=cfg.address, num_cpus=n_workers(cfg), _node_ip_address=LOCALHOST,
+                 dashboard_host=LOCALHOST, include_dashboard=False, log_to_driver=False)
+
+
 def _run_ray(fn: Callable[[T], R], tasks: list[T], cfg: ExecutorConfig, bar: tqdm) -> list[R]:
     try:
         import ray
@@ -219,14 +260,10 @@ def _run_ray(fn: Callable[[T], R], tasks: list[T], cfg: ExecutorConfig, bar: tqd
         ) from exc
     started = not ray.is_initialized()
     if started:
-        if cfg.address is not None and (problem := address_problem(cfg.address)):
-            raise ConnectionError(f"executor.address: {problem}")
-        local = {"num_cpus": n_workers(cfg), "_node_ip_address": LOCALHOST,
-                 "dashboard_host": LOCALHOST} if cfg.address is None else {}
-        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, **local)
+        _init_ray(cfg)
     try:
         remote = ray.remote(num_cpus=1)(_ray_call).options(
-            runtime_env={"env_vars": _ray_env(cfg.address is None)}
+            runtime_env={"env_vars": _ray_env(cfg.address in (None, "local"))}
         )
         index = {remote.remote(fn, tasks[i]): i for i in longest_first(tasks)}
         results: list[Any] = [None] * len(tasks)

@@ -21,7 +21,7 @@ def findings(r: HistoryResult) -> list[str]:
         bad = ", ".join(f"{x.history} ({x.check}: {x.value:.1f} against {x.threshold:g})"
                         for x in failed.itertuples())
         out.append(f"{failed['history'].nunique()} of {n} histories miss a shape check: {bad}. "
-                   "Results downstream come from an organism outside the paper's regime.")
+                   "Results downstream come from checkpoints outside the paper's regime.")
     safe = r.behaviour[r.behaviour["checkpoint"] == "safe"]
     if "prefilled_content" in safe:
         out.append(f"Safety training is a shallow displacement here: θ_S refuses "

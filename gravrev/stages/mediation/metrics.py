@@ -18,6 +18,7 @@ from gravrev.config.load import Config
 from gravrev.interp.patching import NONE
 from gravrev.interp.steering import EVERY_LAYER
 from gravrev.stages.mediation.runs import TABLES
+from gravrev.stages.skipped import skip_reason, skipped_metrics
 from gravrev.store.atomic import read_json, write_json
 from gravrev.store.paths import Paths
 
@@ -364,6 +365,8 @@ def _read(cfg: Config, paths: Paths, metrics: MediationMetrics | None) -> Mediat
 
 def measure(cfg: Config, paths: Paths) -> None:
     """data/metrics/mediation.json from the saved tables."""
+    if skip_reason(cfg, "mediation"):
+        return skipped_metrics(cfg, paths, "mediation")
     write_json(paths.metrics_file("mediation"), mediation_metrics(cfg, _read(cfg, paths, None))
                .to_json())
 

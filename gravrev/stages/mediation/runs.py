@@ -36,6 +36,7 @@ from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
+from gravrev.stages.skipped import skip_reason, write_skipped
 from gravrev.stats.nulls import cosine, covariance, covariance_direction, random_direction
 from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from gravrev.store.paths import Paths
@@ -235,9 +236,9 @@ def _runs_table(cfg: Config, paths: Paths, done: list[MediationOutput],
 
 def run(cfg: Config, paths: Paths) -> None:
     """Every history's analyses through the executor; its tables and the re-run's check."""
-    if cfg.is_hf:
-        raise ValueError("preset hf: the mediation stage judges with the organism's world; "
-                         "it has no judged sweeps for real models yet")
+    if skip_reason(cfg, "mediation"):
+        write_skipped(cfg, paths, "mediation")
+        return
     with atomic_dir(paths.stage("mediation")) as out:
         tasks = [MediationTask(cfg, h, paths, out / h) for h in cfg.histories]
         done: list[MediationOutput] = run_all(mediation_task, tasks, cfg.executor,

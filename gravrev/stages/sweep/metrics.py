@@ -16,6 +16,7 @@ from gravrev.interp.direction import alignment_trajectory
 from gravrev.organism.model import load_checkpoint
 from gravrev.organism.shape import shape_checks
 from gravrev.stages.artifacts import probe_selection
+from gravrev.stages.skipped import skip_reason, skipped_metrics
 from gravrev.stages.sweep.direction import unit_direction
 from gravrev.stages.sweep.grid import ABLATION, Unit, grid, is_main, unit_folder, unit_run
 from gravrev.stats.depth import (
@@ -154,6 +155,8 @@ def in_verdict(units: pd.DataFrame) -> pd.Series:
 def measure(cfg: Config, paths: Paths) -> None:
     """Each unit's measures from data/sweep (and stage history's and finetune's for the main
     units); data/measures/sweep/{units,checks,alignment}.csv and data/metrics/sweep.json."""
+    if skip_reason(cfg, "sweep"):
+        return skipped_metrics(cfg, paths, "sweep", measures_folder(paths))
     runs, mask = paths.stage("sweep"), probe_selection(cfg, paths)
     log = pd.read_csv(runs / "log.csv")
     ablated = pd.read_csv(runs / ABLATION).set_index("unit")

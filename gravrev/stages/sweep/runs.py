@@ -15,6 +15,7 @@ from gravrev.organism.model import load_checkpoint
 from gravrev.organism.world import World
 from gravrev.runtime.executor import run_all
 from gravrev.stages.artifacts import probe_selection
+from gravrev.stages.skipped import skip_reason, write_skipped
 from gravrev.stages.sweep.direction import unit_direction
 from gravrev.stages.sweep.grid import (
     ABLATION,
@@ -58,6 +59,8 @@ def ablated_rates(cfg: Config, folder: Path, mask: np.ndarray, device: str) -> d
 
 def run(cfg: Config, paths: Paths) -> None:
     """Train every non-main history and fine-tune it; write data/sweep (no measures)."""
+    if skip_reason(cfg, "sweep"):
+        return write_skipped(cfg, paths, "sweep")
     device, units = pick_device(cfg.device, cfg.cpu_threads), grid(cfg)
     fseed = cfg.finetune.seeds[0]
     mask = probe_selection(cfg, paths)
