@@ -129,7 +129,8 @@ def build(root: Path, cfg: Config = CFG) -> Layout:
             logs += _log_rows(h, arm, seed)
     write_csv(paths.stage("finetune") / "runs.csv", pd.DataFrame(runs))
     write_csv(paths.stage("finetune") / "log.csv", pd.DataFrame(logs))
-    write_csv(paths.stage("finetune") / "search_log.csv", pd.DataFrame())  # nothing searched
+    write_csv(paths.stage("finetune") / "search_log.csv",  # nothing searched: a header only
+              pd.DataFrame(columns=["history", "arm", "seed", "step", "lr", "warmup", "share"]))
     return Layout(cfg, paths, v, u, safe)
 
 

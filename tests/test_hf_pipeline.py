@@ -21,6 +21,7 @@ from gravrev.organism.world import World
 from gravrev.settings.hf.setting import export_organism
 from gravrev.stages.finetune import metrics as fine_metrics
 from gravrev.stages.finetune import report as fine_report
+from gravrev.stages.finetune.search import search_log
 from gravrev.stages.history import metrics as history_metrics
 from gravrev.stages.history import runs as history_runs
 from gravrev.stages.vrev import compute as vrev
@@ -146,6 +147,7 @@ def test_finetune_metrics_step_on_hf_logs(both, tmp_path):
     assert new not in log and "refusal_rate" in log
     write_csv(paths.stage("finetune") / "log.csv", log)
     write_csv(paths.stage("finetune") / "runs.csv", pd.DataFrame(runs))
+    write_csv(paths.stage("finetune") / "search_log.csv", search_log([], []))  # hf: no search
     fine_metrics.measure(hf_cfg, paths)  # the regime table raised KeyError here (issue 19)
     m = fine_metrics.FinetuneMetrics.read(paths)
     assert m.regime.holds is None and "not checked" in m.regime.rule

@@ -28,6 +28,7 @@ from gravrev.stages.finetune import metrics as fine_metrics
 from gravrev.stages.finetune import regime as fine_regime
 from gravrev.stages.finetune import report as fine_report
 from gravrev.stages.finetune import runs as fine_runs
+from gravrev.stages.finetune import search as fine_search
 from gravrev.stages.history import metrics as history_metrics
 from gravrev.stages.history import report as history_report
 from gravrev.stages.nulls import compute as nulls
@@ -308,7 +309,11 @@ def built(tmp_path_factory):
 
 def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
     paths = Paths(tmp_path)
-    todo = fine_runs.tasks(CFG, paths, paths.stage("finetune"))
+    every = fine_runs.tasks(CFG, paths, paths.stage("finetune"))
+    search = [t for t in every if t.arm == "search"]  # the regime search: tests/test_regime.py
+    assert len(search) == CFG.regime.search_histories * len(fine_search.cells(CFG))
+    assert len({t.out for t in search}) == len(search)
+    todo = [t for t in every if t.arm != "search"]
     keys = [(t.history, t.arm, t.seed) for t in todo]
     assert len(keys) == len(set(keys))
     for t in todo:
@@ -331,7 +336,7 @@ def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
     no_mix = resolve({"preset": "smoke", "finetune": {"mixed_control": False, "early_runs": 0}})
     # no early runs, no early claims: no 16x-batch run either (a real model could not afford it)
     assert {t.arm for t in fine_runs.tasks(no_mix, paths, paths.stage("finetune"))} == {
-        "unblocked", "sens_adamw_lr0.001_bs16", "sens_sgd_lr0.001_bs16"}
+        "unblocked", "sens_adamw_lr0.001_bs16", "sens_sgd_lr0.001_bs16", "search"}
 
 
 def _finetune_result(built, cfg=CFG) -> fine_metrics.FinetuneResult:
@@ -383,7 +388,8 @@ def test_finetune_without_a_new_task_says_the_rule_is_not_checked(built, tmp_pat
     write_csv(paths.stage("finetune") / "log.csv", log)
     write_csv(paths.stage("finetune") / "runs.csv",
               pd.read_csv(built.paths.stage("finetune") / "runs.csv"))
-    write_csv(paths.stage("finetune") / "search_log.csv", pd.DataFrame())
+    write_csv(paths.stage("finetune") / "search_log.csv",
+              pd.read_csv(built.paths.stage("finetune") / "search_log.csv"))
     fine_metrics.measure(CFG, paths)
     m = fine_metrics.FinetuneMetrics.read(paths)
     assert m.regime.holds is None and "not checked" in m.regime.rule
@@ -583,9 +589,10 @@ def test_reduction_is_the_mean_over_layers_of_the_held_share():
 def test_expand_arms_and_block_specs():
     assert block_runs.expand_arms(CFG) == ["block", "push", "penalty", "rehearsal",
                                            "refusal_block", "random_block"]
-    layers = resolve({"preset": "smoke", "blocking": {"arms": ["block", "penalty_layers"]}})
+    layers = resolve({"preset": "smoke", "regime": {"shock": {"arms": []}},
+                      "blocking": {"arms": ["block", "penalty_layers"]}})
     assert block_runs.expand_arms(layers) == ["block", "penalty_L0"]
-    at0 = resolve({"preset": "smoke", "analysis": {"layer": 0},
+    at0 = resolve({"preset": "smoke", "analysis": {"layer": 0}, "regime": {"shock": {"arms": []}},
                    "blocking": {"arms": ["block", "penalty_layers"]}})
     assert block_runs.expand_arms(at0) == ["block", "penalty_L1"]
     dirs = {1: np.ones(4) / 2}
@@ -683,7 +690,7 @@ def _blocking_result(final: pd.DataFrame) -> block_metrics.BlockingResult:
     return block_metrics.BlockingResult(pd.DataFrame(), pd.DataFrame(), 0.1, "passed", final,
                                         block_metrics.strength_table(final),
                                         block_metrics.paired_effects(final), pd.DataFrame(),
-                                        pd.DataFrame(), metrics)
+                                        pd.DataFrame(), metrics, pd.DataFrame(), pd.DataFrame())
 
 
 def test_blocking_strength_effects_and_metrics():
@@ -794,9 +801,18 @@ def test_rehearsal_cut_is_the_mean_of_per_history_cuts():
     ({"blocking": {"arms": ["block", "refusal_push"]}}, "list push too"),
 ])
 def test_blocking_config_is_refused_before_work(over, match):
+    no_shock = {"regime": {"shock": {"arms": []}}}  # the shock regime's arms are checked too
     with pytest.raises(ConfigError, match=match):
-        resolve({"preset": "smoke", **over})
-    resolve({"preset": "smoke", "blocking": {"arms": ["block", "push", "refusal_push"]}})
+        resolve({"preset": "smoke", **no_shock, **over})
+    resolve({"preset": "smoke", **no_shock,
+             "blocking": {"arms": ["block", "push", "refusal_push"]}})
+
+
+def test_the_shock_regime_runs_only_arms_the_main_regime_has():
+    with pytest.raises(ConfigError, match="regime.shock.arms"):
+        resolve({"preset": "smoke", "blocking": {"arms": ["block", "push"]}})
+    with pytest.raises(ConfigError, match="regime.shock.n_histories"):
+        resolve({"preset": "smoke", "regime": {"shock": {"n_histories": 3}}})
 
 
 def test_ordering_takes_the_history_as_the_unit():
@@ -879,6 +895,17 @@ def test_blocking_measure_and_load_read_the_runs_back(layout):
                              "task_cost_not_block": False})
     write_csv(folder / "final.csv", pd.DataFrame(rows))
     write_csv(folder / "log.csv", pd.DataFrame(logs))
+    # The shock regime: the claim arm and its unblocked run, first seed, their own folder.
+    seed0, shock_rows, shock_logs = CFG.finetune.seeds[0], [], []
+    for h in CFG.histories:
+        for arm, cos in (("unblocked", 0.5), ("block", -0.2)):
+            write_npz(folder / "shock" / h / f"shock_{arm}_seed{seed0}.npz",
+                      **S.run_acts(layout.safe[h], layout.v[h], layout.u, [cos] * 3, LOG_STEPS))
+            shock_logs += [{**x, "arm": arm} for x in S._log_rows(h, "unblocked", seed0)]
+            shock_rows.append({**next(r for r in rows if r["arm"] == arm and r["history"] == h),
+                               "seed": seed0, "alignment": cos})
+    write_csv(folder / "shock_final.csv", pd.DataFrame(shock_rows))
+    write_csv(folder / "shock_log.csv", pd.DataFrame(shock_logs))
     write_csv(folder / "calibration.csv", _calibration([(0.1, "h0", 0.2, 1.0)]))
     write_csv(folder / "matching.csv", _matching([(0.1, 0.1), (0.2, 0.2), (0.3, 0.3)]))
     write_json(folder / "lambda.json", {"lambda": 0.1, "check": "passed", "matched": {},
@@ -886,6 +913,11 @@ def test_blocking_measure_and_load_read_the_runs_back(layout):
     block_metrics.measure(CFG, layout.paths)
     r = block_metrics.load(CFG, layout.paths)
     assert r.lam == 0.1 and r.check == "passed"
+    shock = r.metrics.shock
+    assert set(shock.arms) == {"unblocked", "block"} and shock.steps == CFG.regime.shock.steps
+    assert shock.arms["block"].alignment.mean == pytest.approx(-0.2)
+    assert len(r.shock_curves) == 2 * 2 * (len(LOG_STEPS) + 1)
+    assert block_metrics.ShockMetrics.from_json(shock.to_json()) == shock
     again = layout.paths.metrics_file("blocking").with_suffix(".again.json")
     write_json(again, r.metrics.to_json())
     assert again.read_bytes() == layout.paths.metrics_file("blocking").read_bytes()
@@ -973,7 +1005,8 @@ def _metrics() -> dict[str, dict]:
                    "final": {"unblocked": {"refusal_rate": refusal["h0"]}}},
             "h1": {"safe_start": {"refusal_rate": 97.0},
                    "final": {"unblocked": {"refusal_rate": refusal["h1"]}}},
-        }, "regime": {"rule": "learned", "holds": True}},
+        }, "regime": {"rule": "learned", "holds": True, "room": False},
+        "search": fine_regime.search_metrics(CFG, pd.DataFrame())[0].to_json()},
         "blocking": {
             "preset": "smoke", "layer": 1,
             "claim_arm": "block", "lambda": 0.1, "manipulation_check": "passed",
