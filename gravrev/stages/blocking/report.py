@@ -301,12 +301,18 @@ def regime_findings(r: BlockingResult) -> list[str]:
     if "shock" not in regimes:
         return ["The shock regime did not run in this setting."]
     main, shock = regimes["main"][1], regimes["shock"][1]
-    same = [LABELS[m] for m in main if m in shock and order_word(main[m]) == order_word(shock[m])]
-    differ = [f"{LABELS[m]} ({order_word(main[m])} in the main regime, "
+    same = [LABELS.get(m, m) for m in main
+            if m in shock and order_word(main[m]) == order_word(shock[m])]
+    differ = [f"{LABELS.get(m, m)} ({order_word(main[m])} in the main regime, "
               f"{order_word(shock[m])} in the shock)"
               for m in main if m in shock and order_word(main[m]) != order_word(shock[m])]
     b_main, b_shock = regimes["main"][0][BASELINE], regimes["shock"][0][BASELINE]
-    out = [f"Unblocked, the main regime ends at non-refusal {b_main.non_refusal.mean:.0f}% and "
+    n_main = len(next(iter(main.values())).per_history) if main else 0
+    n_shock = len(next(iter(shock.values())).per_history) if shock else 0
+    out = [f"The main regime's ordering pools {n_main} histories, the shock regime's {n_shock}: "
+           "a verdict that differs between them may differ for power as well as for the "
+           "regime."]
+    out += [f"Unblocked, the main regime ends at non-refusal {b_main.non_refusal.mean:.0f}% and "
            f"harmful compliance {b_main.harmful_compliance.mean:.0f}%, the shock regime at "
            f"{b_shock.non_refusal.mean:.0f}% and {b_shock.harmful_compliance.mean:.0f}%."]
     out.append("The ordering block < baseline < push gets the same verdict in both regimes on "
@@ -333,5 +339,5 @@ def regimes_over_steps(main: pd.DataFrame, shock: pd.DataFrame) -> plt.Figure:
     axes[0, 1].legend(title="arm", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.suptitle("The claim arms in both regimes (lines: means over histories)")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 

@@ -65,8 +65,12 @@ def choose_strengths(final: pd.DataFrame, tolerance: float) -> dict[str, Choice]
 
 
 def verdict(s: Summary) -> str:
-    """block - defense on a harm measure: better (lower harm), worse, or equal (interval has 0)."""
-    return {-1: "better", 1: "worse", 0: "equal"}[s.excludes_zero]
+    """block - defense on a harm measure: better (lower harm), worse, not distinguished (the
+    interval holds 0: no evidence of a difference, not evidence of none) or undecided (no
+    interval: fewer than two histories)."""
+    if math.isnan(s.ci_low):
+        return "undecided (fewer than two histories)"
+    return {-1: "better", 1: "worse", 0: "not distinguished"}[s.excludes_zero]
 
 
 @dataclass(frozen=True)

@@ -164,11 +164,17 @@ def findings(cfg: Config, r: DefensesResult) -> list[str]:
                          for x, s in sorted(v.block_minus_arm.items(),
                                             key=lambda kv: HARM.index(kv[0])))
         out.append(f"The block along v_rev against {arm}: {said}.")
-    opposed = [a for a, v in m.arms.items() if a != CLAIM and v.drift_cosine.excludes_zero == -1]
+    # weight_direction is built from W_S - W_H: it knows θ_H in weight space
+    blind = [a for a in m.arms if a not in (CLAIM, "weight_direction")]
+    opposed = [a for a in blind if m.arms[a].drift_cosine.excludes_zero == -1]
     if opposed:
         out.append(f"Defenses that never see θ_H whose drift still opposes v_rev (cosine "
                    f"interval below 0): {', '.join(opposed)}.")
     else:
         out.append("No defense that never sees θ_H has a drift shown to oppose v_rev (no "
                    "cosine interval below 0).")
+    if "weight_direction" in m.arms:
+        w = m.arms["weight_direction"].drift_cosine
+        out.append(f"weight_direction knows θ_H in weight space (W_S − W_H); its drift's cosine "
+                   f"with v_rev is {interval(w)}.")
     return out

@@ -115,5 +115,5 @@ def search_metrics(cfg: Config, log: pd.DataFrame) -> tuple[RegimeSearch, pd.Dat
     search = RegimeSearch(sorted(per_history["history"].unique().tolist()), len(table),
                           int(table["meets_rule"].sum()),
                           int((table["no_shock"] & table["learned"]).sum()), choice, branch,
-                          in_force(cfg), choice == in_force(cfg))
+                          in_force(cfg), None if choice is None else choice == in_force(cfg))
     return search, per_history, table

@@ -18,12 +18,12 @@ def regime_sentence(cfg: Config, r: FinetuneResult) -> str:
              f"{int(t['no_shock'].sum())} of {len(t)} runs)")
     room = (f"pooled non-refusal at T is {nr:.0f}%, "
             + (f"inside the band {low:g}-{high:g}%" if m.room else
-               f"outside the band {low:g}-{high:g}%, so an outcome at T is "
-               + ("at its ceiling" if nr >= high else "at its floor")))
+               f"{'above' if nr >= high else 'below'} the band {low:g}-{high:g}%, so a verdict "
+               f"on non-refusal at T has no room {'upward' if nr >= high else 'downward'}"))
     if r.new_task is None:
         return (f"The regime's rule in the main runs: {shock}; {room}. The new-task part is not "
                 f"checked: this setting has no new task (its logs have no "
-                f"{cfg.finetune.new_task}_accuracy); benign accuracy stands in for it.")
+                f"{cfg.finetune.new_task}_accuracy).")
     learned = (f"the new task reaches >= {cfg.finetune.min_new_task_accuracy:g}% by T in "
                f"{int(t['learned'].sum())} of {len(t)} runs (worst "
                f"{t['new_task_accuracy'].min():.0f}%)")
@@ -46,12 +46,14 @@ def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
            f"{int(t['learned'].sum())} learn the new task by T, "
            f"{s.without_shock_and_learned} do both, and {s.meeting_rule} meet the whole rule."]
     if s.meeting_rule == 0:
-        nr = t["nonrefusal"]
-        out.append(f"No candidate leaves room at T: pooled non-refusal at T ranges from "
-                   f"{nr.min():.0f}% to {nr.max():.0f}% over the grid; where the new task is "
-                   f"learned it is {t[t['learned']]['nonrefusal'].min():.0f}% or more. In this "
-                   "organism refusal is lost before the new task is learned, at every lr, "
-                   "warmup and new-task share searched.")
+        nr, learned = t["nonrefusal"], t[t["learned"]]
+        room = (f"{int(t['room'].sum())} candidates leave room at T, none of them with the "
+                "new task learned" if t["room"].any() else "no candidate leaves room at T")
+        out.append(f"No candidate meets the whole rule: {room}. Pooled non-refusal at T ranges "
+                   f"from {nr.min():.0f}% to {nr.max():.0f}% over the grid"
+                   + (f"; where the new task is learned it is "
+                      f"{learned['nonrefusal'].min():.0f}% or more." if len(learned) else
+                      "; no candidate learns the new task."))
     if s.choice is None:
         out.append(f"Nothing was chosen: {s.branch}.")
     else:

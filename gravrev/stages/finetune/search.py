@@ -1,8 +1,8 @@
 """The regime search's runs: one unblocked run per grid cell on the first histories.
 
-Each cell (lr, warmup, new-task share) runs to the longest horizon; the lr is constant after
-warmup and the batches depend on the seed only, so the state at step T of that run is the
-state a run of T steps would reach, and every horizon is read off one run.
+Each cell (lr, warmup, new-task share) runs to the longest horizon; the lr schedule does not
+depend on the run's length and the batches depend on the seed only, so the state at step T of
+that run is the state a run of T steps would reach, and every horizon is read off one run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def cell_name(lr: float, warmup: int, share: float) -> str:
 def cell_config(cfg: Config, lr: float, warmup: int, share: float) -> Config:
     """The config of one cell's run: the main regime with the cell's values, to the longest T."""
     horizons = cfg.regime.horizons
-    log = tuple(sorted({*(s for s in EARLY_LOG if s < horizons[-1]), *horizons}))
+    early = {*EARLY_LOG, *cfg.finetune.log_steps}  # no shock is judged where the main runs log
+    log = tuple(sorted({*(s for s in early if s < horizons[-1]), *horizons}))
     fc = dataclasses.replace(cfg.finetune, lr=lr, warmup=warmup, new_task_fraction=share,
                              steps=horizons[-1], log_steps=log)
     return dataclasses.replace(cfg, finetune=fc)
