@@ -154,6 +154,14 @@ BAD = [
 ]
 
 
+# Each value is valid alone and refused against another section (Config.validate).
+BAD += [
+    ({"regime": {"shock": {"arms": ["block", "random_block"]}}}, "regime.shock.arms"),
+    ({"regime": {"shock": {"arms": ["block", "freeze"]}}}, "regime.shock.arms"),
+    ({"blocking": {"calibration_histories": 3}}, "blocking.calibration_histories"),
+]
+
+
 @pytest.mark.parametrize(("params", "name"), BAD, ids=[f for _, f in BAD])
 def test_bad_value_names_its_field(params, name):
     with pytest.raises(ConfigError, match=rf"(^|\.){re.escape(name)}:"):

@@ -186,6 +186,8 @@ def test_metrics_verdicts_and_their_json_round_trip():
     ({"proximal_grid": [1.0, 0.1]}, "defenses.proximal_grid"),
     ({"rehearsal_grid": [0.5, 1.5]}, "defenses.rehearsal_grid"),
     ({"n_histories": -1}, "defenses.n_histories"),
+    ({"n_histories": 9}, "defenses.n_histories"),  # tiny has 8 histories
+    ({"n_seeds": 2}, "defenses.n_seeds"),  # and one fine-tuning seed
 ])
 def test_bad_defenses_config_names_its_field(override, field):
     with pytest.raises(ConfigError, match=field):

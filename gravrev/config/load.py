@@ -1,6 +1,6 @@
 """One validated config: a preset from presets.yaml, overridden by params.yaml, checked early.
 
-The sections live in gravrev.config.organism and gravrev.config.experiment, the typed build in
+The sections live in gravrev.config.organism, .experiment, .regime and .defenses, the typed build in
 gravrev.config.fields; each name is imported from the module that defines it.
 """
 
@@ -14,15 +14,15 @@ from typing import Any
 
 import yaml
 
+from gravrev.config.defenses import DefensesConfig
 from gravrev.config.experiment import (
+    CONTROLS,
     AnalysisConfig,
     BlockingConfig,
-    DefensesConfig,
     ExecutorConfig,
     FinetuneConfig,
     HFConfig,
     MediationConfig,
-    RegimeConfig,
 )
 from gravrev.config.fields import ConfigError, build, check
 from gravrev.config.organism import (
@@ -31,6 +31,7 @@ from gravrev.config.organism import (
     SweepConfig,
     WorldConfig,
 )
+from gravrev.config.regime import RegimeConfig
 
 PRESETS = ("smoke", "tiny", "full", "sweep", "hf")
 
@@ -81,12 +82,19 @@ class Config:
             check(arm in self.blocking.arms, "regime.shock.arms",
                   f"{arm!r} is not one of blocking.arms {self.blocking.arms}: the shock regime "
                   "reuses the main regime's arms and lambda")
+            check(arm not in CONTROLS, "regime.shock.arms",
+                  f"{arm!r} is a control matched to {CONTROLS.get(arm)}'s achieved reduction in "
+                  "the main regime; the shock regime runs claim arms only, at the main lambda")
         n = len(self.history.seeds)
         for key, value in (("regime.search_histories", self.regime.search_histories),
                            ("regime.shock.n_histories", self.regime.shock.n_histories),
                            ("blocking.calibration_histories",
-                            self.blocking.calibration_histories)):
-            check(value <= n, key, f"must be <= the number of histories ({n})")
+                            self.blocking.calibration_histories),
+                           ("defenses.n_histories", self.defenses.n_histories)):
+            check(value <= n, key, f"must be <= the number of histories ({n}); 0: all")
+        n_seeds = len(self.finetune.seeds)
+        check(self.defenses.n_seeds <= n_seeds, "defenses.n_seeds",
+              f"must be <= the number of finetune.seeds ({n_seeds}); 0: all")
         if "rehearsal" in self.blocking.arms:
             check(self.finetune.batch_size >= 2, "blocking.arms",
                   f"rehearsal needs finetune.batch_size >= 2 (one benign row and one safety "
