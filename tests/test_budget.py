@@ -21,6 +21,19 @@ def test_schedule_counts_the_hf_presets_runs_and_generations():
     assert s.runs == 3 + 3 * (1 + 2) + 4 * 3 + 3 + 9
     assert s.judged == 2 + s.logged * 3 * (1 + 4) + 3 + 3 * 9 + 9
     assert s.penalty_arms == 4  # block, push, refusal_block, random_block all read the pool
+    # each run at its own regime's length: the shock runs are shorter; hf runs no search
+    assert (s.steps, s.shock_steps, s.search_runs) == (150, 100, 0)
+    assert s.total_steps == (s.runs - s.shock_runs) * 150 + s.shock_runs * 100
+
+
+def test_the_search_runs_count_at_the_longest_horizon():
+    s = budget.schedule(resolve({"preset": "tiny"}))
+    # 3 lrs x 2 warmups x 2 shares on 2 histories, each to T = 300, logged at 5, 10, 20, 50,
+    # the main log steps below 300 and every horizon
+    assert (s.search_runs, s.search_steps) == (3 * 2 * 2 * 2, 300)
+    assert s.search_logged > len(resolve({"preset": "tiny"}).regime.horizons)
+    assert s.total_steps == (s.main_runs * s.steps + s.shock_runs * s.shock_steps
+                             + s.search_runs * 300)
 
 
 def test_lora_adapters_of_llama_7b_shapes():
@@ -53,5 +66,5 @@ def test_the_blocks_print_the_computed_numbers():
               **budget_text.time_blocks(MODEL, GPU, SCHEDULE, t)}
     assert "= 624,640" in blocks["lora"] and "19,988,480" in blocks["lora"]
     assert "2^-15 = 3.1e-5 > 2e-5" in blocks["stuck"]
-    assert f"= {t.steps:,} steps" in blocks["runs"]
+    assert f"{SCHEDULE.runs} runs, {t.steps:,} steps" in blocks["runs"]
     assert "over one 80 GB GPU" in blocks["mixed"]

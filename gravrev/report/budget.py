@@ -14,6 +14,7 @@ from gravrev.config.experiment import CONTROLS
 from gravrev.config.load import Config
 from gravrev.settings.hf.setting import GEN_BATCH
 from gravrev.stages.blocking.runs import KINDS
+from gravrev.stages.finetune.search import cell_config, cells
 
 # Objectives that run a forward pass on a minibatch of pool prompts each step.
 PROMPT_KINDS = ("block", "push", "penalty", "mean_penalty")
@@ -73,7 +74,11 @@ class Schedule:
     new_tokens: int
     gen_batch: int
     shock_runs: int  # the shock regime's unblocked run and claim arms (first seed)
+    shock_steps: int
     shock_logged: int  # their logged points, step 0 included
+    search_runs: int  # the regime search's unblocked runs, one per cell and searched history
+    search_steps: int  # each runs to the longest horizon
+    search_logged: int  # their logged points, step 0 included
     defense_runs: int  # the defenses' baseline and every arm at every strength (judged at T)
 
     @property
@@ -82,24 +87,50 @@ class Schedule:
         return math.ceil(2 * self.n_eval / self.gen_batch)
 
     @property
+    def check_runs(self) -> int:
+        """The lambda check on the first seed: the claim arm, each matched control and each other
+        arm a control is matched to, at every lambda."""
+        return self.lambdas * (1 + self.controls + self.targets)
+
+    @property
+    def main_runs(self) -> int:
+        """The runs of the main regime's length: unblocked seeds, the check, every arm on every
+        seed, the defenses."""
+        return self.seeds + self.check_runs + self.arms * self.seeds + self.defense_runs
+
+    @property
     def runs(self) -> int:
-        """Unblocked seeds; the lambda check on the first seed (the claim arm, each matched control
-        and each other arm a control is matched to, at every lambda); every arm on every seed."""
-        return (self.seeds + self.lambdas * (1 + self.controls + self.targets)
-                + self.arms * self.seeds + self.shock_runs + self.defense_runs)
+        """Every fine-tuning run: the main regime's, the shock regime's and the search's."""
+        return self.main_runs + self.shock_runs + self.search_runs
+
+    @property
+    def total_steps(self) -> int:
+        """Training steps of every run, each at its own regime's length."""
+        return (self.main_runs * self.steps + self.shock_runs * self.shock_steps
+                + self.search_runs * self.search_steps)
 
     @property
     def judged(self) -> int:
         """Generations: two checkpoints; the unblocked runs' and every arm's logged points; the
         claim arm's end at each lambda of the check (the controls' check runs are not judged);
-        the shock runs' logged points; each defense run's end."""
+        the shock runs' and the search runs' logged points; each defense run's end."""
         return (2 + self.logged * self.seeds * (1 + self.arms) + self.lambdas
-                + self.shock_runs * self.shock_logged + self.defense_runs)
+                + self.shock_runs * self.shock_logged + self.search_runs * self.search_logged
+                + self.defense_runs)
+
+    @property
+    def view_points(self) -> int:
+        """Logged points of every run, at which the weight-space view reads theta."""
+        return (self.logged * self.main_runs + self.shock_runs * self.shock_logged
+                + self.search_runs * self.search_logged)
 
 
 def schedule(cfg: Config) -> Schedule:
     """The schedule of a resolved `hf` config."""
     arms = cfg.blocking.arms
+    searched = cfg.regime.search_histories
+    # a search run's length and logged steps do not depend on its cell
+    search = cell_config(cfg, *cells(cfg)[0]).finetune if searched else None
     return Schedule(
         seeds=len(cfg.finetune.seeds), lambdas=len(cfg.blocking.lambda_grid), arms=len(arms),
         controls=sum(a in CONTROLS for a in arms),
@@ -111,7 +142,10 @@ def schedule(cfg: Config) -> Schedule:
         n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens, gen_batch=GEN_BATCH,
         shock_runs=len(cfg.first_histories(cfg.regime.shock.n_histories))
         * (1 + len(cfg.regime.shock.arms)),
-        shock_logged=len(cfg.regime.shock.log_steps) + 1,
+        shock_steps=cfg.regime.shock.steps, shock_logged=len(cfg.regime.shock.log_steps) + 1,
+        search_runs=searched * len(cells(cfg)),
+        search_steps=search.steps if search else 0,
+        search_logged=len(search.log_steps) + 1 if search else 0,
         defense_runs=len(cfg.first_histories(cfg.defenses.n_histories))
         * min(cfg.defenses.n_seeds or len(cfg.finetune.seeds), len(cfg.finetune.seeds))
         * (1 + sum(len(cfg.defenses.grid(a)) for a in cfg.defenses.arms)),
@@ -213,10 +247,10 @@ def time_budget(m: Model, hw: Hardware, s: Schedule) -> Time:
     decode_steps = s.judged * s.gen_batches * s.new_tokens
     decode_step = m.n_params * 2 / hw.hbm_bytes_per_s
     return Time(
-        steps=s.runs * s.steps, tokens=tokens, full_step=step[6], lora_step=step[4],
-        ckpt_step=step[2], train=(s.runs * s.steps * step[4], s.runs * s.steps * step[6]),
+        steps=s.total_steps, tokens=tokens, full_step=step[6], lora_step=step[4],
+        ckpt_step=step[2], train=(s.total_steps * step[4], s.total_steps * step[6]),
         decode_steps=decode_steps, decode_step=decode_step, judge=decode_steps * decode_step,
-        view_points=s.logged * s.runs, flat=flat, view_copy=copy, view_concat=concat,
+        view_points=s.view_points, flat=flat, view_copy=copy, view_concat=concat,
         view_lora=(copy[0] + concat[0], copy[1] + concat[1]),
         view_full=(copy[0] + full_host[0], copy[1] + full_host[1]), full_traffic=full_traffic,
     )

@@ -97,8 +97,10 @@ def time_blocks(m: Model, hw: Hardware, s: Schedule, t: Time) -> dict[str, str]:
                         f"host memory traffic: {host[0]:.0f} to {host[1]:.0f} GB/s "
                         "(one CPU thread)\n"
                         f"sequences of {m.seq_len} tokens; the hf preset's schedule"),
-        "runs": (f"runs:  {s.seeds} + {s.lambdas} + ({s.arms} x {s.seeds} - 1) = {s.runs};  "
-                 f"x {s.steps} steps = {t.steps:,} steps\n"
+        "runs": (f"runs:  {s.seeds} unblocked + {s.check_runs} lambda check + {s.arms} arms x "
+                 f"{s.seeds} seeds + {s.defense_runs} defenses = {s.main_runs} x {s.steps} steps\n"
+                 f"     + {s.shock_runs} shock x {s.shock_steps} steps + {s.search_runs} search x "
+                 f"{s.search_steps} steps = {s.runs} runs, {t.steps:,} steps\n"
                  f"tokens per step: {s.batch} x {m.seq_len} = {t.tokens:,}"),
         "training": (f"full: 6 x {n} x {t.tokens:,} = {sci(6 * m.n_params * t.tokens)} FLOP -> "
                      f"{t.full_step:.2f} s per step\n"
@@ -112,7 +114,8 @@ def time_blocks(m: Model, hw: Hardware, s: Schedule, t: Time) -> dict[str, str]:
                     f"tokens = {t.decode_steps:,}\n"
                     f"at best {m.n_params * 2 / GB:.0f} GB / {hw.hbm_bytes_per_s / 1e12:.2f} "
                     f"TB/s = {t.decode_step * 1e3:.1f} ms each    -> {t.judge:.0f} s"),
-        "view": (f"points: {s.logged} x {s.runs} = {t.view_points}\n"
+        "view": (f"points: {s.logged} x {s.main_runs} + {s.shock_logged} x {s.shock_runs} + "
+                 f"{s.search_logged} x {s.search_runs} = {t.view_points}\n"
                  f"LoRA: {t.flat:.0f} GB to the host ({t.view_copy[0]:.0f} to "
                  f"{t.view_copy[1]:.0f} s)\n"
                  f"      + its concatenation ({2 * t.flat:.0f} GB of traffic, "
