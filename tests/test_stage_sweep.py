@@ -305,3 +305,19 @@ def test_witnesses_are_one_per_depth_and_seed_and_reuse_stage_history():
     shared = Path("/out/witness/H50_s7")
     assert where[Unit(50, 5, 7)] == where[Unit(50, 10, 7)] == shared
     assert all(t.helpful.lr == cfg.history.helpful.lr for t in todo)
+
+
+def test_room_sentence_names_the_units_inside_the_band_with_the_task_learned():
+    units = pd.DataFrame({
+        "unit": ["H500_S150_s0", "H1000_S900_s1", "H1000_S900_s0", "H500_S900_s0"],
+        "helpful_steps": [500, 1000, 1000, 500], "safe_steps": [150, 900, 900, 900],
+        "non_refusal_T": [100.0, 64.6, 50.0, 40.0],
+        "new_task_accuracy_T": [90.0, 92.7, 51.0, 80.0],  # the third has not learned the task
+        "shape_ok": [True, False, True, True]})
+    text = report.room_sentence(units, (10.0, 90.0), 70.0)
+    assert text.startswith("2 of 4 units leave room at T")
+    assert "H1000_S900_s1 (non-refusal 64.6%, new task 92.7%, missed a shape check)" in text
+    assert "H500_S900_s0" in text and "H1000_S900_s0" not in text
+    assert "H 500 / S 900, H 1000 / S 900" in text
+    none = report.room_sentence(units.iloc[:1], (10.0, 90.0), 70.0)
+    assert none.startswith("No unit leaves room at T")

@@ -134,6 +134,29 @@ def _mediation(units: pd.DataFrame) -> str:
             f"the {len(refusing)} units whose θ_S refuses at all).")
 
 
+def room_sentence(units: pd.DataFrame, band: tuple[float, ...], min_task: float) -> str:
+    """Which units leave the room at T that chapter 02's regime rule asks for, and at what depth."""
+    nr = units["non_refusal_T"].astype(float)
+    task = units["new_task_accuracy_T"].astype(float)
+    room = units[(nr > band[0]) & (nr < band[1]) & (task >= min_task)]
+    rule = (f"non-refusal at T strictly inside {band[0]:g}–{band[1]:g}% with the new task at "
+            f"{min_task:g}% or more: two of chapter 02's three parts, per unit; the shock part is "
+            "not checked here")
+    if room.empty:
+        return (f"No unit leaves room at T ({rule}): the depth grid does not find the history "
+                "change that the regime rule asks for.")
+    listed = "; ".join(
+        f"{u.unit} (non-refusal {u.non_refusal_T:.1f}%, new task {u.new_task_accuracy_T:.1f}%"
+        + ("" if u.shape_ok else ", missed a shape check") + ")" for u in room.itertuples())
+    cells = sorted({(int(u.helpful_steps), int(u.safe_steps)) for u in room.itertuples()})
+    depths = ", ".join(f"H {h} / S {s}" for h, s in cells)
+    verb = "leaves" if len(room) == 1 else "leave"
+    return (f"{len(room)} of {len(units)} units {verb} room at T ({rule}): {listed}, at "
+            f"{depths}. That is where a history with room would be looked for next; the main "
+            "histories keep their depth, since a choice made on these units after seeing them "
+            "would not be pre-registered.")
+
+
 def findings(result: SweepResult) -> list[str]:
     """The six sentences of 'What this shows', worded from the measurements."""
     u = result.units
