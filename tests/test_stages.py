@@ -19,8 +19,10 @@ from gravrev.report.claim_words import value_text
 from gravrev.runtime import seeds
 from gravrev.stages.artifacts import load_v_rev
 from gravrev.stages.blocking import metrics as block_metrics
+from gravrev.stages.blocking import ordering as block_ordering
 from gravrev.stages.blocking import report as block_report
 from gravrev.stages.blocking import runs as block_runs
+from gravrev.stages.blocking.shock import metrics as block_shock
 from gravrev.stages.claims import compute as claims
 from gravrev.stages.claims import report as claims_report
 from gravrev.stages.finetune import arms as fine_arms
@@ -765,7 +767,7 @@ def test_blocking_handles_a_setting_without_new_task_or_prefill():
     assert m.arms["block"].new_task_accuracy.n == 0 and np.isnan(m.arms["block"].
                                                                prefilled_content.mean)
     assert m.arms["block"].per_run["new_task_accuracy"] == {}
-    assert set(m.ordering) == set(block_metrics.ORDER_MEASURES)
+    assert set(m.ordering) == set(block_ordering.ORDER_MEASURES)
     back = json.loads(json.dumps(m.to_json(), default=float).replace("NaN", "null"))
     assert block_metrics.BlockingMetrics.from_json(back).arms["push"].new_task_accuracy.n == 0
     eff = block_metrics.paired_effects(final)
@@ -833,9 +835,9 @@ def test_ordering_takes_the_history_as_the_unit():
     final = pd.DataFrame(rows)
     final["task_cost_not_block"] = False
     order = block_metrics.blocking_metrics(CFG, final, 0.1, "passed").ordering
-    assert list(order) == list(block_metrics.ORDER_MEASURES)
+    assert list(order) == list(block_ordering.ORDER_MEASURES)
     o = order["cumulative_reversion"]
-    assert o.per_history["h1"] == block_metrics.HistoryOrder(block=8.5, baseline=11.5, push=12.5)
+    assert o.per_history["h1"] == block_ordering.HistoryOrder(block=8.5, baseline=11.5, push=12.5)
     s = o.baseline_minus_block
     half = stats.t.ppf(0.975, 2) * 0.5 / np.sqrt(3)  # sd 0.5 of the means; 2 df: 3 histories
     assert (s.mean, s.n) == (pytest.approx(2.5), 3)  # 3 history means, not 6 runs
@@ -917,7 +919,7 @@ def test_blocking_measure_and_load_read_the_runs_back(layout):
     assert set(shock.arms) == {"unblocked", "block"} and shock.steps == CFG.regime.shock.steps
     assert shock.arms["block"].alignment.mean == pytest.approx(-0.2)
     assert len(r.shock_curves) == 2 * 2 * (len(LOG_STEPS) + 1)
-    assert block_metrics.ShockMetrics.from_json(shock.to_json()) == shock
+    assert block_shock.ShockMetrics.from_json(shock.to_json()) == shock
     again = layout.paths.metrics_file("blocking").with_suffix(".again.json")
     write_json(again, r.metrics.to_json())
     assert again.read_bytes() == layout.paths.metrics_file("blocking").read_bytes()

@@ -20,7 +20,7 @@ from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import Setting, make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
-from gravrev.stages.blocking.shock import main_arm, shock_arm, shock_config
+from gravrev.stages.blocking.shock.regime import main_arm, shock_arm, shock_config
 from gravrev.stats.nulls import (
     cosine,
     covariance,
