@@ -121,6 +121,17 @@ def test_weight_direction_penalty_is_zero_for_an_update_inside_the_span():
     assert obj.extra_loss(safe).item() > 0
 
 
+def test_weight_direction_moves_theta_h_to_the_trained_models_device():
+    """θ_H loaded on another device than θ_S (here the CPU against meta, as CPU against CUDA):
+    the penalty's tensors sit on the trained parameters' device."""
+    safe, helpful = torch.nn.Linear(3, 2, device="meta"), torch.nn.Linear(3, 2)
+    obj = make_defense(DefenseSpec("weight_direction", 4.0), helpful)
+    obj.prepare(safe, 0)
+    assert len(obj.directions) == len(obj.params) == 2
+    for p, a, d in zip(obj.params, obj.anchor, obj.directions, strict=True):
+        assert p.device == a.device == d.device == torch.device("meta")
+
+
 # ----------------------------------------------------------------------------- matched cost
 
 

@@ -18,9 +18,12 @@ from gravrev.report import claim_words
 from gravrev.report.claim_words import value_text
 from gravrev.runtime import seeds
 from gravrev.stages.artifacts import load_v_rev
+from gravrev.stages.blocking import calibration as block_calib
 from gravrev.stages.blocking import metrics as block_metrics
+from gravrev.stages.blocking import ordering as block_ordering
 from gravrev.stages.blocking import report as block_report
 from gravrev.stages.blocking import runs as block_runs
+from gravrev.stages.blocking.shock import metrics as block_shock
 from gravrev.stages.claims import compute as claims
 from gravrev.stages.claims import report as claims_report
 from gravrev.stages.finetune import arms as fine_arms
@@ -529,7 +532,7 @@ def test_choose_lambda_applies_the_pre_registered_rule(alignments, costs, lam, c
     rows = [(g, h, a[i], c[i]) for g, a, c in zip(GRID, alignments, costs, strict=True)
             for i, h in enumerate(("h0", "h1"))]
     assert CFG.blocking.task_cost_tolerance == 5.0
-    assert block_runs.choose_lambda(CFG, _calibration(rows)) == (lam, check)
+    assert block_calib.choose_lambda(CFG, _calibration(rows)) == (lam, check)
 
 
 def _matching(reductions: list[tuple[float, float]]) -> pd.DataFrame:
@@ -547,7 +550,7 @@ def _matching(reductions: list[tuple[float, float]]) -> pd.DataFrame:
     ([(0.25, 0.25), (0.75, 0.75), (0.875, 0.875)], 0.5, 0.01, False),
 ])
 def test_match_lambda_picks_the_closest_achieved_reduction(reductions, target, lam, reached):
-    got = block_runs.match_lambda(_matching(reductions), target, 0.1)
+    got = block_calib.match_lambda(_matching(reductions), target, 0.1)
     assert got["lambda"] == lam and got["reached"] is reached and got["target"] == target
     assert got["reduction"] == pytest.approx(np.mean(reductions[GRID.index(lam)]))
 
@@ -555,11 +558,11 @@ def test_match_lambda_picks_the_closest_achieved_reduction(reductions, target, l
 def test_match_lambda_skips_undefined_reductions():
     nan = float("nan")
     # 0.1 is undefined in h1: no candidate, though its h0 value hits the target
-    got = block_runs.match_lambda(_matching([(0.0, 0.2), (0.5, nan), (0.8, 1.0)]), 0.5, 0.1)
+    got = block_calib.match_lambda(_matching([(0.0, 0.2), (0.5, nan), (0.8, 1.0)]), 0.5, 0.1)
     assert got["lambda"] == 0.01 and not got["reached"]
-    none = block_runs.match_lambda(_matching([(nan, 0.2), (0.5, nan), (0.8, nan)]), 0.5, 0.1)
+    none = block_calib.match_lambda(_matching([(nan, 0.2), (0.5, nan), (0.8, nan)]), 0.5, 0.1)
     assert none["lambda"] == 0.1 and not none["reached"] and np.isnan(none["reduction"])
-    undefined = block_runs.match_lambda(_matching([(0.0, 0.2), (0.4, 0.6), (0.8, 1.0)]), nan, 1.0)
+    undefined = block_calib.match_lambda(_matching([(0.0, 0.2), (0.4, 0.6), (0.8, 1.0)]), nan, 1.0)
     assert undefined["lambda"] == 1.0 and not undefined["reached"]
 
 
@@ -746,8 +749,8 @@ def _hf_log_t() -> pd.Series:
 def test_blocking_handles_a_setting_without_new_task_or_prefill():
     """hf logs: NaN where a measure is not logged; the lambda check's cost is benign accuracy."""
     log_t = _hf_log_t()
-    assert block_runs.cost_column(CFG, log_t.index) == "benign_accuracy"
-    assert block_runs.cost_column(CFG, [*log_t.index, "rotate_accuracy"]) == "rotate_accuracy"
+    assert block_calib.cost_column(CFG, log_t.index) == "benign_accuracy"
+    assert block_calib.cost_column(CFG, [*log_t.index, "rotate_accuracy"]) == "rotate_accuracy"
     v = np.array([1.0, 0.0])
     d = np.array([[0.1, 0.0], [0.5, 0.5]])
     row = block_runs._row(CFG, "block", d, log_t, v, {1: v}, np.array([[0.1, 0.0], [1.0, 0.0]]))
@@ -757,7 +760,7 @@ def test_blocking_handles_a_setting_without_new_task_or_prefill():
     # the lambda check on benign-accuracy cost: 0.1 holds alignment, costs 3 points
     rows = [(g, h, a, 70.0 - acc) for g, a, acc in ((0.01, 0.5, 69.0), (0.1, 0.2, 67.0),
                                                     (1.0, 0.1, 50.0)) for h in ("h0", "h1")]
-    assert block_runs.choose_lambda(CFG, _calibration(rows)) == (0.1, "passed")
+    assert block_calib.choose_lambda(CFG, _calibration(rows)) == (0.1, "passed")
     # metrics: the unmeasured measures are NaN summaries, skipped in effects and ordering
     final = _final(20.0).assign(prefilled_content=float("nan"),
                                 new_task_accuracy=float("nan"), task_cost_not_block=False)
@@ -765,7 +768,7 @@ def test_blocking_handles_a_setting_without_new_task_or_prefill():
     assert m.arms["block"].new_task_accuracy.n == 0 and np.isnan(m.arms["block"].
                                                                prefilled_content.mean)
     assert m.arms["block"].per_run["new_task_accuracy"] == {}
-    assert set(m.ordering) == set(block_metrics.ORDER_MEASURES)
+    assert set(m.ordering) == set(block_ordering.ORDER_MEASURES)
     back = json.loads(json.dumps(m.to_json(), default=float).replace("NaN", "null"))
     assert block_metrics.BlockingMetrics.from_json(back).arms["push"].new_task_accuracy.n == 0
     eff = block_metrics.paired_effects(final)
@@ -833,9 +836,9 @@ def test_ordering_takes_the_history_as_the_unit():
     final = pd.DataFrame(rows)
     final["task_cost_not_block"] = False
     order = block_metrics.blocking_metrics(CFG, final, 0.1, "passed").ordering
-    assert list(order) == list(block_metrics.ORDER_MEASURES)
+    assert list(order) == list(block_ordering.ORDER_MEASURES)
     o = order["cumulative_reversion"]
-    assert o.per_history["h1"] == block_metrics.HistoryOrder(block=8.5, baseline=11.5, push=12.5)
+    assert o.per_history["h1"] == block_ordering.HistoryOrder(block=8.5, baseline=11.5, push=12.5)
     s = o.baseline_minus_block
     half = stats.t.ppf(0.975, 2) * 0.5 / np.sqrt(3)  # sd 0.5 of the means; 2 df: 3 histories
     assert (s.mean, s.n) == (pytest.approx(2.5), 3)  # 3 history means, not 6 runs
@@ -917,7 +920,7 @@ def test_blocking_measure_and_load_read_the_runs_back(layout):
     assert set(shock.arms) == {"unblocked", "block"} and shock.steps == CFG.regime.shock.steps
     assert shock.arms["block"].alignment.mean == pytest.approx(-0.2)
     assert len(r.shock_curves) == 2 * 2 * (len(LOG_STEPS) + 1)
-    assert block_metrics.ShockMetrics.from_json(shock.to_json()) == shock
+    assert block_shock.ShockMetrics.from_json(shock.to_json()) == shock
     again = layout.paths.metrics_file("blocking").with_suffix(".again.json")
     write_json(again, r.metrics.to_json())
     assert again.read_bytes() == layout.paths.metrics_file("blocking").read_bytes()

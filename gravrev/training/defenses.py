@@ -9,14 +9,14 @@ outside the span of W_S - W_H, one flattened direction per weight tensor.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
-from gravrev.training.loop import IGNORE, lm_loss, right_padded
+from gravrev.training.loop import IGNORE, right_padded
+from gravrev.training.objectives import Baseline
 
 DEFENSE_KINDS = ("constrained_sft", "proximal", "weight_direction")
 # Qi et al. 2024's per-token beta: 0.5 on the first answer token, 2 on the next few (their
@@ -93,22 +93,12 @@ def outside_span(update: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
     return u - (u @ d) * d
 
 
-class Defense:
-    """Ordinary fine-tuning's hooks and task loss; subclasses add their term or replace the loss."""
+class Defense(Baseline):
+    """Ordinary fine-tuning (Baseline) that keeps w_S; subclasses add a term or replace the loss."""
 
     def prepare(self, model: PreTrainedModel, seed: int) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.anchor = [p.detach().clone() for p in self.params]  # w_S: the model is theta_S here
-
-    def task_loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return lm_loss(model, batch)
-
-    def extra_loss(self, model: PreTrainedModel) -> torch.Tensor | None:
-        return None
-
-    @contextmanager
-    def hooks(self, model: PreTrainedModel) -> Iterator[None]:
-        yield
 
 
 class ConstrainedSFT(Defense):

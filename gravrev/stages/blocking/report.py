@@ -11,16 +11,15 @@ import seaborn as sns
 from gravrev.claims.thresholds import kept_refusal
 from gravrev.config.load import Config
 from gravrev.report.figures import readable, strip_points
-from gravrev.stages.blocking.metrics import (
+from gravrev.stages.blocking.metrics import BlockingResult
+from gravrev.stages.blocking.ordering import (
     BASELINE,
     ORDER_MEASURES,
-    ArmMetrics,
-    BlockingResult,
     Ordering,
-    Summary,
     history_means,
     paired_by_history,
 )
+from gravrev.stages.blocking.summaries import ArmMetrics, Summary
 from gravrev.stats.trajectories import reversion_cut
 
 LABELS = {"alignment": "alignment at T", "non_refusal": "non-refusal at T (%)",

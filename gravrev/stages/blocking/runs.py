@@ -20,7 +20,16 @@ from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import Setting, make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
-from gravrev.stages.blocking.shock import main_arm, shock_arm, shock_config
+from gravrev.stages.blocking.calibration import (
+    arm_of,
+    calibrated_arms,
+    calibration_name,
+    choose_lambda,
+    cost_column,
+    match_controls,
+    matching_table,
+)
+from gravrev.stages.blocking.shock.regime import main_arm, shock_arm, shock_config, shock_runs
 from gravrev.stats.nulls import (
     cosine,
     covariance,
@@ -36,7 +45,6 @@ from gravrev.training.phases import safety_pairs
 from gravrev.training.rehearsal import RehearsalSpec
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
 
-MATCH_TOLERANCE = 0.1  # a control reaches its arm's reduction when within this of it
 # The unblocked drift's projection on u below this share of its norm leaves the reduction
 # along u undefined (NaN): there is no motion along u to reduce.
 UNDEFINED_BELOW = 1e-6
@@ -178,53 +186,9 @@ def arm_reduction(arm: str, d: np.ndarray, unblocked: np.ndarray,
     return reduction(d, unblocked, directions, kind(arm) in SIGNED_KINDS)
 
 
-def cost_column(cfg: Config, columns) -> str:
-    """The accuracy whose loss is the task cost: the new task's, or the benign task's where
-    the setting has no new task (hf), as stage finetune does."""
-    new = f"{cfg.finetune.new_task}_accuracy"
-    return new if new in columns else "benign_accuracy"
-
-
 def at_t(log_t: pd.Series, column: str) -> float:
     """A logged measure at T; NaN where the setting does not log it."""
     return float(log_t[column]) if column in log_t.index else math.nan
-
-
-def choose_lambda(cfg: Config, calib: pd.DataFrame) -> tuple[float, str]:
-    """The pre-registered rule: the smallest lambda that holds alignment under the isotropic
-    p99 in every history with task cost (new_task_cost: the loss of cost_column's accuracy)
-    within tolerance; else the largest within it (the check failed, said so); else the
-    smallest lambda."""
-    tol = cfg.blocking.task_cost_tolerance
-    worst = calib.groupby("lambda").agg(alignment=("alignment", "max"),
-                                        cost=("new_task_cost", "max")).sort_index()
-    ok = worst[(worst["alignment"] < calib["p99"].iloc[0]) & (worst["cost"] <= tol)]
-    if len(ok):
-        return float(ok.index[0]), "passed"
-    cheap = worst[worst["cost"] <= tol]
-    if len(cheap):
-        return float(cheap.index[-1]), "failed: no lambda held alignment under the p99"
-    return float(worst.index[0]), "failed: every lambda cost more than the tolerance"
-
-
-def match_lambda(calib: pd.DataFrame, target: float, fallback: float) -> dict:
-    """The pre-registered matching rule: the lambda of the grid whose reduction (mean over
-    histories) is closest to the target (the smaller lambda on a tie); reached when within
-    MATCH_TOLERANCE of it. A lambda whose reduction is undefined in a history is no
-    candidate; with no candidate or an undefined target, `fallback`, not reached."""
-    mean = calib.groupby("lambda")["reduction"].agg(lambda x: x.to_numpy().mean()).sort_index()
-    gap = (mean - target).abs().dropna()
-    if gap.empty:
-        return {"lambda": float(fallback), "reduction": float(mean.get(fallback, math.nan)),
-                "target": float(target), "reached": False}
-    lam = float(gap.index[int(np.argmin(gap.to_numpy()))])
-    return {"lambda": lam, "reduction": float(mean[lam]), "target": float(target),
-            "reached": bool(gap[lam] <= MATCH_TOLERANCE)}
-
-
-def arm_of(name: str) -> str:
-    """The arm of a calibration or matching run's name ("<arm>_lambda<lambda>")."""
-    return name.rsplit("_lambda", 1)[0]
 
 
 def _task(cfg: Config, paths: Paths, out, history: str, seed: int, arm: str,
@@ -295,10 +259,9 @@ def run(cfg: Config, paths: Paths) -> None:
         # 1. On the first seed of the calibration histories, at every lambda: the claim arm (at T,
         # for the harm-blind check) and, for the matching, each control and the arm it controls.
         controls = [a for a in arms if a in CONTROLS]
-        matched_arms = list(dict.fromkeys([claim, *(CONTROLS[c] for c in controls), *controls]))
-        calib_tasks = [_task(cfg, paths, out / "calibration", h, seed0, f"{a}_lambda{g:g}",
+        calib_tasks = [_task(cfg, paths, out / "calibration", h, seed0, calibration_name(a, g),
                              spec(h, a, g), judge="end" if a == claim else "none")
-                       for a in matched_arms for g in grid
+                       for a in calibrated_arms(claim, controls) for g in grid
                        for h in cfg.first_histories(cfg.blocking.calibration_histories)]
         calib_done = run_all(finetune_task, calib_tasks, cfg.executor, desc="lambda check")
         rows = []
@@ -311,15 +274,8 @@ def run(cfg: Config, paths: Paths) -> None:
                          "new_task_cost": ref - d.log.iloc[-1][cost_of], "cost_of": cost_of})
         calibration = pd.DataFrame(rows)
         lam, check = choose_lambda(cfg, calibration)
-        matching = pd.DataFrame(
-            [{"arm": arm_of(t.arm), "lambda": t.block.lam, "history": t.history,
-              "reduction": r} for t, r in zip(calib_tasks, reductions(calib_tasks), strict=True)],
-            columns=["arm", "lambda", "history", "reduction"])
-        matched = {}
-        for c in controls:
-            of = matching[matching["arm"] == CONTROLS[c]]
-            target = float(of[of["lambda"] == lam]["reduction"].to_numpy().mean())
-            matched[c] = match_lambda(matching[matching["arm"] == c], target, lam)
+        matching = matching_table(calib_tasks, reductions(calib_tasks))
+        matched = match_controls(matching, controls, lam)
         # 2. Every arm, judged at every logged step: at lambda, the controls at their match.
         tasks = [t for a in arms
                  for t in arm_tasks(out, a, matched[a]["lambda"] if a in CONTROLS else lam)]
@@ -346,8 +302,7 @@ def run(cfg: Config, paths: Paths) -> None:
         shock_tasks = [_task(shock_cfg, paths, out / "shock", h, seed0, shock_arm(a),
                              None if a == "unblocked" else spec(h, a, lam),
                              rehearsal=rehearse.get(h) if a == "rehearsal" else None)
-                       for h in cfg.first_histories(cfg.regime.shock.n_histories)
-                       for a in ("unblocked", *cfg.regime.shock.arms)]
+                       for h, a in shock_runs(cfg)]
         shock_done = run_all(finetune_task, shock_tasks, cfg.executor, desc="shock regime")
         shock_ub = {t.history: drift_at_t(cfg, t.out, mask) for t in shock_tasks
                     if t.arm == shock_arm("unblocked")}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from gravrev.config.load import Config
-from gravrev.stages.blocking.metrics import Summary, summary
+from gravrev.stages.blocking.summaries import Summary, summary
 from gravrev.store.atomic import atomic_dir, read_json, write_csv, write_json
 from gravrev.store.paths import Paths
 

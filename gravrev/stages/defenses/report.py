@@ -9,7 +9,7 @@ import pandas as pd
 
 from gravrev.config.load import Config
 from gravrev.report.figures import readable
-from gravrev.stages.blocking.metrics import Summary
+from gravrev.stages.blocking.summaries import Summary
 from gravrev.stages.defenses.metrics import BASELINE, CLAIM, HARM, DefensesResult
 from gravrev.training.defenses import BETA_FIRST, BETA_PREFIX, BETA_REST
 

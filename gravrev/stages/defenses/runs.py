@@ -31,12 +31,6 @@ WEIGHT_SPACE = ("constrained_sft", "proximal", "weight_direction")  # DefenseSpe
 ALONG = ("block", "refusal_direction")  # BlockSpec "block" arms: along v_rev, along -r
 
 
-def histories(cfg: Config) -> tuple[str, ...]:
-    """The histories this stage runs: the first defenses.n_histories (0: all)."""
-    n = cfg.defenses.n_histories
-    return cfg.histories[:n] if n else cfg.histories
-
-
 def seeds(cfg: Config) -> tuple[int, ...]:
     """The fine-tuning seeds this stage runs: the first defenses.n_seeds (0: all)."""
     n = cfg.defenses.n_seeds
@@ -98,7 +92,7 @@ def at_t(cfg: Config, log_t: pd.Series) -> dict:
 
 def run(cfg: Config, paths: Paths) -> None:
     """Every arm at every strength, and the baseline, on the chosen histories and seeds."""
-    hs, ss = histories(cfg), seeds(cfg)
+    hs, ss = cfg.first_histories(cfg.defenses.n_histories), seeds(cfg)
     settings = {h: make_setting(cfg, paths.history / h) for h in hs}
     pool = settings[hs[0]].penalty_pool(cfg.blocking.pool_size)
     dirs = {h: directions(cfg, paths, h) for h in hs}

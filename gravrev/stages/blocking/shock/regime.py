@@ -22,6 +22,13 @@ def shock_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, finetune=fc)
 
 
+def shock_runs(cfg: Config) -> list[tuple[str, str]]:
+    """The shock runs' (history, arm), first fine-tuning seed: the first regime.shock.n_histories
+    histories, unblocked and each of regime.shock.arms."""
+    return [(h, a) for h in cfg.first_histories(cfg.regime.shock.n_histories)
+            for a in ("unblocked", *cfg.regime.shock.arms)]
+
+
 def shock_arm(arm: str) -> str:
     return f"{SHOCK}_{arm}"
 

@@ -1,0 +1,1 @@
+"""Stage 05's shock regime: its runs' config and names (regime), its measurements (metrics)."""
