@@ -13,8 +13,9 @@ from matplotlib.ticker import MaxNLocator
 
 from gravrev.interp.steering import EVERY_LAYER
 from gravrev.report.figures import readable, strip_points
-from gravrev.stages.mediation.metrics import MediationStageResult, cell_name
+from gravrev.stages.mediation.metrics import MediationStageResult
 from gravrev.stages.mediation.report import MEASURES
+from gravrev.stages.mediation.verdicts import cell_name
 
 RECIPIENTS = {"T->S": "θ_S, one group from θ_T", "S->T": "θ_T, one group from θ_S"}
 
