@@ -52,30 +52,30 @@ def interval_text(m: dict, digits: int = 3, of: str = "means") -> str:
     return f"95% CI {_ci(m['ci_low'], m['ci_high'], digits)}, {basis}"
 
 
+COUNT_VALUES = {  # a claim measured as a count: its value, whatever the mean
+    "block_baseline_push": lambda m: f"{m['n_ordered']} of {m['n_judged']} measures",
+    "vocabulary_readout": lambda m: f"{m['n_above']} of {m['n']} histories",
+    "null_exceedance": lambda m: f"{m['k']} of {m['n']} run-step pairs",
+    "matched_null_every_trajectory": lambda m: f"{m['k']} of {m['n']} trajectories",
+}
+MEAN_VALUES = {  # a claim measured as a mean, with its unit (any other: a cosine)
+    "harmfulness_unblocked": lambda x: f"{_fixed(x, 1)}% non-refusal",
+    "harmfulness_blocked": lambda x: f"{_fixed(x, 1)}% non-refusal",
+    "task_cost": lambda x: f"{_fixed(x, 1)} points of benign accuracy",
+    "rehearsal_opposes": lambda x: f"{_fixed(x, 0)}% less cumulative reversion",
+    "alignment_harm_correlation": lambda x: f"rho {_signed(x, 3)}",
+    "alignment_rises": lambda x: f"{_signed(x, 3)} in cosine",
+}
+
+
 def value_text(entry: dict) -> str:
     """The claim's own measured value, with its unit, as every sentence about it states it."""
     m, cid = entry["measured"] or {}, entry["id"]
-    if cid == "block_baseline_push":
-        return f"{m['n_ordered']} of {m['n_judged']} measures"
-    if cid == "vocabulary_readout":
-        return f"{m['n_above']} of {m['n']} histories"
-    if cid == "null_exceedance":
-        return f"{m['k']} of {m['n']} run-step pairs"
-    if cid == "matched_null_every_trajectory":
-        return f"{m['k']} of {m['n']} trajectories"
+    if cid in COUNT_VALUES:
+        return COUNT_VALUES[cid](m)
     if m.get("mean") is None:
         return "nothing measured"
-    if cid in ("harmfulness_unblocked", "harmfulness_blocked"):
-        return f"{_fixed(m['mean'], 1)}% non-refusal"
-    if cid == "task_cost":
-        return f"{_fixed(m['mean'], 1)} points of benign accuracy"
-    if cid == "rehearsal_opposes":
-        return f"{_fixed(m['mean'], 0)}% less cumulative reversion"
-    if cid == "alignment_harm_correlation":
-        return f"rho {_signed(m['mean'], 3)}"
-    if cid == "alignment_rises":
-        return f"{_signed(m['mean'], 3)} in cosine"
-    return f"cosine {_signed(m['mean'], 3)}"
+    return MEAN_VALUES.get(cid, lambda x: f"cosine {_signed(x, 3)}")(m["mean"])
 
 
 def stability(verdict: str, per_history: dict[str, dict]) -> str:
