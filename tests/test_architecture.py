@@ -5,6 +5,7 @@ Read from the source with ast (function-level imports included), never by import
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import re
@@ -19,6 +20,8 @@ PACKAGE = ROOT / "gravrev"
 NOTEBOOK = re.compile(r"(\d\d)_(\w+)\.ipynb")
 NO_STAGE = {"provenance", "budget"}  # chapters of no stage: the run's record, the 7B arithmetic
 TRAINING_STAGES = {"history", "finetune", "blocking", "mediation", "sweep", "defenses"}
+STAGE_REPORT = ("report", "figures")  # a stage's words, and its figures beside them
+PLOTTING = {"matplotlib", "seaborn"}
 
 
 def module_name(path: Path) -> str:
@@ -38,9 +41,24 @@ def package_of(module: str) -> str:
 
 
 def is_report(module: str) -> bool:
-    """Words and figures: gravrev.report.* and each stage's report module."""
+    """Words and figures: gravrev.report.* and each stage's report and figures modules."""
+    parts = module.split(".")
     return package_of(module) == "report" or (
-        module.startswith("gravrev.stages.") and module.endswith(".report"))
+        len(parts) == 4 and parts[1] == "stages" and parts[3] in STAGE_REPORT)
+
+
+def plotting_imports(source: str) -> set[str]:
+    """The plotting packages a source imports anywhere (function-level imports included)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module or "")
+    return {n.split(".")[0] for n in names} & PLOTTING
+
+
+COMPUTE = sorted(m for m in MODULES if not is_report(m) and m != "gravrev.cli")
 
 
 def imports_of(source: str, current: str) -> set[str]:
@@ -104,6 +122,26 @@ def test_cycles_finds_a_cycle_through_a_function_level_import():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_is_report_names_the_report_package_and_each_stages_words_and_figures():
+    assert is_report("gravrev.report.figures") and is_report("gravrev.report.claim_words")
+    assert is_report("gravrev.stages.mediation.report")
+    assert is_report("gravrev.stages.mediation.figures")
+    assert not is_report("gravrev.stages.mediation.metrics")
+    assert not is_report("gravrev.interp.figures")  # only a stage's sibling of its report
+    assert not is_report("gravrev.stages.figures")
+    assert "gravrev.stages.mediation.figures" not in COMPUTE
+
+
+def test_plotting_imports_sees_every_form_of_import():
+    source = ("import matplotlib.pyplot as plt\n"
+              "def f():\n"
+              "    from seaborn import lineplot\n"
+              "    import numpy\n")
+    assert plotting_imports(source) == {"matplotlib", "seaborn"}
+    assert plotting_imports("from matplotlib.ticker import MaxNLocator") == {"matplotlib"}
+    assert plotting_imports("import numpy\nfrom .figures import plot") == set()
+
+
 def test_the_graph_covers_the_package():
     assert "gravrev.config.load" in GRAPH["gravrev.cli"] | {
         m for deps in GRAPH.values() for m in deps}
@@ -133,11 +171,17 @@ def test_no_module_is_named_with_a_siblings_prefix(package):
     assert not bad, f"{package.relative_to(ROOT)}: {bad}"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if not is_report(m)
-                                          and m not in ("gravrev.cli",)))
+@pytest.mark.parametrize("module", COMPUTE)
 def test_no_compute_module_imports_words_or_figures(module):
     """Editing a sentence or a figure re-runs no computation: compute never imports report."""
     bad = sorted(m for m in GRAPH[module] if is_report(m))
+    assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize("module", COMPUTE)
+def test_no_compute_module_imports_plotting(module):
+    """Figures are drawn only in report code: compute never imports matplotlib or seaborn."""
+    bad = sorted(plotting_imports(MODULES[module].read_text()))
     assert not bad, f"{module} imports {bad}"
 
 
@@ -172,12 +216,12 @@ def test_low_layers_import_only_lower_ones(package):
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_reads_another_stage_only_through_its_definitions_and_metrics(stage):
     """Stages share typed metrics (<Stage>Metrics.from_json), definitions (e.g. finetune's arms)
-    and stages.artifacts; never another stage's training, compute step or words."""
+    and stages.artifacts; never another stage's training, compute step, words or figures."""
     mine = [m for m in MODULES if m.startswith(f"gravrev.stages.{stage}.")]
     for module in mine:
         others = sorted(m for m in GRAPH[module] if m.startswith("gravrev.stages.")
                         and not m.startswith(f"gravrev.stages.{stage}.")
-                        and m.rsplit(".", 1)[-1] in ("runs", "compute", "report"))
+                        and m.rsplit(".", 1)[-1] in ("runs", "compute", *STAGE_REPORT))
         assert not others, f"{module} imports {others}"
 
 

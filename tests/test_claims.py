@@ -8,7 +8,7 @@ from gravrev.claims.inputs import Missing, pool
 from gravrev.claims.preregistered import RULES
 from gravrev.claims.rules import claims_report, evaluate_claims, size_verdict
 from gravrev.claims.schema import VERDICTS, VERSIONS, load_paper_claims, validate_report
-from gravrev.report.claim_words import headline, standing
+from gravrev.report.headline import headline, standing
 
 UP = [0.42, 0.45, 0.40]
 DOWN = [-0.40, -0.42, -0.45]

@@ -23,7 +23,7 @@ from gravrev.interp.steering import (
 )
 from gravrev.organism.model import build_model, prompt_text
 from gravrev.organism.world import World
-from gravrev.stages.mediation.report import plot_mediation
+from gravrev.stages.mediation.figures import plot_mediation
 
 PROMPTS = [
     prompt_text(t)

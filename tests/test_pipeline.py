@@ -90,6 +90,7 @@ def test_editing_every_words_and_figures_module_reruns_no_training(repo, smoke_r
     """Every findings/wording function and every figure lives where no computation reads it."""
     words = sorted((repo / "gravrev" / "report").glob("*.py"))
     words += sorted((repo / "gravrev" / "stages").glob("*/report.py"))
+    words += sorted((repo / "gravrev" / "stages").glob("*/figures.py"))
     assert len(words) >= 9, words
     restore = _edited(words, "\n\ndef _an_edited_sentence() -> str:\n    return 'edited'\n")
     try:

@@ -129,7 +129,8 @@ def test_every_notebook_is_a_dep_of_exactly_one_stage():
 COMPUTE = [n for n, s in STAGES.items()
            if s["cmd"].startswith(("gravrev run ", "gravrev metrics "))]
 RENDER = [n for n, s in STAGES.items() if s["cmd"].startswith("gravrev notebook ")]
-PRESENTATION = re.compile(r"^(notebooks/|book/|gravrev/report/|gravrev/stages/\w+/report\.py$)")
+PRESENTATION = re.compile(
+    r"^(notebooks/|book/|gravrev/report/|gravrev/stages/\w+/(report|figures)\.py$)")
 
 
 @pytest.mark.parametrize("stage", [n for n, s in STAGES.items() if stage_source(s["cmd"])])

@@ -11,7 +11,7 @@ from gravrev.interp.patching import components, first_token_id, logit_lens, patc
 from gravrev.interp.steering import judged_rates
 from gravrev.organism.model import build_model, n_params, prompt_text
 from gravrev.organism.world import COMPLY, REFUSAL, World
-from gravrev.stages.mediation.report import plot_logit_lens, plot_patching
+from gravrev.stages.mediation.figures import plot_logit_lens, plot_patching
 
 PROMPTS = [
     prompt_text(t)

@@ -18,6 +18,7 @@ from gravrev.interp.steering import EVERY_LAYER
 from gravrev.settings.protocol import make_setting
 from gravrev.stages.mediation import metrics as med_metrics
 from gravrev.stages.mediation import runs as med_runs
+from gravrev.stages.mediation import verdicts as med_verdicts
 from gravrev.stages.mediation.metrics import MediationStageResult, decision_block, summaries
 from gravrev.stages.mediation.report import change_phrase, findings
 from gravrev.stages.mediation.report import control_findings as report_controls
@@ -299,26 +300,26 @@ def test_keep_model_returns_the_trained_model(smoke_run):
 
 
 def test_specificity_rank_on_a_hand_made_case():
-    r = med_metrics.specificity_rank(50.0, [10.0, 50.0, 70.0, 0.0])
+    r = med_verdicts.specificity_rank(50.0, [10.0, 50.0, 70.0, 0.0])
     assert (r.rank, r.n_ties, r.n_controls, r.specific) == (2, 1, 4, False)
-    top = med_metrics.specificity_rank(80.0, [10.0, 50.0, 70.0])
+    top = med_verdicts.specificity_rank(80.0, [10.0, 50.0, 70.0])
     assert (top.rank, top.n_ties, top.specific) == (1, 0, True)
-    tied = med_metrics.specificity_rank(0.0, [0.0, 0.0])
+    tied = med_verdicts.specificity_rank(0.0, [0.0, 0.0])
     assert (tied.rank, tied.n_ties, tied.specific) == (1, 2, False)
     with pytest.raises(ValueError):
-        med_metrics.specificity_rank(1.0, [])
+        med_verdicts.specificity_rank(1.0, [])
 
 
 def test_ablation_outcome_and_cos_labels():
-    out = med_metrics.ablation_outcome
+    out = med_verdicts.ablation_outcome
     assert out(90, 0, 10, 60, 5) == "harmful"
     assert out(90, 0, 10, 2, 5) == "refusal_lost_not_harmful"
     assert out(90, 0, 88, 0, 5) == "no_effect"
     assert out(2, 0, 0, 0, 5) == "at_floor"
-    assert [med_metrics.cos_label(c) for c in (-0.95, 0.6, 0.1)] == ["same", "overlapping",
-                                                                    "distinct"]
-    assert med_metrics.majority(["a", "a", "b"]) == "a"
-    assert med_metrics.majority(["a", "b"]) == "mixed"
+    assert [med_verdicts.cos_label(c) for c in (-0.95, 0.6, 0.1)] == ["same", "overlapping",
+                                                                     "distinct"]
+    assert med_verdicts.majority(["a", "a", "b"]) == "a"
+    assert med_verdicts.majority(["a", "b"]) == "mixed"
 
 
 def _controls(h: str, ablated: dict[str, tuple[float, float]]) -> pd.DataFrame:
@@ -362,7 +363,7 @@ def test_controls_metrics_rank_v_rev_and_round_trip():
                           "pc_0": "refusal_lost_not_harmful"}
     assert (c.v_rev_ablation, c.refusal_ablation) == ("refusal_lost_not_harmful", "harmful")
     assert c.distinct_from_r == "mixed"  # h0 distinct, h1 the same
-    assert med_metrics.Controls.from_json(json.loads(json.dumps(c.to_json()))) == c
+    assert med_verdicts.Controls.from_json(json.loads(json.dumps(c.to_json()))) == c
     m = med_metrics.MediationMetrics(
         "smoke", 1, LAYERS, "last", "checkpoint_diff", [-1.0, 0.0, 1.0], summaries(result), {},
         med_metrics.readouts(result.readout), med_metrics.cos_v_rev_r(result.directions), c)

@@ -14,7 +14,7 @@ from stage_layout import CFG, DESIGN, EARLY_STEPS, LOG_STEPS, SENS_ARM
 from gravrev.config.fields import ConfigError
 from gravrev.config.load import resolve
 from gravrev.organism.shape import shape_checks
-from gravrev.report import claim_words
+from gravrev.report import headline as headline_words
 from gravrev.report.claim_words import value_text
 from gravrev.runtime import seeds
 from gravrev.stages.artifacts import load_v_rev
@@ -1334,8 +1334,8 @@ def test_claims_context_states_measurements_not_mechanisms(claims_result):
 
     def said(metrics: dict) -> str:
         inputs = claims.Inputs.from_json(metrics)
-        return claim_words.context({"context": claims.context(inputs),
-                                    "arms": claims.arm_means(inputs)})
+        return headline_words.context({"context": claims.context(inputs),
+                                       "arms": claims.arm_means(inputs)})
 
     m["blocking"]["arms"]["penalty"]["non_refusal"]["mean"] = 15.0  # within 5 of 18.75
     assert "Beyond the paper's claims" not in said(m)  # thresholds.kept_refusal decides

@@ -1,16 +1,10 @@
 """The words of the claims page, composed at report time from claims.json's measured fields:
-each claim's value with its unit, its deciding interval, its reason, and the headlines."""
+each claim's value with its unit, its deciding interval, its reason and its plain sentence."""
 
 from __future__ import annotations
 
-from gravrev.claims.preregistered import (
-    BASELINE_ARM,
-    BLOCK_ARM,
-    CORRELATION_P,
-    ORDER_MEASURES,
-)
+from gravrev.claims.preregistered import CORRELATION_P, ORDER_MEASURES
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
-from gravrev.claims.thresholds import kept_refusal
 
 
 def _signed(x: float, digits: int) -> str:
@@ -25,10 +19,6 @@ def _fixed(x: float, digits: int) -> str:
 ARM_WORDS = {"block": "the blocking objective (opposing positive motion along v_rev)",
              "penalty": "the hold-still penalty (no motion along v_rev either way)"}
 BOUNDED_UNITS = ("cosine", "Spearman rho")  # quantities that live in [-1, 1]
-# How a claim stands in the headline: what holds, what does not, and what is unresolved
-# (not comparable, failing pooled while some history alone gives it, or failing where every
-# compared percentage sits at one bound).
-STANDINGS = ("holds", "does not hold", "unresolved")
 
 
 def _ci(lo: float, hi: float, digits: int = 3) -> str:
@@ -62,30 +52,30 @@ def interval_text(m: dict, digits: int = 3, of: str = "means") -> str:
     return f"95% CI {_ci(m['ci_low'], m['ci_high'], digits)}, {basis}"
 
 
+COUNT_VALUES = {  # a claim measured as a count: its value, whatever the mean
+    "block_baseline_push": lambda m: f"{m['n_ordered']} of {m['n_judged']} measures",
+    "vocabulary_readout": lambda m: f"{m['n_above']} of {m['n']} histories",
+    "null_exceedance": lambda m: f"{m['k']} of {m['n']} run-step pairs",
+    "matched_null_every_trajectory": lambda m: f"{m['k']} of {m['n']} trajectories",
+}
+MEAN_VALUES = {  # a claim measured as a mean, with its unit (any other: a cosine)
+    "harmfulness_unblocked": lambda x: f"{_fixed(x, 1)}% non-refusal",
+    "harmfulness_blocked": lambda x: f"{_fixed(x, 1)}% non-refusal",
+    "task_cost": lambda x: f"{_fixed(x, 1)} points of benign accuracy",
+    "rehearsal_opposes": lambda x: f"{_fixed(x, 0)}% less cumulative reversion",
+    "alignment_harm_correlation": lambda x: f"rho {_signed(x, 3)}",
+    "alignment_rises": lambda x: f"{_signed(x, 3)} in cosine",
+}
+
+
 def value_text(entry: dict) -> str:
     """The claim's own measured value, with its unit, as every sentence about it states it."""
     m, cid = entry["measured"] or {}, entry["id"]
-    if cid == "block_baseline_push":
-        return f"{m['n_ordered']} of {m['n_judged']} measures"
-    if cid == "vocabulary_readout":
-        return f"{m['n_above']} of {m['n']} histories"
-    if cid == "null_exceedance":
-        return f"{m['k']} of {m['n']} run-step pairs"
-    if cid == "matched_null_every_trajectory":
-        return f"{m['k']} of {m['n']} trajectories"
+    if cid in COUNT_VALUES:
+        return COUNT_VALUES[cid](m)
     if m.get("mean") is None:
         return "nothing measured"
-    if cid in ("harmfulness_unblocked", "harmfulness_blocked"):
-        return f"{_fixed(m['mean'], 1)}% non-refusal"
-    if cid == "task_cost":
-        return f"{_fixed(m['mean'], 1)} points of benign accuracy"
-    if cid == "rehearsal_opposes":
-        return f"{_fixed(m['mean'], 0)}% less cumulative reversion"
-    if cid == "alignment_harm_correlation":
-        return f"rho {_signed(m['mean'], 3)}"
-    if cid == "alignment_rises":
-        return f"{_signed(m['mean'], 3)} in cosine"
-    return f"cosine {_signed(m['mean'], 3)}"
+    return MEAN_VALUES.get(cid, lambda x: f"cosine {_signed(x, 3)}")(m["mean"])
 
 
 def stability(verdict: str, per_history: dict[str, dict]) -> str:
@@ -307,18 +297,8 @@ def paper_text(p: dict) -> str:
     return p.get("statement", "qualitative")
 
 
-def standing(entry: dict) -> str:
-    """holds, does not hold, or unresolved (not comparable, or the histories disagree)."""
-    if entry["verdict"] == HOLDS:
-        return "holds"
-    per = {e["verdict"] for e in entry.get("per_history", {}).values()}
-    at_bound = bool((entry["measured"] or {}).get("at_bound"))
-    if entry["verdict"] == NOT_COMPARABLE or HOLDS in per or at_bound:
-        return "unresolved"
-    return "does not hold"
-
-
-def _unresolved_why(entry: dict) -> str:
+def unresolved_why(entry: dict) -> str:
+    """Why a claim is unresolved: not comparable, at a floor or ceiling, or split by history."""
     if entry["verdict"] == NOT_COMPARABLE:
         return "not comparable: " + entry["rule"].split("Not comparable: ")[-1].rstrip(".")
     if (entry["measured"] or {}).get("at_bound"):
@@ -332,59 +312,6 @@ def sentence(entry: dict, plain: str) -> str:
     """The claim in one plain sentence: what the paper says, this run's value with its unit."""
     p = paper_text(entry["paper"])
     if entry["verdict"] == NOT_COMPARABLE:
-        return f"The paper: {plain}, reporting {p}; this run: {_unresolved_why(entry)}."
+        return f"The paper: {plain}, reporting {p}; this run: {unresolved_why(entry)}."
     return (f"The paper: {plain}, reporting {p}; this run: {value_text(entry)}, direction "
             f"{entry['verdict']}, size {entry['size_verdict']}.")
-
-
-def headline(entries: list[dict], plain: dict[str, str], title: str) -> str:
-    """One version's claims counted by standing: what holds, what does not, what is unresolved."""
-    groups: dict[str, list[str]] = {s: [] for s in STANDINGS}
-    for e in entries:
-        s = standing(e)
-        if s == "unresolved":
-            groups[s].append(f"{plain[e['id']]} ({_unresolved_why(e)})")
-        elif e["verdict"] == NOT_COMPARABLE:
-            groups[s].append(plain[e["id"]])
-        else:
-            groups[s].append(f"{plain[e['id']]} ({value_text(e)})")
-    words = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do not hold"),
-             "unresolved": ("is unresolved", "are unresolved")}
-    out = [f"Of the {len(entries)} claims of {title},"]
-    for s in STANDINGS:
-        items = groups[s]
-        verb = words[s][0] if len(items) == 1 else words[s][1]
-        tail = f": {'; '.join(items)}" if items else ""
-        out.append(f"{len(items)} {verb}{tail}" + ("." if s == STANDINGS[-1] else ";"))
-    return " ".join(out)
-
-
-def context(report: dict) -> str:
-    """What the run measured around the claims, in plain words: no mechanism is asserted."""
-    c, arms = report["context"], report.get("arms", {})
-    u = arms.get(BASELINE_ARM)
-    harm = (f", and harmful compliance (a harmful answer, not only no refusal) ends at "
-            f"{u['harmful_compliance']:.1f}%" if u is not None else "")
-    where = (f"In this organism ({c['n_histories']} independent histories"
-             if report.get("preset") != "hf" else
-             "In the given checkpoints (one history: the hf preset's θ_H and θ_S")
-    out = [f"{where}, {c['n_runs']} fine-tuning runs), benign fine-tuning on harmless data "
-           f"took non-refusal on held-out harmful requests from "
-           f"{c['safe_non_refusal']:.1f}% at θ_S to {c['end_non_refusal']:.1f}% at T{harm}."]
-    if u is not None:
-        others = {a: x for a, x in arms.items() if a not in (BASELINE_ARM, BLOCK_ARM)
-                  and not x["task_cost_not_block"]}
-        measured = {a: x for a, x in others.items() if x["harmful_compliance"] is not None}
-        best = min(measured, key=lambda a: measured[a]["harmful_compliance"], default=None)
-        if best is not None and kept_refusal(others[best]["non_refusal"], u["non_refusal"]):
-            x = others[best]
-            out.append(f"Beyond the paper's claims, of the other fine-tuning arms {best} left "
-                       f"the least harmful compliance: {x['harmful_compliance']:.1f}% against "
-                       f"{u['harmful_compliance']:.1f}%, non-refusal {x['non_refusal']:.1f}% "
-                       f"against {u['non_refusal']:.1f}%"
-                       + ("" if x["new_task_accuracy"] is None else  # no new task (hf)
-                          f", new task {x['new_task_accuracy']:.1f}% against "
-                          f"{u['new_task_accuracy']:.1f}%") + ".")
-    if c.get("sweep_outcome"):
-        out.append(f"The history-depth sweep: {c['sweep_outcome']} (chapter 08).")
-    return " ".join(out)

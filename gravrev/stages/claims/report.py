@@ -11,6 +11,7 @@ import pandas as pd
 from gravrev.claims.preregistered import HOLD_STILL_ARM
 from gravrev.claims.schema import HOLDS, VERSIONS, load_paper_claims, load_versions
 from gravrev.report import claim_words as words
+from gravrev.report import headline as headline_words
 from gravrev.stages.claims.compute import ClaimsResult
 
 
@@ -33,9 +34,9 @@ def page(result: ClaimsResult) -> ClaimsPage:
         c["sentence"] = words.sentence(c, plain[c["id"]])
         for arm, v in c.get("variants", {}).items():
             v["why"] = words.why({**c, **v}, v["per_history"], report, arm)
-    headline = {"context": words.context(report), **{
-        v: words.headline([e for e in report["claims"] if e["version"] == v], plain,
-                          f"the paper's {v} version, {info['title']}")
+    headline = {"context": headline_words.context(report), **{
+        v: headline_words.headline([e for e in report["claims"] if e["version"] == v], plain,
+                                   f"the paper's {v} version, {info['title']}")
         for v, info in load_versions().items()}}
     table = pd.DataFrame([{
         "version": c["version"], "claim": c["id"], "paper": words.paper_text(c["paper"]),
