@@ -38,6 +38,7 @@ CFG = resolve({
                 "safe_snapshots": 3},
     "finetune": {"seeds": [1], "steps": 3, "warmup": 1, "log_steps": [1, 3],
                  "early_steps": [1, 2]},
+    "defenses": {"n_histories": 0},  # smoke's 2 would exceed the one history
 })
 N_HARMFUL = CFG.world.n_probes  # probe_set: n harmful, then n benign
 

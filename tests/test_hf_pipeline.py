@@ -39,6 +39,7 @@ FAST = {
                 "safe": {"steps": 8, "batch_size": 16}, "safe_snapshots": 2},
     "finetune": {"seeds": [1, 2], "steps": 10, "warmup": 2, "log_steps": [1, 5, 10],
                  "mixed_control": False},
+    "defenses": {"n_histories": 0},  # one history
 }
 
 

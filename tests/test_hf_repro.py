@@ -49,7 +49,8 @@ def _export_organism(root: Path) -> dict[str, Path]:
     """A smoke organism's θ_H and θ_S (briefly trained) and its data, as hf inputs."""
     cfg = resolve({"preset": "smoke", "world": WORLD,
                    "history": {"seeds": [0], "helpful": {"steps": 30, "batch_size": 16},
-                               "safe": {"steps": 8, "batch_size": 16}, "safe_snapshots": 2}})
+                               "safe": {"steps": 8, "batch_size": 16}, "safe_snapshots": 2},
+                   "defenses": {"n_histories": 0}})
     paths, tok = Paths(root / "organism"), build_tokenizer(cfg.world)
     model = build_model(cfg.model, tok, 0)
     train_phase(model, World(cfg.world), tok, "pretrain",

@@ -194,7 +194,7 @@ def test_vrev_without_early_or_trajectory_runs(tmp_path, monkeypatch):
     """The hf preset: one history, no early runs, no safe trajectory."""
     monkeypatch.setattr(S, "DESIGN", {k: v for k, v in DESIGN.items()
                                       if k[0] == "h0" and k[1] == "unblocked"})
-    cfg = resolve({"preset": "smoke", "history": {"seeds": [0]},
+    cfg = resolve({"preset": "smoke", "history": {"seeds": [0]}, "defenses": {"n_histories": 0},
                    "finetune": {"seeds": [1, 2], "steps": 20, "warmup": 2,
                                 "log_steps": LOG_STEPS}})
     lay = S.build(tmp_path, cfg)
@@ -205,7 +205,8 @@ def test_vrev_without_early_or_trajectory_runs(tmp_path, monkeypatch):
     text = vrev_report.findings(cfg, r)
     assert len(text) == 1 and "reaches" in text[0]
     with pytest.raises(ValueError, match="vrev_method"):
-        vrev.run(resolve({**{"preset": "smoke", "history": {"seeds": [0]}},
+        vrev.run(resolve({**{"preset": "smoke", "history": {"seeds": [0]},
+                             "defenses": {"n_histories": 0}},
                           "analysis": {"vrev_method": "trajectory_pca"}}), lay.paths)
 
 
@@ -231,7 +232,7 @@ def test_nulls_count_the_designed_exceedances(nulls_result):
 
 def test_nulls_control_direction_is_the_other_history(nulls_result):
     assert nulls.control_history(CFG, "h0") == "h1" and nulls.control_history(CFG, "h1") == "h0"
-    one = resolve({"preset": "smoke", "history": {"seeds": [3]}})
+    one = resolve({"preset": "smoke", "history": {"seeds": [3]}, "defenses": {"n_histories": 0}})
     assert nulls.control_history(one, "h3") is None
     pairs = nulls_result.pairs
     np.testing.assert_allclose(pairs["control_cosine"], 0.0, atol=1e-5)  # built orthogonal
