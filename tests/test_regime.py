@@ -85,3 +85,21 @@ def test_no_search_and_no_new_task_leave_nothing_chosen():
     assert s.choice is None and s.in_force_is_choice is None and per_history.empty
     s, _, _ = regime.search_metrics(CFG, _log().drop(columns=[NEW]))
     assert s.choice is None and "no new task" in s.branch
+
+
+def test_the_words_say_the_choice_was_made_on_histories_that_are_then_judged():
+    from types import SimpleNamespace
+
+    from gravrev.stages.finetune.report import search_findings
+
+    cfg = dataclasses.replace(CFG, finetune=dataclasses.replace(
+        CFG.finetune, lr=1e-4, warmup=2, new_task_fraction=0.5, steps=10))
+    s, _, t = regime.search_metrics(cfg, _log())
+    words = search_findings(cfg, SimpleNamespace(metrics=SimpleNamespace(search=s),
+                                                 search_candidates=t))
+    assert "The main regime in force is that choice." in words
+    assert words[-1].startswith("The searched histories are 2 of the 2 judged below")
+    s, _, t = regime.search_metrics(CFG, _log())  # not the choice: no such sentence
+    words = search_findings(CFG, SimpleNamespace(metrics=SimpleNamespace(search=s),
+                                                 search_candidates=t))
+    assert not any(w.startswith("The searched histories") for w in words)

@@ -77,7 +77,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self, name: str) -> None:
-        """Cross-section checks, before any work: the rehearsal arm, the regime's search."""
+        """Cross-section checks, before any work: the shock regime's arms, the first-n subsets
+        against the histories and seeds, the rehearsal and weight-direction arms."""
         for arm in self.regime.shock.arms:
             check(arm in self.blocking.arms, "regime.shock.arms",
                   f"{arm!r} is not one of blocking.arms {self.blocking.arms}: the shock regime "
@@ -91,7 +92,7 @@ class Config:
                            ("blocking.calibration_histories",
                             self.blocking.calibration_histories),
                            ("defenses.n_histories", self.defenses.n_histories)):
-            check(value <= n, key, f"must be <= the number of histories ({n}); 0: all")
+            check(value <= n, key, f"must be <= the number of histories ({n})")
         n_seeds = len(self.finetune.seeds)
         check(self.defenses.n_seeds <= n_seeds, "defenses.n_seeds",
               f"must be <= the number of finetune.seeds ({n_seeds}); 0: all")

@@ -14,6 +14,7 @@ from gravrev.config.experiment import CONTROLS
 from gravrev.config.load import Config
 from gravrev.settings.hf.setting import GEN_BATCH
 from gravrev.stages.blocking.runs import KINDS
+from gravrev.stages.blocking.shock.regime import shock_runs
 from gravrev.stages.finetune.search import cell_config, cells
 
 # Objectives that run a forward pass on a minibatch of pool prompts each step.
@@ -120,9 +121,10 @@ class Schedule:
 
     @property
     def view_points(self) -> int:
-        """Logged points of every run, at which the weight-space view reads theta."""
-        return (self.logged * self.main_runs + self.shock_runs * self.shock_logged
-                + self.search_runs * self.search_logged)
+        """Logged points of every run, at which the weight-space view reads theta; a defense run
+        logs its start and T only."""
+        return (self.logged * (self.main_runs - self.defense_runs) + 2 * self.defense_runs
+                + self.shock_runs * self.shock_logged + self.search_runs * self.search_logged)
 
 
 def schedule(cfg: Config) -> Schedule:
@@ -140,14 +142,13 @@ def schedule(cfg: Config) -> Schedule:
         penalty_arms=sum(KINDS.get(a) in PROMPT_KINDS for a in arms),
         penalty_batch=cfg.blocking.penalty_batch,
         n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens, gen_batch=GEN_BATCH,
-        shock_runs=len(cfg.first_histories(cfg.regime.shock.n_histories))
-        * (1 + len(cfg.regime.shock.arms)),
+        shock_runs=len(shock_runs(cfg)),
         shock_steps=cfg.regime.shock.steps, shock_logged=len(cfg.regime.shock.log_steps) + 1,
         search_runs=searched * len(cells(cfg)),
         search_steps=search.steps if search else 0,
         search_logged=len(search.log_steps) + 1 if search else 0,
         defense_runs=len(cfg.first_histories(cfg.defenses.n_histories))
-        * min(cfg.defenses.n_seeds or len(cfg.finetune.seeds), len(cfg.finetune.seeds))
+        * (cfg.defenses.n_seeds or len(cfg.finetune.seeds))
         * (1 + sum(len(cfg.defenses.grid(a)) for a in cfg.defenses.arms)),
     )
 

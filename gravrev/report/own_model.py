@@ -114,8 +114,9 @@ def time_blocks(m: Model, hw: Hardware, s: Schedule, t: Time) -> dict[str, str]:
                     f"tokens = {t.decode_steps:,}\n"
                     f"at best {m.n_params * 2 / GB:.0f} GB / {hw.hbm_bytes_per_s / 1e12:.2f} "
                     f"TB/s = {t.decode_step * 1e3:.1f} ms each    -> {t.judge:.0f} s"),
-        "view": (f"points: {s.logged} x {s.main_runs} + {s.shock_logged} x {s.shock_runs} + "
-                 f"{s.search_logged} x {s.search_runs} = {t.view_points}\n"
+        "view": (f"points: {s.logged} x {s.main_runs - s.defense_runs} + 2 x {s.defense_runs} "
+                 f"defenses + {s.shock_logged} x {s.shock_runs} shock + {s.search_logged} x "
+                 f"{s.search_runs} search = {t.view_points}\n"
                  f"LoRA: {t.flat:.0f} GB to the host ({t.view_copy[0]:.0f} to "
                  f"{t.view_copy[1]:.0f} s)\n"
                  f"      + its concatenation ({2 * t.flat:.0f} GB of traffic, "

@@ -79,3 +79,18 @@ def check_sentence(reference: dict[str, dict[str, float]], measured: dict[str, H
         parts.append(f"{claim}: this run's history means are {lv.mean:.2f} ± {lv.sd:.2f} (sd over "
                      f"{lv.n_histories} histories, against the reference's {ref['sd']:.2f}); {at}")
     return "; ".join(parts) + "."
+
+
+def runs_sentence(measured: dict[str, HistoryLevel | None], reference_runs: int) -> str:
+    """How many runs this run's history means are over, against the reference's."""
+    have = {claim: lv for claim, lv in measured.items() if lv is not None}
+    if not have:
+        return "This run measured none of these claims, so it has no history means to compare."
+    per = {claim: lv.n_runs / lv.n_histories for claim, lv in have.items()}
+    listed = "; ".join(f"{claim}: {n:.3g}" for claim, n in per.items())
+    head = (f"The reference's sds are of history means over {reference_runs} runs each; this "
+            f"run's are over {listed} runs per history (mean over histories).")
+    if min(per.values()) < reference_runs:
+        return (f"{head} Fewer runs put more within-history noise into each mean, so the "
+                "pre-registered sd may understate this run's between-history sd.")
+    return f"{head} No fewer runs, so the sd is not understated for that reason."

@@ -64,7 +64,7 @@ def match_controls(matching: pd.DataFrame, controls: list[str], lam: float) -> d
     return matched
 
 
-def matching_table(tasks: list[FinetuneTask], reductions: list[float]) -> pd.DataFrame:
+def reduction_table(tasks: list[FinetuneTask], reductions: list[float]) -> pd.DataFrame:
     """Each calibration run's achieved reduction along its arm's own direction(s)."""
     return pd.DataFrame(
         [{"arm": arm_of(t.arm), "lambda": t.block.lam, "history": t.history,

@@ -27,7 +27,7 @@ from gravrev.stages.blocking.calibration import (
     choose_lambda,
     cost_column,
     match_controls,
-    matching_table,
+    reduction_table,
 )
 from gravrev.stages.blocking.shock.regime import main_arm, shock_arm, shock_config, shock_runs
 from gravrev.stats.nulls import (
@@ -274,7 +274,7 @@ def run(cfg: Config, paths: Paths) -> None:
                          "new_task_cost": ref - d.log.iloc[-1][cost_of], "cost_of": cost_of})
         calibration = pd.DataFrame(rows)
         lam, check = choose_lambda(cfg, calibration)
-        matching = matching_table(calib_tasks, reductions(calib_tasks))
+        matching = reduction_table(calib_tasks, reductions(calib_tasks))
         matched = match_controls(matching, controls, lam)
         # 2. Every arm, judged at every logged step: at lambda, the controls at their match.
         tasks = [t for a in arms

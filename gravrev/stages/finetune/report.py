@@ -63,6 +63,14 @@ def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
         out.append("The main regime in force is that choice." if s.in_force_is_choice else
                    "The main regime in force is NOT the rule's choice: its results below do not "
                    "follow the registered procedure.")
+    if s.in_force_is_choice:
+        k = len(s.searched_histories)
+        out.append(f"The searched histories are {k} of the {len(cfg.histories)} judged below, at "
+                   f"the same fine-tuning seed ({cfg.finetune.seeds[0]}): the search run of the "
+                   "chosen cell follows each one's main unblocked run step for step up to T (the "
+                   "same θ_S, seed, batches and learning rate; it only runs on past T), and the "
+                   f"main run is computed again. The regime was chosen on {k} histories' unblocked "
+                   "runs, never on a blocking arm's outcome.")
     return out
 
 

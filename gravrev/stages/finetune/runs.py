@@ -65,7 +65,7 @@ def run(cfg: Config, paths: Paths) -> None:
         write_csv(out / "runs.csv", pd.DataFrame(
             [{"history": d.history, "arm": d.arm, "seed": d.seed, "batch_hash": d.batch_hash}
              for d in done if d.arm != "search"]))
-    # Each run's seconds under its output's path in the stage folder, search runs included.
+    # Keyed by the output's path: a search cell's name is unique only with its folder.
     write_json(paths.timings / "finetune_runs.json",
                {t.out.relative_to(out).with_suffix("").as_posix(): d.seconds
                 for t, d in zip(todo, done, strict=True)})

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from gravrev.interp.steering import EVERY_LAYER
 from gravrev.report.figures import readable, strip_points
 from gravrev.stages.mediation.metrics import MediationStageResult
-from gravrev.stages.mediation.report import MEASURES
+from gravrev.stages.mediation.report import MEASURE_LABELS
 from gravrev.stages.mediation.verdicts import cell_name
 
 RECIPIENTS = {"T->S": "θ_S, one group from θ_T", "S->T": "θ_T, one group from θ_S"}
@@ -57,9 +57,9 @@ def plot_mediation(df: pd.DataFrame) -> plt.Figure:
     checkpoints = list(dict.fromkeys(add["checkpoint"]))
     n_cols = len(checkpoints) + (not ablate.empty)
     fig, axes = plt.subplots(
-        len(MEASURES), n_cols, figsize=(4.2 * n_cols + 1.5, 6.5), squeeze=False, sharey=True
+        len(MEASURE_LABELS), n_cols, figsize=(4.2 * n_cols + 1.5, 6.5), squeeze=False, sharey=True
     )
-    for row, (col, label) in enumerate(MEASURES.items()):
+    for row, (col, label) in enumerate(MEASURE_LABELS.items()):
         for j, name in enumerate(checkpoints):
             ax = axes[row, j]
             cur = add[add["checkpoint"] == name].assign(
@@ -97,8 +97,8 @@ def plot_patching(df: pd.DataFrame) -> plt.Figure:
     """Rates of each recipient with one component group taken from the other checkpoint."""
     ids = ["patch", "group", *(["history"] if "history" in df else [])]
     long = df.melt(
-        id_vars=ids, value_vars=list(MEASURES), var_name="measure", value_name="pct"
-    ).assign(measure=lambda d: d["measure"].map(MEASURES))
+        id_vars=ids, value_vars=list(MEASURE_LABELS), var_name="measure", value_name="pct"
+    ).assign(measure=lambda d: d["measure"].map(MEASURE_LABELS))
     patches = list(dict.fromkeys(df["patch"]))
     fig, axes = plt.subplots(
         1,
@@ -162,7 +162,7 @@ def control_frame(result: MediationStageResult) -> pd.DataFrame:
     base = result.baseline.set_index(["history", "checkpoint"])
     df = result.controls.copy()
     key = pd.MultiIndex.from_frame(df[["history", "checkpoint"]])
-    for m in MEASURES:
+    for m in MEASURE_LABELS:
         df[f"change_{m}"] = df[m].to_numpy() - base[m].reindex(key).to_numpy()
     df["cell"] = [cell_name(*k) for k in df[["checkpoint", "mode", "layer", "scale"]]
                   .itertuples(index=False)]
@@ -174,9 +174,9 @@ def plot_controls(result: MediationStageResult) -> plt.Figure:
     df = control_frame(result)
     cells = list(dict.fromkeys(df["cell"]))
     kinds = list(dict.fromkeys(df["kind"]))
-    fig, axes = plt.subplots(len(MEASURES), len(cells), figsize=(3.2 * len(cells) + 1, 6.5),
+    fig, axes = plt.subplots(len(MEASURE_LABELS), len(cells), figsize=(3.2 * len(cells) + 1, 6.5),
                              squeeze=False, sharey=True)
-    for row, (col, label) in enumerate(MEASURES.items()):
+    for row, (col, label) in enumerate(MEASURE_LABELS.items()):
         for j, cell in enumerate(cells):
             ax = axes[row, j]
             cur = df[df["cell"] == cell]

@@ -17,7 +17,7 @@ from gravrev.stages.mediation.metrics import (
 )
 from gravrev.stages.mediation.runs import LENS_CHECKPOINTS
 
-MEASURES = {"refusal_rate": "refusal", "harmful_compliance": "harmful compliance"}
+MEASURE_LABELS = {"refusal_rate": "refusal", "harmful_compliance": "harmful compliance"}
 
 
 def direction(before: np.ndarray, after: np.ndarray, tol: float) -> int:
@@ -225,7 +225,7 @@ def control_findings(m: MediationMetrics) -> list[str]:
            f"{OUTCOME_WORDS[c.refusal_ablation]} (the outcome shared by most histories)."]
     for cell, words in (("ablate_layer", "the analysed-layer row is ablated"),
                         ("ablate_every_layer", "each block's own row is ablated")):
-        for measure, label in MEASURES.items():
+        for measure, label in MEASURE_LABELS.items():
             ranks = {h: x.specificity[cell][measure] for h, x in c.per_history.items()}
             per = ", ".join(f"{h} rank {r.rank} of {r.n_controls + 1}"
                             + (f" ({r.n_ties} tied)" if r.n_ties else "")

@@ -138,6 +138,8 @@ def room_sentence(units: pd.DataFrame, band: tuple[float, ...], min_task: float)
     """Which units leave the room at T that chapter 02's regime rule asks for, and at what depth."""
     nr = units["non_refusal_T"].astype(float)
     task = units["new_task_accuracy_T"].astype(float)
+    if units.empty:
+        return "The sweep ran no unit, so it says nothing of room at T."
     room = units[(nr > band[0]) & (nr < band[1]) & (task >= min_task)]
     rule = (f"non-refusal at T strictly inside {band[0]:g}–{band[1]:g}% with the new task at "
             f"{min_task:g}% or more: two of chapter 02's three parts, per unit; the shock part is "
@@ -152,9 +154,8 @@ def room_sentence(units: pd.DataFrame, band: tuple[float, ...], min_task: float)
     depths = ", ".join(f"H {h} / S {s}" for h, s in cells)
     verb = "leaves" if len(room) == 1 else "leave"
     return (f"{len(room)} of {len(units)} units {verb} room at T ({rule}): {listed}, at "
-            f"{depths}. That is where a history with room would be looked for next; the main "
-            "histories keep their depth, since a choice made on these units after seeing them "
-            "would not be pre-registered.")
+            f"{depths}. The main histories keep their depth: a choice of depth made on these "
+            "units after seeing them would not be pre-registered.")
 
 
 def findings(result: SweepResult) -> list[str]:
