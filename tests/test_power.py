@@ -63,7 +63,7 @@ def test_runs_sentence_compares_runs_per_history_with_the_reference():
     from gravrev.report.power import runs_sentence
 
     fewer = runs_sentence({"a": power.history_level([0.1, 0.2], 20), "b": None}, 20)
-    assert "a: 10 runs per history" in fewer and "may understate" in fewer
+    assert "over 10 (a) runs per history" in fewer and "may understate" in fewer
     same = runs_sentence({"a": power.history_level([0.1, 0.2], 40)}, 20)
-    assert "a: 20 runs per history" in same and "not understated" in same
+    assert "over 20 (a) runs per history" in same and "not understated" in same
     assert "measured none" in runs_sentence({"a": None}, 20)

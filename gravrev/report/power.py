@@ -87,9 +87,9 @@ def runs_sentence(measured: dict[str, HistoryLevel | None], reference_runs: int)
     if not have:
         return "This run measured none of these claims, so it has no history means to compare."
     per = {claim: lv.n_runs / lv.n_histories for claim, lv in have.items()}
-    listed = "; ".join(f"{claim}: {n:.3g}" for claim, n in per.items())
+    listed = ", ".join(f"{n:.3g} ({claim})" for claim, n in per.items())
     head = (f"The reference's sds are of history means over {reference_runs} runs each; this "
-            f"run's are over {listed} runs per history (mean over histories).")
+            f"run's are over {listed} runs per history, on average over histories.")
     if min(per.values()) < reference_runs:
         return (f"{head} Fewer runs put more within-history noise into each mean, so the "
                 "pre-registered sd may understate this run's between-history sd.")

@@ -33,6 +33,12 @@ def regime_sentence(cfg: Config, r: FinetuneResult) -> str:
     return f"The regime's rule in the main runs: {shock}; {learned}; {room}. {verdict}"
 
 
+def _at_least(values: pd.Series) -> str:
+    """'100% in every one' at the ceiling, else 'x% or more'."""
+    low = values.min()
+    return "100% in every one" if low >= 100 else f"{low:.0f}% or more"
+
+
 def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
     """The search and the choice, in words computed from the judged candidates."""
     s = r.metrics.search
@@ -51,8 +57,8 @@ def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
                 "new task learned" if t["room"].any() else "no candidate leaves room at T")
         out.append(f"No candidate meets the whole rule: {room}. Pooled non-refusal at T ranges "
                    f"from {nr.min():.0f}% to {nr.max():.0f}% over the grid"
-                   + (f"; where the new task is learned it is "
-                      f"{learned['nonrefusal'].min():.0f}% or more." if len(learned) else
+                   + (f"; where the new task is learned it is {_at_least(learned['nonrefusal'])}."
+                      if len(learned) else
                       "; no candidate learns the new task."))
     if s.choice is None:
         out.append(f"Nothing was chosen: {s.branch}.")
