@@ -59,6 +59,10 @@ setup: $(STAMP)
 # constraints.txt pins every package at the versions that made the committed metrics: the
 # same bytes need the same software as well as the same CPU code path.
 $(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))' || { \
+	  echo "setup: $(PYTHON) is $$($(PYTHON) -V 2>&1); constraints.txt needs Python 3.11.5 or newer" \
+	       "(soupsieve 4.1.2 requires it). Point PYTHON at one: make PYTHON=/path/to/python3.11" >&2; \
+	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
