@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 from smoke_pipeline import digest_tree, dvc, ran, run, tail
@@ -169,3 +170,24 @@ def test_a_chapter_runs_top_to_bottom_from_the_notebooks_folder(repo, smoke_repr
     shown = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
              if "image/png" in o.get("data", {})]
     assert shown, "figures display when the chapter is opened interactively"
+
+
+def test_the_history_probe_judges_a_safety_variant_and_leaves_the_run_alone(repo, smoke_repro,
+                                                                            tmp_path):
+    """tools/history_probe.py: S from each searched θ_H, fine-tuned, judged by the rule."""
+    from smoke_pipeline import BIN
+
+    before = digest_tree(repo / "data")
+    tool = Path(__file__).resolve().parents[1] / "tools" / "history_probe.py"
+    proc = run(repo, str(BIN / "python"), str(tool), "--run", str(repo), "--out",
+               str(tmp_path), "--steps", "10,20", "--lrs", "1e-3", "--ft-lrs", "5e-4")
+    assert proc.returncode == 0, tail(proc)
+    assert digest_tree(repo / "data") == before
+    shapes = pd.read_csv(tmp_path / "shapes.csv")
+    table = pd.read_csv(tmp_path / "candidates.csv")
+    assert set(shapes["variant"]) == set(table["variant"]) == {
+        "S10_lr0.001_replay0.5", "S20_lr0.001_replay0.5"}
+    assert len(shapes) == 2 * 4  # one searched history x the four shape checks
+    assert sorted(table["T"].unique()) == [5, 10]  # the smoke regime's horizons
+    assert {"meets_rule", "no_shock", "learned", "room"} <= set(table.columns)
+    assert "Candidates meeting the regime rule" in proc.stdout
