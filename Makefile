@@ -70,7 +70,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check gravrev tests benchmarks notebooks
+	$(BIN)/ruff check gravrev tests benchmarks notebooks tools
 
 ## benchmark: training throughput, FLOP/s and parallel efficiency here (data/timings/benchmark.json)
 benchmark: setup

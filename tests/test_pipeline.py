@@ -2,7 +2,7 @@
 
 One pipeline run (the `smoke_repo` fixture of tests/conftest.py, shared with the browser test)
 serves the tests below, which run in file order: the first repro builds everything, the second
-has nothing to do but validate, an edited chapter or figure re-runs no training, a bad value
+has nothing to do, an edited chapter or figure re-runs no training, a bad value
 changes no file, and stage history trains the same bytes whatever CPU path the shell asks for.
 """
 
@@ -115,7 +115,7 @@ def test_a_new_measurement_reruns_only_metrics_claims_and_rendering(repo, smoke_
         trained = ran(proc) & _steps("gravrev run ") & TRAINING
         assert not trained, f"a new measurement re-runs training steps {sorted(trained)}"
         others = ran(proc) - _steps("gravrev metrics ") - _steps("gravrev notebook ") - {
-            "claims", "vrev", "nulls", "book", "config"}
+            "claims", "vrev", "nulls", "book"}
         assert not others, f"a new measurement re-runs {sorted(others)}"
     finally:
         restore()
@@ -191,3 +191,17 @@ def test_the_history_probe_judges_a_safety_variant_and_leaves_the_run_alone(repo
     assert sorted(table["T"].unique()) == [5, 10]  # the smoke regime's horizons
     assert {"meets_rule", "no_shock", "learned", "room"} <= set(table.columns)
     assert "Candidates meeting the regime rule" in proc.stdout
+    # the run's own safety phase (smoke: 20 steps at 1e-3), retrained from θ_H, is θ_S itself
+    own = tmp_path / "S20_lr0.001_replay0.5" / "h0" / "safe" / "model.safetensors"
+    assert own.read_bytes() == (repo / "data/history/h0/safe/model.safetensors").read_bytes()
+
+
+def test_the_history_probe_refuses_a_bad_variant_before_any_work(repo, smoke_repro, tmp_path):
+    from smoke_pipeline import BIN
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "history_probe.py"
+    proc = run(repo, str(BIN / "python"), str(tool), "--run", str(repo), "--out",
+               str(tmp_path / "probe"), "--replays", "1.5")
+    assert proc.returncode != 0
+    assert "--replays" in proc.stderr and "safe_replay" in proc.stderr, tail(proc)
+    assert not (tmp_path / "probe").exists()

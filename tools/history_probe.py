@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gravrev.config.fields import ConfigError  # noqa: E402
 from gravrev.config.validate import validated_config  # noqa: E402
 from gravrev.organism.shape import shape_checks  # noqa: E402
 from gravrev.runtime.executor import run_all  # noqa: E402
@@ -41,8 +43,13 @@ from gravrev.training.tasks import (  # noqa: E402
 )
 
 
-def floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
+def floats(text: str, option: str) -> list[float]:
+    """A comma-separated list of numbers, each once, in the order given."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"{option}: {text!r} is not a comma-separated list of numbers") from None
+    return list(dict.fromkeys(values))
 
 
 def variant_name(steps: int, lr: float, replay: float) -> str:
@@ -59,19 +66,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-lrs", default="", help="fine-tuning lrs (default: regime.lrs)")
     args = ap.parse_args(argv)
 
-    cfg = validated_config(args.run / "params.yaml")
+    params = args.run / "params.yaml"
+    if not params.is_file():
+        raise SystemExit(f"--run: {params} is missing (not a gravrev run)")
+    try:
+        cfg = validated_config(params)
+    except ConfigError as err:
+        raise SystemExit(f"--run: {params}: {err}") from None
+    if cfg.is_hf:
+        raise SystemExit("--run: the hf preset has no organism history to retrain")
     paths = Paths(args.run)
+    resolved = json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"
+    if not paths.resolved_config.is_file() or paths.resolved_config.read_text() != resolved:
+        raise SystemExit(f"--run: {params} differs from the run's {paths.resolved_config} "
+                         "(or there is none): run dvc repro first")
     hc, fc = cfg.history, cfg.finetune
-    steps = [int(s) for s in floats(args.steps)] or [hc.safe.steps]
-    lrs = floats(args.lrs) or [hc.safe.lr]
-    replays = floats(args.replays) or [hc.safe_replay]
-    ft_lrs = floats(args.ft_lrs) or list(cfg.regime.lrs)
-    names = cfg.histories[: max(1, cfg.regime.search_histories)]
+    steps = [int(s) for s in floats(args.steps, "--steps")] or [hc.safe.steps]
+    lrs = floats(args.lrs, "--lrs") or [hc.safe.lr]
+    replays = floats(args.replays, "--replays") or [hc.safe_replay]
+    ft_lrs = floats(args.ft_lrs, "--ft-lrs") or list(cfg.regime.lrs)
+    if cfg.regime.search_histories == 0:
+        raise SystemExit("--run: regime.search_histories is 0: there is no history to probe")
+    names = cfg.histories[: cfg.regime.search_histories]
     for name in names:
         for need in (paths.pretrained, paths.checkpoint("helpful", name)):
             if not need.is_dir():
                 raise SystemExit(f"--run: {need} is missing (run the history stage first)")
     variants = list(itertools.product(steps, lrs, replays))
+    for s, lr, replay in variants:
+        vhist = dataclasses.replace(hc, safe=dataclasses.replace(hc.safe, steps=s, lr=lr),
+                                    safe_replay=replay)
+        try:
+            vhist.safe.validate("history.safe")
+            vhist.validate("history")
+        except ConfigError as err:
+            raise SystemExit(f"--steps/--lrs/--replays: S {s} steps, lr {lr:g}, replay "
+                             f"{replay:g}: {err}") from None
+    if not all(0 < lr < 1 for lr in ft_lrs):
+        raise SystemExit(f"--ft-lrs: every learning rate must be in (0, 1), got {ft_lrs}")
 
     histories = []
     for (s, lr, replay), name in itertools.product(variants, names):
