@@ -138,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     meeting = table[table["meets_rule"]]
     print(f"\nCandidates meeting the regime rule: {len(meeting)} of {len(table)}")
     if len(meeting):
-        print(meeting[["variant", "lr", "warmup", "share", "T", "worst_benign_drop",
-                       "worst_new_task", "nonrefusal", "harmful"]].round(1).to_string(index=False))
+        shown = meeting[["variant", "lr", "warmup", "share", "T", "worst_benign_drop",
+                         "worst_new_task", "nonrefusal", "harmful"]]
+        print(shown.round({"worst_benign_drop": 1, "worst_new_task": 1, "nonrefusal": 1,
+                           "harmful": 1}).to_string(index=False))
     return 0
 
 
