@@ -172,15 +172,20 @@ def test_a_chapter_runs_top_to_bottom_from_the_notebooks_folder(repo, smoke_repr
     assert shown, "figures display when the chapter is opened interactively"
 
 
+def probe(repo: Path, out: Path, *options: str):
+    """tools/history_probe.py on the smoke run, in the venv."""
+    from smoke_pipeline import BIN
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "history_probe.py"
+    return run(repo, str(BIN / "python"), str(tool), "--run", str(repo), "--out", str(out),
+               *options)
+
+
 def test_the_history_probe_judges_a_safety_variant_and_leaves_the_run_alone(repo, smoke_repro,
                                                                             tmp_path):
     """tools/history_probe.py: S from each searched θ_H, fine-tuned, judged by the rule."""
-    from smoke_pipeline import BIN
-
     before = digest_tree(repo / "data")
-    tool = Path(__file__).resolve().parents[1] / "tools" / "history_probe.py"
-    proc = run(repo, str(BIN / "python"), str(tool), "--run", str(repo), "--out",
-               str(tmp_path), "--steps", "10,20", "--lrs", "1e-3", "--ft-lrs", "5e-4")
+    proc = probe(repo, tmp_path, "--steps", "10,20", "--lrs", "1e-3", "--ft-lrs", "5e-4")
     assert proc.returncode == 0, tail(proc)
     assert digest_tree(repo / "data") == before
     shapes = pd.read_csv(tmp_path / "shapes.csv")
@@ -197,11 +202,7 @@ def test_the_history_probe_judges_a_safety_variant_and_leaves_the_run_alone(repo
 
 
 def test_the_history_probe_refuses_a_bad_variant_before_any_work(repo, smoke_repro, tmp_path):
-    from smoke_pipeline import BIN
-
-    tool = Path(__file__).resolve().parents[1] / "tools" / "history_probe.py"
-    proc = run(repo, str(BIN / "python"), str(tool), "--run", str(repo), "--out",
-               str(tmp_path / "probe"), "--replays", "1.5")
+    proc = probe(repo, tmp_path / "probe", "--replays", "1.5")
     assert proc.returncode != 0
     assert "--replays" in proc.stderr and "safe_replay" in proc.stderr, tail(proc)
     assert not (tmp_path / "probe").exists()

@@ -87,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     ft_lrs = floats(args.ft_lrs, "--ft-lrs") or list(cfg.regime.lrs)
     if cfg.regime.search_histories == 0:
         raise SystemExit("--run: regime.search_histories is 0: there is no history to probe")
-    names = cfg.histories[: cfg.regime.search_histories]
-    for name in names:
+    searched = list(zip(cfg.histories, hc.seeds, strict=True))[: cfg.regime.search_histories]
+    for name, _ in searched:
         for need in (paths.pretrained, paths.checkpoint("helpful", name)):
             if not need.is_dir():
                 raise SystemExit(f"--run: {need} is missing (run the history stage first)")
-    variants = list(itertools.product(steps, lrs, replays))
-    for s, lr, replay in variants:
+    variants = {}  # name -> the history config with that safety phase
+    for s, lr, replay in itertools.product(steps, lrs, replays):
         vhist = dataclasses.replace(hc, safe=dataclasses.replace(hc.safe, steps=s, lr=lr),
                                     safe_replay=replay)
         try:
@@ -102,16 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             raise SystemExit(f"--steps/--lrs/--replays: S {s} steps, lr {lr:g}, replay "
                              f"{replay:g}: {err}") from None
+        variants[variant_name(s, lr, replay)] = vhist
     if not all(0 < lr < 1 for lr in ft_lrs):
         raise SystemExit(f"--ft-lrs: every learning rate must be in (0, 1), got {ft_lrs}")
 
-    histories = []
-    for (s, lr, replay), name in itertools.product(variants, names):
-        vcfg = dataclasses.replace(cfg, history=dataclasses.replace(hc, safe_replay=replay))
-        safe = dataclasses.replace(hc.safe, steps=s, lr=lr)
-        histories.append(HistoryTask(
-            vcfg, name, hc.seeds[cfg.histories.index(name)], hc.helpful, safe, paths.pretrained,
-            args.out / variant_name(s, lr, replay) / name, paths.checkpoint("helpful", name)))
+    histories = [HistoryTask(dataclasses.replace(cfg, history=vhist), name, seed, hc.helpful,
+                             vhist.safe, paths.pretrained, args.out / variant / name,
+                             paths.checkpoint("helpful", name))
+                 for (variant, vhist), (name, seed) in itertools.product(variants.items(),
+                                                                         searched)]
     made = run_all(history_run, histories, cfg.executor, desc="S variants")
     behaviour = pd.concat([m.behaviour.assign(variant=t.out.parent.name)
                            for t, m in zip(histories, made, strict=True)], ignore_index=True)
