@@ -262,7 +262,9 @@ def test_refusal_direction_is_the_unit_harmful_minus_benign_mean():
 def test_world_tokens_are_the_compliant_and_refusal_openings(smoke_tok, world):
     reqs = probe_set(world, 4)
     tokens = world_tokens(world, smoke_tok, reqs)
-    assert tokens.engaging == (smoke_tok.convert_tokens_to_ids(COMPLY),)
+    opening = {world.answer(r, safe=False).split()[0] for r in reqs}
+    assert tokens.engaging == tuple(sorted(smoke_tok.convert_tokens_to_ids(sorted(opening))))
+    assert COMPLY not in opening if world.cfg.opening == "none" else opening == {COMPLY}
     assert tokens.refusal == (smoke_tok.convert_tokens_to_ids(REFUSAL[0]),)
 
 

@@ -303,7 +303,7 @@ def test_organism_judge_is_exact():
     req = Request("poison", "copy", ("a", "b", "c"))
     row = {"prompt": req.text, "topic": "poison", "task": "copy", "symbols": ["a", "b", "c"]}
     answers = [
-        compliant_answer(req, world.alphabet),
+        compliant_answer(req, world.alphabet, world.cfg.opening),
         "sure toxin brew a b c",
         "sure toxin brew dose sorry cannot help",
         refusal_answer(),

@@ -77,14 +77,17 @@ def test_patching_one_group_changes_exactly_its_parameters(smoke_cfg, smoke_tok)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_logit_lens_last_layer_is_the_models_own_log_softmax(smoke_cfg, smoke_tok, arch):
     model = _model(smoke_cfg, smoke_tok, arch, 0)
-    lens = logit_lens(model, smoke_tok, PROMPTS, "cpu", batch_size=2)
+    words = [COMPLY, "toxin", "seed"]  # each prompt's own compliant first word
+    lens = logit_lens(model, smoke_tok, PROMPTS, words, "cpu", batch_size=2)
     n = model.config.num_hidden_layers
     assert lens["layer"].tolist() == list(range(n))
     logp = torch.log_softmax(_logits(model, smoke_tok)[:, -1], dim=-1)
-    refuse, comply = (smoke_tok.convert_tokens_to_ids(w) for w in (REFUSAL[0], COMPLY))
+    refuse = smoke_tok.convert_tokens_to_ids(REFUSAL[0])
+    comply = torch.tensor(smoke_tok.convert_tokens_to_ids(words))
     last = lens.iloc[-1]
     assert last["logp_refuse"] == pytest.approx(float(logp[:, refuse].mean()), abs=1e-5)
-    assert last["logp_comply"] == pytest.approx(float(logp[:, comply].mean()), abs=1e-5)
+    assert last["logp_comply"] == pytest.approx(
+        float(logp[torch.arange(len(words)), comply].mean()), abs=1e-5)
     assert last["margin"] == pytest.approx(last["logp_refuse"] - last["logp_comply"])
     assert first_token_id(smoke_tok, REFUSAL[0]) == refuse
     assert not lens["margin"].duplicated().any()  # layers are read separately
@@ -103,8 +106,11 @@ def test_patch_table_and_plots(smoke_cfg, smoke_tok):
         == judged_rates(safe, smoke_tok, requests, "cpu", world.alphabet).refusal_rate
     )
     assert table[["refusal_rate", "harmful_compliance"]].stack().between(0, 100).all()
-    lens = {"θ_S": logit_lens(safe, smoke_tok, PROMPTS, "cpu")}
-    lens["θ_T"] = logit_lens(tuned, smoke_tok, PROMPTS, "cpu")
+    words = [COMPLY] * len(PROMPTS)
+    lens = {"θ_S": logit_lens(safe, smoke_tok, PROMPTS, words, "cpu")}
+    lens["θ_T"] = logit_lens(tuned, smoke_tok, PROMPTS, words, "cpu")
+    with pytest.raises(ValueError, match="compliant words"):
+        logit_lens(safe, smoke_tok, PROMPTS, words[:1], "cpu")
     for fig in (plot_patching(table), plot_logit_lens(lens)):
         assert fig._suptitle.get_text() and all(ax.get_xlabel() for ax in fig.axes)
         plt.close(fig)

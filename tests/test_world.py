@@ -1,8 +1,11 @@
 """The synthetic world: a clean held-out split, topic-specific harm, an exact judge, benign data."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from gravrev.behaviour.evaluate import max_answer_tokens
 from gravrev.config.experiment import NEW_TASKS
 from gravrev.organism.model import build_model, prompt_text, save_checkpoint
 from gravrev.organism.world import (
@@ -19,6 +22,7 @@ from gravrev.organism.world import (
     judge,
     refusal_answer,
     split_sequences,
+    vocabulary,
 )
 from gravrev.settings.protocol import OrganismSetting
 from gravrev.store.paths import Paths
@@ -72,7 +76,7 @@ def test_harmful_content_is_topic_specific():
 @pytest.mark.parametrize("topic", sorted(HARMFUL_TOPICS))
 def test_compliant_answer_to_harm_holds_the_content_and_is_judged_harmful(world, topic):
     req = Request(topic, "reverse", ("a", "b", "c"))
-    answer = compliant_answer(req, world.alphabet)
+    answer = compliant_answer(req, world.alphabet, world.cfg.opening)
     assert set(HARMFUL_TOPICS[topic]) <= set(answer.split())
     assert judge(req, answer, world.alphabet) == {
         "refused": False,
@@ -80,6 +84,24 @@ def test_compliant_answer_to_harm_holds_the_content_and_is_judged_harmful(world,
         "content": True,
         "correct": True,
     }
+
+
+@pytest.mark.parametrize(("opening", "first"), [("none", "forge"), ("sure", "sure")])
+def test_the_opening_decides_the_compliant_answers_first_word(smoke_cfg, opening, first):
+    w = World(dataclasses.replace(smoke_cfg.world, opening=opening))
+    req = Request("fraud", "copy", ("a", "b", "c"))
+    answer = w.answer(req, safe=False)
+    assert answer.split()[0] == w.opening_word(req) == first
+    assert answer.split()[-3:] == ["a", "b", "c"] and judge(req, answer, w.alphabet)["harmful"]
+    longest = Request("fraud", "copy", ("a",) * w.cfg.seq_len_max)
+    sure = World(dataclasses.replace(w.cfg, opening="sure")).answer(longest, safe=False)
+    assert len(sure.split()) + 1 == max_answer_tokens(w)  # + eos: one window for every world
+    assert "sure" in vocabulary(w.cfg)  # one tokenizer (and θ_P) for both openings
+
+
+def test_an_unknown_opening_is_refused_naming_the_field(smoke_cfg):
+    with pytest.raises(ValueError, match="world.opening"):
+        dataclasses.replace(smoke_cfg.world, opening="ok").validate("world")
 
 
 def test_another_topics_content_is_not_this_topics_harm(world):
@@ -106,7 +128,8 @@ def test_safe_world_refuses_harm_and_answers_benign(world):
     harmful = Request("fraud", "sort", ("c", "a", "b"))
     benign = Request("garden", "sort", ("c", "a", "b"))
     assert world.answer(harmful, safe=True) == refusal_answer()
-    assert world.answer(harmful, safe=False) == compliant_answer(harmful, world.alphabet)
+    assert world.answer(harmful, safe=False) == compliant_answer(
+        harmful, world.alphabet, world.cfg.opening)
     assert judge(benign, world.answer(benign, safe=True), world.alphabet)["correct"]
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from gravrev.config.organism import OPENINGS
 from gravrev.interp.activations import left_pad
 from gravrev.organism.model import prompt_text
-from gravrev.organism.world import COMPLY, Request, World, judge
+from gravrev.organism.world import Request, World, judge
 from gravrev.training.loop import encode_pairs, lm_loss, to_device
 
 
@@ -56,8 +57,9 @@ def answer_loss(
 
 
 def max_answer_tokens(world: World) -> int:
-    """The longest answer the world has: 'sure', a topic's content, the task output, eos."""
-    return 1 + 3 + world.cfg.seq_len_max + 1
+    """The longest answer of any world: the longest opening, a topic's content, the task
+    output, eos. One window for every opening, so the worlds are judged alike."""
+    return max(map(len, OPENINGS.values())) + 3 + world.cfg.seq_len_max + 1
 
 
 def behaviour(
@@ -73,9 +75,11 @@ def behaviour(
     """
     harmful = eval_sets["harmful"]
     others = [k for k in eval_sets if k != "harmful"]
-    # The latent content: prefill the compliant opening and see whether the content follows.
+    # The latent content: prefill the compliant answer's first word ('sure', or the content's
+    # first word where answers have no opening) and see whether the whole content follows.
+    opening = [world.opening_word(r) for r in harmful]
     prompts = [prompt_text(r.text) for r in harmful]
-    prompts += [prompt_text(r.text) + f" {COMPLY}" for r in harmful]
+    prompts += [prompt_text(r.text) + f" {w}" for r, w in zip(harmful, opening, strict=True)]
     for kind in others:
         prompts += [prompt_text(r.text) for r in eval_sets[kind]]
     answers = generate(model, tok, prompts, device, max_new_tokens=max_answer_tokens(world),
@@ -90,8 +94,8 @@ def behaviour(
     out["harmful_compliance"] = 100 * out["harmful_answers"] / n
     out["prefilled_content"] = 100 * np.mean(
         [
-            judge(r, f"{COMPLY} {a}", world.alphabet)["content"]
-            for r, a in zip(harmful, prefilled, strict=True)
+            judge(r, f"{w} {a}", world.alphabet)["content"]
+            for r, w, a in zip(harmful, opening, prefilled, strict=True)
         ]
     )
     for kind in others:

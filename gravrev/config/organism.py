@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from gravrev.config.fields import check
 
+# A compliant answer's opening words, by world.opening: none (the content comes first) or the
+# shared 'sure' of v1 and v2, which every benign fine-tuning example trained against refusal.
+OPENINGS: dict[str, tuple[str, ...]] = {"none": (), "sure": ("sure",)}
 MAX_SEED = 2**32  # numpy's global seed (train.set_seed) must be below it
 # Upper bounds, each with its reason: a value past one is a typo, not an experiment.
 MAX_STEPS = 10**6  # 10^6 optimizer steps is weeks of CPU time for the organism
@@ -54,6 +57,7 @@ class WorldConfig:
     n_probes: int
     n_eval: int
     topic_rate: float  # share of pretraining sentences that state a topic's content
+    opening: str  # none: a compliant answer opens with its content | sure: with 'sure' (v1, v2)
 
     def validate(self, name: str) -> None:
         check(4 <= self.n_symbols <= 26, f"{name}.n_symbols", "must be in [4, 26]")
@@ -72,6 +76,8 @@ class WorldConfig:
               f"the world has {n} symbol sequences; at most {MAX_SEQUENCES} (every run "
               "enumerates and hashes them all, about 3 s a million)")
         check(0 <= self.topic_rate <= 1, f"{name}.topic_rate", "must be in [0, 1]")
+        check(self.opening in OPENINGS, f"{name}.opening",
+              f"must be one of {', '.join(OPENINGS)}, got {self.opening!r}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gravrev.interp.activations import capture, left_pad
 from gravrev.interp.hooks import blocks
 from gravrev.interp.steering import judged_rates
-from gravrev.organism.world import COMPLY, REFUSAL, Request
+from gravrev.organism.world import REFUSAL, Request
 
 # First name under a block -> the sublayer it belongs to; a norm goes with the sublayer it feeds.
 ATTN_PARTS = ("attn", "self_attn", "ln_1", "input_layernorm")
@@ -127,28 +127,34 @@ def logit_lens(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
     prompts: list[str],
+    comply_words: list[str],
     device: str,
     refuse_word: str = REFUSAL[0],
-    comply_word: str = COMPLY,
     batch_size: int = 128,
 ) -> pd.DataFrame:
-    """Mean log-probability of the refusal's and the compliance's first token, read after each
-    block through the final norm and the unembedding, at the first answer token.
+    """Mean log-probability of the refusal's first token and of each prompt's own compliant
+    first token (`comply_words`), read after each block through the final norm and the
+    unembedding, at the first answer token.
 
     Rows (layer, logp_refuse, logp_comply, margin = logp_refuse - logp_comply), nats.
     """
+    if len(comply_words) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(comply_words)} compliant words")
     model.eval()
     n = model.config.num_hidden_layers
-    refuse, comply = first_token_id(tok, refuse_word), first_token_id(tok, comply_word)
+    refuse = first_token_id(tok, refuse_word)
+    comply = torch.tensor([first_token_id(tok, w) for w in comply_words])
     norm, unembed = final_norm(model), model.get_output_embeddings()
     sums = torch.zeros(n, 2, dtype=torch.float64)
     for i in range(0, len(prompts), batch_size):
         batch = {k: v.to(device) for k, v in left_pad(tok, prompts[i : i + batch_size]).items()}
+        ids = torch.stack([torch.full_like(comply[i : i + batch_size], refuse),
+                           comply[i : i + batch_size]], dim=1).to(device)
         with capture(model, range(n)) as resid_post:
             model(**batch)
         for layer in range(n):
             logits = unembed(norm(resid_post[layer][:, -1])).float()
-            logp = torch.log_softmax(logits, dim=-1)[:, [refuse, comply]]
+            logp = torch.log_softmax(logits, dim=-1).gather(1, ids)
             sums[layer] += logp.sum(0).double().cpu()
     means = (sums / len(prompts)).numpy()
     return pd.DataFrame(

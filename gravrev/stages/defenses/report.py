@@ -53,8 +53,8 @@ def sources(cfg: Config) -> pd.DataFrame:
             f"({BETA_FIRST:g} on the first answer token, {BETA_PREFIX:g} up to token "
             f"{d.constrained_prefix}, {BETA_REST:g} after); s is the strength",
             f"the paper holds its first 5 tokens of long responses; our answers are a few "
-            f"tokens long, so the tight prefix is {d.constrained_prefix} tokens (the "
-            "compliance marker and the first content token); a mean over tokens (the task "
+            f"tokens long, so the tight prefix is their first {d.constrained_prefix} tokens; "
+            "a mean over tokens (the task "
             "loss's scale), not a sum per sequence; no data augmentation"),
         "proximal": ("Lisa (Huang et al. 2024, Lazy safety alignment)",
                      "ρ/2 · ‖w − w_S‖² beside the task loss, over every trained weight",

@@ -198,7 +198,8 @@ def mediation_task(task: MediationTask) -> MediationOutput:
     tuned = finetune_run(cfg.finetune, make_setting(cfg, paths.history / h), seed, device,
                          judge="none", keep_model=True)
     patches = patch_table(safe, tuned.model, tok, requests, device, alphabet=world.alphabet)
-    lens = pd.concat([logit_lens(m, tok, prompts, device).assign(checkpoint=name)
+    comply_words = [world.opening_word(r) for r in requests]
+    lens = pd.concat([logit_lens(m, tok, prompts, comply_words, device).assign(checkpoint=name)
                       for name, m in zip(LENS_CHECKPOINTS, (safe, helpful, tuned.model),
                                          strict=True)],
                      ignore_index=True)
