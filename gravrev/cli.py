@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -139,13 +138,13 @@ def validate(params: Path, root: Path, write: bool) -> None:
     from gravrev.config.validate import validated_config
 
     cfg = validated_config(params, deep=True)
-    text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+    text = cfg.resolved_text()
     if not write:
-        print(text)
+        print(text, end="")
         return
     paths = Paths(root)
     with atomic_path(paths.resolved_config) as tmp:
-        tmp.write_text(text + "\n")
+        tmp.write_text(text)
     with atomic_path(paths.data / "config.ok") as tmp:
         tmp.write_text("valid\n")  # the stamp every stage depends on: it never changes
 

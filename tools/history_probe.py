@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -76,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.is_hf:
         raise SystemExit("--run: the hf preset has no organism history to retrain")
     paths = Paths(args.run)
-    resolved = json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"
-    if not paths.resolved_config.is_file() or paths.resolved_config.read_text() != resolved:
+    if (not paths.resolved_config.is_file()
+            or paths.resolved_config.read_text() != cfg.resolved_text()):
         raise SystemExit(f"--run: {params} differs from the run's {paths.resolved_config} "
                          "(or there is none): run dvc repro first")
     hc, fc = cfg.history, cfg.finetune

@@ -148,6 +148,14 @@ BLOCKING_ARMS = (
     "covariance_penalty_all",
     "penalty_layers",
 )
+# The objective each arm's block is built as; rehearsal has none (it changes the batches).
+KINDS = {
+    "block": "block", "refusal_block": "block", "random_block": "block",
+    "covariance_block": "block", "push": "push", "refusal_push": "push", "penalty": "penalty",
+    "penalty_all": "penalty",
+    "random_penalty_all": "penalty", "covariance_penalty_all": "penalty",
+    "mean_penalty": "mean_penalty", "grad_project": "grad_project", "freeze": "freeze",
+}
 # Each control and the arm whose achieved projection reduction it is matched to (chapter 05).
 CONTROLS = {
     "refusal_block": "block",

@@ -7,6 +7,7 @@ gravrev.config.fields; each name is imported from the module that defines it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -69,12 +70,20 @@ class Config:
         """The history names, h<seed>, in the order of history.seeds."""
         return tuple(f"h{s}" for s in self.history.seeds)
 
+    def history_seed(self, history: str) -> int:
+        """The seed of a history, by its name."""
+        return self.history.seeds[self.histories.index(history)]
+
     def first_histories(self, n: int) -> tuple[str, ...]:
         """The first n histories (0: all): a costly design's subset, chosen before any run."""
         return self.histories[:n] if n else self.histories
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def resolved_text(self) -> str:
+        """The resolved config as data/config.json holds it (what a run was made with)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def validate(self, name: str) -> None:
         """Cross-section checks, before any work: the shock regime's arms, the first-n subsets

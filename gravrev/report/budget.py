@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gravrev.config.experiment import CONTROLS
+from gravrev.config.experiment import CONTROLS, KINDS
 from gravrev.config.load import Config
 from gravrev.settings.hf.setting import GEN_BATCH
-from gravrev.stages.blocking.runs import KINDS
 from gravrev.stages.blocking.shock.regime import shock_runs
 from gravrev.stages.finetune.search import cell_config, cells
 

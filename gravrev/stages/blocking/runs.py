@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from gravrev.config.experiment import CONTROLS
+from gravrev.config.experiment import CONTROLS, KINDS
 from gravrev.config.load import Config
 from gravrev.interp.activations import probe_activations
 from gravrev.interp.direction import drift, probe_mask, refusal_direction
@@ -50,14 +50,6 @@ from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
 UNDEFINED_BELOW = 1e-6
 # One-sided kinds: their reduction is signed (overshooting past 0 counts as more than 1).
 SIGNED_KINDS = ("block", "push")
-# The objective each arm's block is built as; rehearsal has none (it changes the batches).
-KINDS = {
-    "block": "block", "refusal_block": "block", "random_block": "block",
-    "covariance_block": "block", "push": "push", "refusal_push": "push", "penalty": "penalty",
-    "penalty_all": "penalty",
-    "random_penalty_all": "penalty", "covariance_penalty_all": "penalty",
-    "mean_penalty": "mean_penalty", "grad_project": "grad_project", "freeze": "freeze",
-}
 
 
 def oriented(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -75,7 +67,7 @@ def arm_directions(cfg: Config, paths: Paths, history: str) -> dict[str, dict[in
     cosine is 0), by u . cov . v_rev >= 0 (theta_S's probe covariance at the layer).
     """
     v = load_v_rev(cfg, paths, history)
-    layer, seed = cfg.layer, cfg.history.seeds[cfg.histories.index(history)]
+    layer, seed = cfg.layer, cfg.history_seed(history)
     rng = np.random.default_rng(seeds.control_directions(seed))  # random, then covariance
     mask = probe_selection(cfg, paths)
     safe = read_npz(paths.acts("safe", history))[cfg.analysis.position]  # (L, N, d)
@@ -148,7 +140,7 @@ def rehearsal_spec(cfg: Config, setting: Setting, history: str) -> RehearsalSpec
     world = getattr(setting, "world", None)
     if world is None:
         raise ValueError("the rehearsal arm needs the organism's safety phase (not hf)")
-    seed = cfg.history.seeds[cfg.histories.index(history)]
+    seed = cfg.history_seed(history)
     pairs = safety_pairs(world, cfg.history.safe, seed, cfg.history.safe_replay)
     return RehearsalSpec.from_requests(world, pairs, cfg.blocking.rehearsal_share)
 

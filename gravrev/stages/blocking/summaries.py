@@ -10,7 +10,6 @@ from gravrev.stats.summaries import summarize
 
 MEASURES = ("alignment", "non_refusal", "harmful_compliance", "prefilled_content",
             "benign_accuracy", "new_task_accuracy", "cumulative_reversion", "area_non_refusal")
-AREAS = ("cumulative_reversion", "area_non_refusal")  # absent from metrics before issue 22
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def rehearsal_spec(cfg: Config, setting: Setting, history: str, share: float) ->
     world = getattr(setting, "world", None)
     if world is None:
         raise ValueError("defenses.arms: rehearsal needs the organism's safety phase (not hf)")
-    seed = cfg.history.seeds[cfg.histories.index(history)]
+    seed = cfg.history_seed(history)
     pairs = safety_pairs(world, cfg.history.safe, seed, cfg.history.safe_replay)
     return RehearsalSpec.from_requests(world, pairs, share)
 

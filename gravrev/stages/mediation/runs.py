@@ -174,7 +174,7 @@ def mediation_task(task: MediationTask) -> MediationOutput:
                         cfg.mediation.scales, device, alphabet=world.alphabet)
     acts_safe = read_npz(paths.acts("safe", h))[pos]
     harmful = probe_mask(pd.read_csv(paths.probes), "harmful")
-    history_seed = cfg.history.seeds[cfg.histories.index(h)]
+    history_seed = cfg.history_seed(h)
     rng = np.random.default_rng(seeds.mediation_controls(history_seed))
     dirs = control_directions(acts_safe, mask, harmful, v_rev, rng)
     controls = control_table({"θ_S": safe, "θ_H": helpful}, tok, requests, dirs,
