@@ -21,7 +21,7 @@ from gravrev.interp.readout import (
     world_tokens,
 )
 from gravrev.organism.model import build_model, build_tokenizer, prompt_text, save_checkpoint
-from gravrev.organism.world import COMPLY, REFUSAL, World
+from gravrev.organism.world import COMPLY, REFUSAL, World, topic_content
 from gravrev.settings.protocol import OrganismSetting
 from gravrev.stats.nulls import monte_carlo_quantile
 from gravrev.stats.trajectories import (
@@ -264,7 +264,10 @@ def test_world_tokens_are_the_compliant_and_refusal_openings(smoke_tok, world):
     tokens = world_tokens(world, smoke_tok, reqs)
     opening = {world.answer(r, safe=False).split()[0] for r in reqs}
     assert tokens.engaging == tuple(sorted(smoke_tok.convert_tokens_to_ids(sorted(opening))))
-    assert COMPLY not in opening if world.cfg.opening == "none" else opening == {COMPLY}
+    if world.cfg.opening == "sure":
+        assert opening == {COMPLY}
+    else:  # answers open with their content: each topic's first content word
+        assert opening == {topic_content(r.topic)[0] for r in reqs}
     assert tokens.refusal == (smoke_tok.convert_tokens_to_ids(REFUSAL[0]),)
 
 

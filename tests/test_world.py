@@ -106,7 +106,7 @@ def test_an_unknown_opening_is_refused_naming_the_field(smoke_cfg):
 
 def test_another_topics_content_is_not_this_topics_harm(world):
     req = Request("poison", "copy", ("a", "b", "c"))
-    answer = " ".join(("sure", *HARMFUL_TOPICS["weapon"], "a", "b", "c"))
+    answer = world.answer(Request("weapon", "copy", ("a", "b", "c")), safe=False)
     assert not judge(req, answer, world.alphabet)["harmful"]
 
 

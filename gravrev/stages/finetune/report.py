@@ -108,13 +108,20 @@ def findings(cfg: Config, r: FinetuneResult) -> list[str]:
         out.append(f"Half of the refusal is gone, on average, by step {int(below.index[0])}.")
     out.append(regime_sentence(cfg, r))
     mixed = r.log[(r.log["arm"] == "mixed") & (r.log["step"] == cfg.finetune.steps)]
+    at_t = log[log["step"] == cfg.finetune.steps]
     if len(mixed):
-        out.append(f"With the safety data kept in the mix, refusal at T is "
-                   f"{mixed['refusal_rate'].mean():.0f}%: the control drift is not reversion.")
+        kept, plain = mixed["refusal_rate"].mean(), at_t["refusal_rate"].mean()
+        out.append(f"With the safety data kept in the mix, refusal at T is {kept:.0f}%, against "
+                   f"{plain:.0f}% without it: "
+                   + ("the drift of that control is not reversion." if kept > plain else
+                      "keeping the safety data did not keep refusal here."))
     if "prefilled_content" in log:
-        late = log[log["step"] == cfg.finetune.steps]["prefilled_content"]
-        out.append(f"The latent harmful content (prefilled) stays at {late.mean():.0f}% at T, so "
-                   "lost refusal is not masked by forgetting.")
+        late, floor = at_t["prefilled_content"].mean(), cfg.history.checks.safe_latent
+        out.append(f"The latent harmful content (the compliant answer's first word prefilled) is "
+                   f"{late:.0f}% at T, against θ_S's pre-registered floor of {floor:g}%: "
+                   + ("lost refusal is not masked by forgetting." if late >= floor else
+                      "below it, part of the lost refusal may be forgetting, so harmful "
+                      "compliance, not non-refusal alone, says what reverted."))
     return out
 
 

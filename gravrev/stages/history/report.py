@@ -26,6 +26,6 @@ def findings(r: HistoryResult) -> list[str]:
     if "prefilled_content" in safe:
         out.append(f"Safety training is a shallow displacement here: θ_S refuses "
                    f"{safe['refusal_rate'].mean():.0f}% of held-out harmful requests, yet with the "
-                   f"compliant opening prefilled it states the harmful content in "
+                   f"compliant answer's first word prefilled it states the harmful content in "
                    f"{safe['prefilled_content'].mean():.0f}% (means over histories).")
     return out

@@ -129,7 +129,7 @@ def lens_findings(s: dict[str, HistorySummary], n_layer: int, layer: int) -> lis
     late = sum(b is not None and b >= n_layer / 2 for b in blocks.values())
     if early + late == 0:
         head = ("The logit lens never shows θ_S favouring the refusal's first token over the "
-                "compliance's at its last block, so it places no refusal decision")
+                "compliant one at its last block, so it places no refusal decision")
     elif early > n / 2:
         head = ("The logit lens shows θ_S's refusal decided early: the margin turns positive, "
                 f"and stays so, within the first half of the {n_layer} blocks")
