@@ -23,6 +23,7 @@ from gravrev.stages.blocking import metrics as block_metrics
 from gravrev.stages.blocking import ordering as block_ordering
 from gravrev.stages.blocking import report as block_report
 from gravrev.stages.blocking import runs as block_runs
+from gravrev.stages.blocking import summaries as block_summaries
 from gravrev.stages.blocking.shock import metrics as block_shock
 from gravrev.stages.claims import compute as claims
 from gravrev.stages.claims import report as claims_report
@@ -859,6 +860,15 @@ def test_ordering_takes_the_history_as_the_unit():
 def _ordering_result(final: pd.DataFrame) -> block_metrics.BlockingResult:
     r = _blocking_result(_final(20.0))
     return dataclasses.replace(r, metrics=block_metrics.blocking_metrics(CFG, final, 0.1, "x"))
+
+
+def test_kept_refusal_is_said_with_what_the_interval_shows():
+    drop = block_summaries.Summary(-16.0, 20.0, 8, -30.0, -2.0)
+    unsure = block_summaries.Summary(-16.0, 24.0, 8, -36.0, 4.0)
+    assert block_report._kept_words(51.0, 68.0, drop) == "kept"
+    assert block_report._kept_words(51.0, 68.0, unsure).startswith(
+        "kept, by the mean's reading rule (the interval over histories includes no drop)")
+    assert block_report._kept_words(66.0, 68.0, drop) == "did not keep"  # within 5 points
 
 
 def test_blocking_findings_follow_the_sign_rule():
