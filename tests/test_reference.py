@@ -21,4 +21,5 @@ def test_the_main_regime_is_the_choice_the_reference_search_made():
 
 def test_the_reference_ran_the_default_histories():
     history = json.loads((ROOT / "data/metrics/finetune.json").read_text())["histories"]
-    assert list(history) == list(resolve({"preset": "tiny"}).histories)
+    # the JSON's keys are sorted as text (h10 before h2): compare the sets
+    assert sorted(history) == sorted(resolve({"preset": "tiny"}).histories)
