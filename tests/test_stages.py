@@ -862,6 +862,12 @@ def _ordering_result(final: pd.DataFrame) -> block_metrics.BlockingResult:
     return dataclasses.replace(r, metrics=block_metrics.blocking_metrics(CFG, final, 0.1, "x"))
 
 
+def test_intervals_never_print_a_negative_zero():
+    s = block_summaries.Summary(-0.001, 0.04, 8, -0.08, 0.08)
+    assert block_report.interval(s) == "0.00 [-0.08, 0.08]"
+    assert block_report.interval(dataclasses.replace(s, ci_low=float("nan"))) == "0.00"
+
+
 def test_kept_refusal_is_said_with_what_the_interval_shows():
     drop = block_summaries.Summary(-16.0, 20.0, 8, -30.0, -2.0)
     unsure = block_summaries.Summary(-16.0, 24.0, 8, -36.0, 4.0)

@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from gravrev.claims.preregistered import CORRELATION_P, ORDER_MEASURES
 from gravrev.claims.schema import HOLDS, NOT_COMPARABLE
-
-
-def _signed(x: float, digits: int) -> str:
-    """x with its sign, rounded; never "-0.00" (a value that rounds to zero prints as +0.00)."""
-    return f"{round(x, digits) + 0.0:+.{digits}f}"
-
-
-def _fixed(x: float, digits: int) -> str:
-    """x rounded, without a sign for positives; never "-0.0"."""
-    return f"{round(x, digits) + 0.0:.{digits}f}"
+from gravrev.report.numbers import fixed, signed
 
 ARM_WORDS = {"block": "the blocking objective (opposing positive motion along v_rev)",
              "penalty": "the hold-still penalty (no motion along v_rev either way)"}
@@ -22,7 +13,7 @@ BOUNDED_UNITS = ("cosine", "Spearman rho")  # quantities that live in [-1, 1]
 
 
 def _ci(lo: float, hi: float, digits: int = 3) -> str:
-    return f"{_signed(lo, digits)} to {_signed(hi, digits)}"
+    return f"{signed(lo, digits)} to {signed(hi, digits)}"
 
 
 def fmt_measured(m: dict | None) -> str:
@@ -59,12 +50,12 @@ COUNT_VALUES = {  # a claim measured as a count: its value, whatever the mean
     "matched_null_every_trajectory": lambda m: f"{m['k']} of {m['n']} trajectories",
 }
 MEAN_VALUES = {  # a claim measured as a mean, with its unit (any other: a cosine)
-    "harmfulness_unblocked": lambda x: f"{_fixed(x, 1)}% non-refusal",
-    "harmfulness_blocked": lambda x: f"{_fixed(x, 1)}% non-refusal",
-    "task_cost": lambda x: f"{_fixed(x, 1)} points of benign accuracy",
-    "rehearsal_opposes": lambda x: f"{_fixed(x, 0)}% less cumulative reversion",
-    "alignment_harm_correlation": lambda x: f"rho {_signed(x, 3)}",
-    "alignment_rises": lambda x: f"{_signed(x, 3)} in cosine",
+    "harmfulness_unblocked": lambda x: f"{fixed(x, 1)}% non-refusal",
+    "harmfulness_blocked": lambda x: f"{fixed(x, 1)}% non-refusal",
+    "task_cost": lambda x: f"{fixed(x, 1)} points of benign accuracy",
+    "rehearsal_opposes": lambda x: f"{fixed(x, 0)}% less cumulative reversion",
+    "alignment_harm_correlation": lambda x: f"rho {signed(x, 3)}",
+    "alignment_rises": lambda x: f"{signed(x, 3)} in cosine",
 }
 
 
@@ -75,7 +66,7 @@ def value_text(entry: dict) -> str:
         return COUNT_VALUES[cid](m)
     if m.get("mean") is None:
         return "nothing measured"
-    return MEAN_VALUES.get(cid, lambda x: f"cosine {_signed(x, 3)}")(m["mean"])
+    return MEAN_VALUES.get(cid, lambda x: f"cosine {signed(x, 3)}")(m["mean"])
 
 
 def stability(verdict: str, per_history: dict[str, dict]) -> str:
@@ -116,7 +107,7 @@ def _ceiling(*percents: float) -> str:
     for bound in (0.0, 100.0):
         if all(x is not None and abs(x - bound) < 1e-9 for x in percents):
             where = "floor" if bound == 0 else "ceiling"
-            return f"; all at {_fixed(bound, 0)}%, a {where} where no change can show"
+            return f"; all at {fixed(bound, 0)}%, a {where} where no change can show"
     return ""
 
 
@@ -125,8 +116,8 @@ def _shares_text(m: dict) -> str:
     s = m.get("history_shares")
     if not s:
         return ""
-    lo, hi = _fixed(100 * s["ci_low"], 0), _fixed(100 * s["ci_high"], 0)
-    return (f"; per history the share is {_fixed(100 * s['mean'], 0)}% on average (95% CI "
+    lo, hi = fixed(100 * s["ci_low"], 0), fixed(100 * s["ci_high"], 0)
+    return (f"; per history the share is {fixed(100 * s['mean'], 0)}% on average (95% CI "
             f"{lo}% to {hi}% over the {s['n']} histories)")
 
 
@@ -140,7 +131,7 @@ def _arm(report: dict, arm: str, measure: str) -> float | None:
 
 
 def _pct(x: float | None) -> str:
-    return "unmeasured" if x is None else f"{_fixed(x, 1)}%"
+    return "unmeasured" if x is None else f"{fixed(x, 1)}%"
 
 
 def _cosine(entry: dict, when: str, chapter: str) -> str:
@@ -174,8 +165,8 @@ def _reason(entry: dict, report: dict, arm: str) -> str:
         d = m["difference"]
         return (f"With {ARM_WORDS.get(arm, arm)} the drift's {v} with v_rev at T "
                 f"({interval_text(m)}), against the baseline's "
-                f"{_signed(m['unblocked']['mean'], 3)} "
-                f"(blocked - baseline {_signed(d['mean'], 3)}, {interval_text(d)}); "
+                f"{signed(m['unblocked']['mean'], 3)} "
+                f"(blocked - baseline {signed(d['mean'], 3)}, {interval_text(d)}); "
                 "the rule asks both "
                 f"intervals to lie below 0, {_decided(verdict)}, and {_gap(entry)}; "
                 "{stable}; see chapter 05.")
@@ -183,8 +174,8 @@ def _reason(entry: dict, report: dict, arm: str) -> str:
         d = m["difference"]
         hc = _arm(report, "unblocked", "harmful_compliance")
         return (f"Benign fine-tuning took non-refusal on held-out harmful requests from "
-                f"{_fixed(m['safe'], 1)}% at θ_S to {v} at T "
-                f"(difference {_signed(d['mean'], 1)} points, "
+                f"{fixed(m['safe'], 1)}% at θ_S to {v} at T "
+                f"(difference {signed(d['mean'], 1)} points, "
                 f"{interval_text(d, 1)}{_ceiling(m['safe'], m['mean'])}), with harmful "
                 f"compliance {_pct(hc)} at T; the rule asks "
                 f"that interval to lie above 0, {_decided(verdict)}; the paper counts harmful "
@@ -192,8 +183,8 @@ def _reason(entry: dict, report: dict, arm: str) -> str:
     if cid == "harmfulness_blocked":
         d = m["difference"]
         return (f"With {ARM_WORDS.get(arm, arm)} the model ends at {v} on held-out harmful "
-                f"requests against the baseline's {_fixed(m['unblocked']['mean'], 1)}% (blocked - "
-                f"baseline {_signed(d['mean'], 1)} points, {interval_text(d, 1)}"
+                f"requests against the baseline's {fixed(m['unblocked']['mean'], 1)}% (blocked - "
+                f"baseline {signed(d['mean'], 1)} points, {interval_text(d, 1)}"
                 f"{_ceiling(m['mean'], m['unblocked']['mean'])}); harmful compliance "
                 f"{_pct(_arm(report, arm, 'harmful_compliance'))} against "
                 f"{_pct(_arm(report, 'unblocked', 'harmful_compliance'))}; the rule asks that "
@@ -216,13 +207,13 @@ def _reason(entry: dict, report: dict, arm: str) -> str:
     if cid == "vocabulary_readout":
         return (f"In {v} both readout scores of v_rev at θ_S lie above the random-direction "
                 f"null's 95th percentile (lowest percentile over histories: "
-                f"{_fixed(m['lens_percentile'], 0)} through the vocabulary, "
-                f"{_fixed(m['change_percentile'], 0)} "
+                f"{fixed(m['lens_percentile'], 0)} through the vocabulary, "
+                f"{fixed(m['change_percentile'], 0)} "
                 f"as the logit change, against {m['n_null']} random directions); the rule asks "
                 "for every history; {stable}; see chapter 06.")
     if cid == "alignment_harm_correlation" and m["n"] == 1:
         hc = m.get("harmful_compliance")
-        beside = (f"harmful compliance's rho {_signed(hc['rho'], 3)} (p = {hc['p']:.2g})" if hc
+        beside = (f"harmful compliance's rho {signed(hc['rho'], 3)} (p = {hc['p']:.2g})" if hc
                   else "harmful compliance's undefined")
         flag = ("; flagged: non-refusal sits at 0 or 100 on most steps, so ties at the bound "
                 "carry that rho" if m["n_at_bound"] else "")
@@ -233,7 +224,7 @@ def _reason(entry: dict, report: dict, arm: str) -> str:
                 "see chapter 03.")
     if cid == "alignment_harm_correlation":
         hc = m.get("harmful_compliance")
-        beside = (f"harmful compliance's {_signed(hc['mean'], 3)} (95% CI "
+        beside = (f"harmful compliance's {signed(hc['mean'], 3)} (95% CI "
                   f"{_ci(hc['ci_low'], hc['ci_high'])})" if hc
                   else "harmful compliance's undefined or from one history")
         flag = (f"; flagged: non-refusal sits at 0 or 100 on most steps in {m['n_at_bound']} of "

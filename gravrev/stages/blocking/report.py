@@ -11,6 +11,7 @@ import seaborn as sns
 from gravrev.claims.thresholds import kept_refusal
 from gravrev.config.load import Config
 from gravrev.report.figures import readable, strip_points
+from gravrev.report.numbers import fixed
 from gravrev.stages.blocking.metrics import BlockingResult
 from gravrev.stages.blocking.ordering import (
     BASELINE,
@@ -31,8 +32,8 @@ LABELS = {"alignment": "alignment at T", "non_refusal": "non-refusal at T (%)",
 def interval(s: Summary, digits: int = 2) -> str:
     """A mean with its 95% interval, or the mean alone when there is no interval."""
     if np.isnan(s.ci_low):
-        return f"{s.mean:.{digits}f}"
-    return f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
+        return fixed(s.mean, digits)
+    return f"{fixed(s.mean, digits)} [{fixed(s.ci_low, digits)}, {fixed(s.ci_high, digits)}]"
 
 
 def direction_word(s: Summary, lower: str, higher: str, none: str) -> str:
@@ -158,8 +159,8 @@ def ordering_table(r: BlockingResult) -> pd.DataFrame:
     for meas, o in r.metrics.ordering.items():
         row = {"measure": LABELS.get(meas, meas)}
         for h, x in o.per_history.items():
-            row[f"{h}: block / baseline / push"] = (f"{x.block:.2f} / {x.baseline:.2f} / "
-                                                    f"{x.push:.2f}")
+            row[f"{h}: block / baseline / push"] = " / ".join(
+                fixed(v, 2) for v in (x.block, x.baseline, x.push))
         row["baseline - block"] = interval(o.baseline_minus_block)
         row["push - baseline"] = interval(o.push_minus_baseline)
         row["at a bound"] = o.at_bound
