@@ -51,13 +51,14 @@ def order_word(o: Ordering) -> str:
 
 
 def _kept_words(arm: float, unblocked: float, difference: Summary) -> str:
-    """'kept' or 'did not keep' by the pre-registered reading rule on means, and whether the
+    """'kept refusal' or not, by the pre-registered reading rule on means, and whether the
     interval over histories shows the drop too (a mean can clear the rule by chance)."""
     if not kept_refusal(arm, unblocked):
-        return "did not keep"
+        return "did not keep refusal"
     if difference.excludes_zero == -1:
-        return "kept"
-    return "kept, by the mean's reading rule (the interval over histories includes no drop),"
+        return "kept refusal"
+    return ("kept refusal by the mean's reading rule, though the interval over histories "
+            "includes no drop")
 
 
 def _versus(r: BlockingResult, arm: str, measure: str) -> Summary:
@@ -98,7 +99,7 @@ def findings(cfg: Config, r: BlockingResult) -> list[str]:
             f"{direction_word(a, 'lowered', 'raised', 'did not change')} alignment at T "
             f"(difference {interval(a)} against unblocked, the history as the unit) and "
             f"{_kept_words(c.non_refusal.mean, u.non_refusal.mean, nr)}"
-            f" refusal: non-refusal {c.non_refusal.mean:.0f}% against {u.non_refusal.mean:.0f}% "
+            f": non-refusal {c.non_refusal.mean:.0f}% against {u.non_refusal.mean:.0f}% "
             f"unblocked (difference {interval(nr, 1)}), harmful compliance "
             f"{c.harmful_compliance.mean:.0f}% against {u.harmful_compliance.mean:.0f}%, new task "
             f"{percent(c.new_task_accuracy.mean)}.")
