@@ -56,17 +56,17 @@ def test_each_candidate_is_judged_part_by_part_on_its_worst_history():
 
 
 def test_the_choice_meets_the_rule_or_is_the_closest_without_shock_or_nothing():
-    s, _, _ = regime.search_metrics(CFG, _log())
+    s, _, _, _ = regime.search_metrics(CFG, _log())
     assert s.choice == {"lr": 1e-4, "warmup": 2, "share": 0.5, "T": 10}
     assert s.branch == "meets the whole rule" and s.meeting_rule == 1
     # Refusal gone at T everywhere: nothing meets the rule; the closest learns without shock.
-    s, _, t = regime.search_metrics(CFG, _log(slow_refusal_at_10=0.0))
+    s, _, t, _ = regime.search_metrics(CFG, _log(slow_refusal_at_10=0.0))
     assert s.meeting_rule == 0 and s.choice == {"lr": 1e-4, "warmup": 2, "share": 0.5, "T": 10}
     assert s.branch.startswith("closest")
     # Nothing without shock learns the task: nothing is chosen, and it says why.
     strict = dataclasses.replace(CFG, finetune=dataclasses.replace(CFG.finetune,
                                                                    min_new_task_accuracy=95.0))
-    s, _, _ = regime.search_metrics(strict, _log())
+    s, _, _, _ = regime.search_metrics(strict, _log())
     assert s.choice is None and "no candidate" in s.branch
     assert regime.RegimeSearch.from_json(s.to_json()) == s
 
@@ -74,16 +74,16 @@ def test_the_choice_meets_the_rule_or_is_the_closest_without_shock_or_nothing():
 def test_the_main_regime_is_checked_against_the_choice():
     cfg = dataclasses.replace(CFG, finetune=dataclasses.replace(
         CFG.finetune, lr=1e-4, warmup=2, new_task_fraction=0.5, steps=10))
-    s, _, _ = regime.search_metrics(cfg, _log())
+    s, _, _, _ = regime.search_metrics(cfg, _log())
     assert s.in_force_is_choice is True
-    s, _, _ = regime.search_metrics(CFG, _log())  # smoke's main regime is not the choice
+    s, _, _, _ = regime.search_metrics(CFG, _log())  # smoke's main regime is not the choice
     assert s.in_force_is_choice is False
 
 
 def test_no_search_and_no_new_task_leave_nothing_chosen():
-    s, per_history, t = regime.search_metrics(CFG, pd.DataFrame())
+    s, per_history, t, _ = regime.search_metrics(CFG, pd.DataFrame())
     assert s.choice is None and s.in_force_is_choice is None and per_history.empty
-    s, _, _ = regime.search_metrics(CFG, _log().drop(columns=[NEW]))
+    s, _, _, _ = regime.search_metrics(CFG, _log().drop(columns=[NEW]))
     assert s.choice is None and "no new task" in s.branch
 
 
@@ -94,12 +94,57 @@ def test_the_words_say_the_choice_was_made_on_histories_that_are_then_judged():
 
     cfg = dataclasses.replace(CFG, finetune=dataclasses.replace(
         CFG.finetune, lr=1e-4, warmup=2, new_task_fraction=0.5, steps=10))
-    s, _, t = regime.search_metrics(cfg, _log())
+    s, _, t, _ = regime.search_metrics(cfg, _log())
     words = search_findings(cfg, SimpleNamespace(metrics=SimpleNamespace(search=s),
                                                  search_candidates=t))
     assert "The main regime in force is that choice." in words
-    assert words[-1].startswith("The searched histories are 2 of the 2 judged below")
-    s, _, t = regime.search_metrics(CFG, _log())  # not the choice: no such sentence
+    assert words[-1].startswith("All 2 histories judged below ran the chosen cell")
+    s, _, t, _ = regime.search_metrics(CFG, _log())  # not the choice: no such sentence
     words = search_findings(CFG, SimpleNamespace(metrics=SimpleNamespace(search=s),
                                                  search_candidates=t))
-    assert not any(w.startswith("The searched histories") for w in words)
+    assert not any("ran the chosen cell" in w for w in words)
+
+
+THREE = dataclasses.replace(CFG, history=dataclasses.replace(CFG.history, seeds=(0, 1, 2)))
+
+
+def _confirmed_log(h2_benign_at_5: float) -> pd.DataFrame:
+    """The screen (h0, h1) and the eligible cell (lr 1e-4) confirmed on h2."""
+    h2 = _run("h2", 1e-4, [96, h2_benign_at_5, 95], [0, 45, 85], [100, 92, 50])
+    return pd.concat([_log(), h2], ignore_index=True)
+
+
+def test_the_confirmation_runs_the_screens_eligible_cells_on_every_other_history(tmp_path):
+    from gravrev.store.paths import Paths
+
+    todo = search.confirm_tasks(THREE, Paths(tmp_path), tmp_path, _log())
+    # lr 1e-4 meets the rule on the screen, lr 5e-4 shocks: only the first runs on h2.
+    assert [(t.history, t.cfg.finetune.lr) for t in todo] == [("h2", 1e-4)]
+    assert todo[0].out == tmp_path / "search" / "h2" / f"{search.cell_name(1e-4, 2, 0.5)}.npz"
+    off = dataclasses.replace(THREE, regime=dataclasses.replace(THREE.regime, confirm=False))
+    assert search.confirm_tasks(off, Paths(tmp_path), tmp_path, _log()) == []
+    assert search.confirm_tasks(CFG, Paths(tmp_path), tmp_path, _log()) == []  # no other history
+
+
+def test_the_choice_is_judged_over_every_history_after_the_confirmation():
+    s, per_history, screen, confirmed = regime.search_metrics(THREE, _confirmed_log(94))
+    assert s.searched_histories == ["h0", "h1"] and s.confirmed_histories == ["h2"]
+    assert s.meeting_rule == 1 and s.confirmed == 1 and s.confirmed_meeting_rule == 1
+    assert screen["histories"].eq(2).all() and confirmed["histories"].eq(3).all()
+    assert s.choice == {"lr": 1e-4, "warmup": 2, "share": 0.5, "T": 10}
+    # A shock in the confirmed history: the screen's choice no longer meets the rule, and no
+    # candidate without shock is left, so nothing is chosen.
+    s, _, _, confirmed = regime.search_metrics(THREE, _confirmed_log(70))
+    assert s.meeting_rule == 1 and s.confirmed_meeting_rule == 0 and s.choice is None
+    assert confirmed["worst_benign_drop"].max() == pytest.approx(26)
+    assert regime.RegimeSearch.from_json(s.to_json()) == s
+
+
+def test_the_confirmation_is_worded_with_what_each_other_candidate_missed():
+    from gravrev.stages.finetune.report import confirmation_sentence
+
+    s, _, _, confirmed = regime.search_metrics(THREE, _confirmed_log(70))
+    words = confirmation_sentence(s, confirmed)
+    assert "also ran on the other history (h2)" in words
+    assert "Judged over all 3 histories, 0 of them meet the whole rule" in words
+    assert "(of the others, 1 show a shock)" in words

@@ -347,7 +347,7 @@ def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
 def _finetune_result(built, cfg=CFG) -> fine_metrics.FinetuneResult:
     log = pd.read_csv(built.paths.stage("finetune") / "log.csv")
     runs = pd.read_csv(built.paths.stage("finetune") / "runs.csv")
-    search, per_history, candidates = fine_regime.search_metrics(cfg, pd.DataFrame())
+    search, per_history, candidates, _ = fine_regime.search_metrics(cfg, pd.DataFrame())
     return fine_metrics.FinetuneResult(log, runs, fine_metrics.regime_table(cfg, log),
                                        fine_metrics.runs_at_T(cfg, log),
                                        fine_arms.arms_table(cfg, list(runs["arm"].unique())),

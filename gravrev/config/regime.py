@@ -38,7 +38,8 @@ class ShockConfig:
 class RegimeConfig:
     """The regime's pre-registered rule, its search on the unblocked arm, the shock regime."""
 
-    search_histories: int  # the first n histories, one unblocked run per grid cell
+    search_histories: int  # the first n histories, one unblocked run per grid cell (the screen)
+    confirm: bool  # the screen's eligible cells also run on every other history; chosen over all
     lrs: tuple[float, ...]
     warmups: tuple[int, ...]
     new_task_fractions: tuple[float, ...]

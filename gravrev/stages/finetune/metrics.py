@@ -177,13 +177,14 @@ def read_search_log(paths: Paths) -> pd.DataFrame:
 def measure(cfg: Config, paths: Paths) -> None:
     """data/metrics/finetune.json and data/measures/finetune/ from the saved logs."""
     log = read_log(paths)
-    search, per_history, candidates = search_metrics(cfg, read_search_log(paths))
+    search, per_history, candidates, confirmed = search_metrics(cfg, read_search_log(paths))
     with atomic_dir(measures_dir(paths)) as out:
         write_csv(out / "regime.csv", regime_table(cfg, log))
         runs = pd.read_csv(paths.stage("finetune") / "runs.csv")
         write_csv(out / "arms.csv", arms_table(cfg, list(dict.fromkeys(runs["arm"]))))
         write_csv(out / "search_per_history.csv", per_history)
         write_csv(out / "search_candidates.csv", candidates)
+        write_csv(out / "search_confirmed.csv", confirmed)
     write_json(paths.metrics_file("finetune"), finetune_metrics(cfg, log, search).to_json())
 
 
@@ -200,7 +201,8 @@ class FinetuneResult:
     metrics: FinetuneMetrics
     search_log: pd.DataFrame  # the regime search's runs at every logged step
     search_per_history: pd.DataFrame  # each candidate (cell, T) per searched history
-    search_candidates: pd.DataFrame  # each candidate against the rule, pooled
+    search_candidates: pd.DataFrame  # each candidate against the rule, pooled over the screen
+    search_confirmed: pd.DataFrame  # the screen's eligible candidates, over every history
 
 
 def load(cfg: Config, paths: Paths) -> FinetuneResult:
@@ -211,7 +213,7 @@ def load(cfg: Config, paths: Paths) -> FinetuneResult:
                           pd.read_csv(d / "regime.csv"), runs_at_T(cfg, log),
                           pd.read_csv(d / "arms.csv"), new_task_column(cfg, log), metrics,
                           read_search_log(paths), _csv(d / "search_per_history.csv"),
-                          _csv(d / "search_candidates.csv"))
+                          _csv(d / "search_candidates.csv"), _csv(d / "search_confirmed.csv"))
 
 
 def _csv(path: Path) -> pd.DataFrame:

@@ -4,7 +4,9 @@ The rule is judged on the unblocked arm only, per searched history, before any b
 runs. The choice, written with the rule before the search ran: among the candidates meeting
 all three parts, the one whose pooled non-refusal at T is nearest the band's middle; if none
 does, among those without shock that learn the new task, the one nearest the band; ties go
-to the shortest T, then to grid order. Without such a candidate nothing is chosen.
+to the shortest T, then to grid order. Without such a candidate nothing is chosen. With
+`regime.confirm`, the screen's eligible candidates are judged again over every history and
+the same rule chooses among them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def judged(cfg: Config, per_history: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def eligible(table: pd.DataFrame) -> pd.DataFrame:
+    """The candidates the choice looks at: those meeting the rule, else those without shock
+    that learn the new task (none: nothing can be chosen)."""
+    full = table[table["meets_rule"]]
+    return full if len(full) else table[table["no_shock"] & table["learned"]]
+
+
 def choose(cfg: Config, table: pd.DataFrame) -> tuple[dict | None, str]:
     """The rule's choice among the candidates and which branch of the rule made it."""
     low, high = cfg.regime.nonrefusal_band
@@ -78,10 +87,13 @@ def choose(cfg: Config, table: pd.DataFrame) -> tuple[dict | None, str]:
 class RegimeSearch:
     """The search's verdicts, the rule's choice and the regime in force (finetune.json)."""
 
-    searched_histories: list[str]
+    searched_histories: list[str]  # the screen's
     candidates: int
     meeting_rule: int
     without_shock_and_learned: int
+    confirmed_histories: list[str]  # the other histories the screen's eligible cells ran on
+    confirmed: int  # the screen's eligible candidates, judged again over every history
+    confirmed_meeting_rule: int
     choice: dict | None  # lr, warmup, share, T
     branch: str  # which part of the selection rule chose it
     in_force: dict  # lr, warmup, share, T of the main regime (finetune)
@@ -102,18 +114,26 @@ def in_force(cfg: Config) -> dict:
 
 
 def search_metrics(cfg: Config, log: pd.DataFrame) -> tuple[RegimeSearch, pd.DataFrame,
-                                                            pd.DataFrame]:
-    """The search judged: its verdicts, the per-history table and the judged candidates."""
+                                                            pd.DataFrame, pd.DataFrame]:
+    """The search judged: its verdicts, the per-history table, the screen's judged candidates
+    and the confirmed ones (judged over every history; empty without confirmation)."""
     if log.empty or f"{cfg.finetune.new_task}_accuracy" not in log:
         why = ("no search (regime.search_histories is 0)" if log.empty
                else "no search: the setting has no new task")
-        return (RegimeSearch([], 0, 0, 0, None, why, in_force(cfg), None), pd.DataFrame(),
-                pd.DataFrame())
+        return (RegimeSearch([], 0, 0, 0, [], 0, 0, None, why, in_force(cfg), None),
+                pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
     per_history = candidates(cfg, log)
-    table = judged(cfg, per_history)
-    choice, branch = choose(cfg, table)
-    search = RegimeSearch(sorted(per_history["history"].unique().tolist()), len(table),
-                          int(table["meets_rule"].sum()),
-                          int((table["no_shock"] & table["learned"]).sum()), choice, branch,
-                          in_force(cfg), None if choice is None else choice == in_force(cfg))
-    return search, per_history, table
+    screened = list(cfg.histories[: cfg.regime.search_histories])
+    screen = judged(cfg, per_history[per_history["history"].isin(screened)])
+    others = [h for h in per_history["history"].unique().tolist() if h not in screened]
+    confirmed = pd.DataFrame()
+    if others:
+        keys = eligible(screen)[list(CANDIDATE_KEYS)]
+        confirmed = judged(cfg, per_history.merge(keys, on=list(CANDIDATE_KEYS)))
+    choice, branch = choose(cfg, confirmed if others else screen)
+    search = RegimeSearch(sorted(screened), len(screen), int(screen["meets_rule"].sum()),
+                          int((screen["no_shock"] & screen["learned"]).sum()), sorted(others),
+                          len(confirmed), int(confirmed["meets_rule"].sum()) if others else 0,
+                          choice, branch, in_force(cfg),
+                          None if choice is None else choice == in_force(cfg))
+    return search, per_history, screen, confirmed

@@ -6,6 +6,7 @@ import pandas as pd
 
 from gravrev.config.load import Config
 from gravrev.stages.finetune.metrics import FinetuneResult
+from gravrev.stages.finetune.regime import RegimeSearch
 
 
 def regime_sentence(cfg: Config, r: FinetuneResult) -> str:
@@ -60,29 +61,59 @@ def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
                    + (f"; where the new task is learned it is {_at_least(learned['nonrefusal'])}."
                       if len(learned) else
                       "; no candidate learns the new task."))
+    if s.confirmed_histories:
+        out.append(confirmation_sentence(s, r.search_confirmed))
     if s.choice is None:
         out.append(f"Nothing was chosen: {s.branch}.")
     else:
         c = s.choice
+        over = (f", judged over all {len(s.searched_histories) + len(s.confirmed_histories)} "
+                "histories" if s.confirmed_histories else "")
         out.append(f"The rule chose lr {c['lr']:g}, warmup {c['warmup']}, new-task share "
-                   f"{c['share']:g}, T = {c['T']} ({s.branch}).")
+                   f"{c['share']:g}, T = {c['T']} ({s.branch}{over}).")
         out.append("The main regime in force is that choice." if s.in_force_is_choice else
                    "The main regime in force is NOT the rule's choice: its results below do not "
                    "follow the registered procedure.")
     if s.in_force_is_choice:
-        k = len(s.searched_histories)
-        out.append(f"The searched histories are {k} of the {len(cfg.histories)} judged below, at "
-                   f"the same fine-tuning seed ({cfg.finetune.seeds[0]}): the search run of the "
-                   "chosen cell follows each one's main unblocked run step for step up to T (the "
-                   "same θ_S, seed, batches and learning rate; it only runs on past T), and the "
-                   f"main run is computed again. The regime was chosen on {k} histories' unblocked "
-                   "runs, never on a blocking arm's outcome.")
+        k = len(s.searched_histories) + len(s.confirmed_histories)
+        which = ("All" if k == len(cfg.histories) else f"{k} of the") + \
+            f" {len(cfg.histories)} histories judged below"
+        out.append(f"{which} ran the chosen cell in the search, at the same fine-tuning seed "
+                   f"({cfg.finetune.seeds[0]}): that search run follows each one's main "
+                   "unblocked run step for step up to T (the same θ_S, seed, batches and "
+                   "learning rate; it only runs on past T), and the main run is computed again. "
+                   "The regime was chosen on unblocked runs only, never on a blocking arm's "
+                   "outcome.")
     return out
 
 
-def search_table(r: FinetuneResult) -> pd.DataFrame:
-    """The judged candidates, verdict columns first, for display."""
-    t = r.search_candidates
+def confirmation_sentence(s: RegimeSearch, confirmed: pd.DataFrame) -> str:
+    """The confirmation: the screen's eligible candidates judged again over every history."""
+    n = len(s.searched_histories) + len(s.confirmed_histories)
+    cells = len(confirmed.groupby(["lr", "warmup", "share"]))
+    missed = confirmed[~confirmed["meets_rule"]]
+    misses = (("no_shock", "show a shock"), ("learned", "miss the new task"),
+              ("room", "leave no room"))
+    parts = [f"{int((~missed[k]).sum())} {word}" for k, word in misses if (~missed[k]).any()]
+    tail = f" (of the others, {', '.join(parts)})" if parts else ""
+    return (f"Confirmation: the {s.confirmed} eligible candidates of the screen ({cells} cells) "
+            f"also ran on the other {_histories(len(s.confirmed_histories))} "
+            f"({', '.join(s.confirmed_histories)}). Judged over all {n} histories, "
+            f"{s.confirmed_meeting_rule} of them meet the whole rule{tail}.")
+
+
+def _histories(n: int) -> str:
+    return "history" if n == 1 else f"{n} histories"
+
+
+def confirmed_table(r: FinetuneResult) -> pd.DataFrame:
+    """The confirmed candidates, judged over every history, for display."""
+    return search_table(r, r.search_confirmed)
+
+
+def search_table(r: FinetuneResult, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The judged candidates (the screen's by default), verdict columns first, for display."""
+    t = r.search_candidates if table is None else table
     cols = ["meets_rule", "no_shock", "learned", "room", "lr", "warmup", "share", "T",
             "worst_benign_drop", "worst_new_task", "nonrefusal", "harmful"]
     out = t[cols].round({"worst_benign_drop": 1, "worst_new_task": 1, "nonrefusal": 1,

@@ -14,7 +14,7 @@ from gravrev.stages.finetune.arms import (
     large_batch,
     sensitivity_variants,
 )
-from gravrev.stages.finetune.search import search_log, search_tasks
+from gravrev.stages.finetune.search import confirm_tasks, search_log, search_tasks
 from gravrev.store.atomic import atomic_dir, write_csv, write_json
 from gravrev.store.paths import Paths
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
@@ -59,6 +59,11 @@ def run(cfg: Config, paths: Paths) -> None:
         todo = tasks(cfg, paths, out)
         done: list[FinetuneOutput] = run_all(finetune_task, todo, cfg.executor,
                                              desc="fine-tuning runs")
+        # The confirmation's cells follow from the screen's outcome, so they run second.
+        more = confirm_tasks(cfg, paths, out, search_log(todo, done))
+        if more:
+            todo += more
+            done += run_all(finetune_task, more, cfg.executor, desc="confirmation runs")
         logs = [d.log for d in done if d.arm in LOGGED_ARMS]
         write_csv(out / "log.csv", pd.concat(logs, ignore_index=True))
         write_csv(out / "search_log.csv", search_log(todo, done))

@@ -1,4 +1,5 @@
-"""The regime search's runs: one unblocked run per grid cell on the first histories.
+"""The regime search's runs: one unblocked run per grid cell on the first histories (the
+screen), then, with `regime.confirm`, the screen's eligible cells on every other history.
 
 Each cell (lr, warmup, new-task share) runs to the longest horizon; the lr schedule does not
 depend on the run's length and the batches depend on the seed only, so the state at step T of
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from gravrev.config.load import Config
+from gravrev.stages.finetune.regime import candidates, eligible, judged
 from gravrev.store.paths import Paths
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask
 
@@ -47,6 +49,21 @@ def search_tasks(cfg: Config, paths: Paths, out: Path) -> list[FinetuneTask]:
     return [FinetuneTask(cell_config(cfg, *c), h, paths.history / h, seed, "search",
                          out / "search" / h / f"{cell_name(*c)}.npz")
             for h in cfg.histories[: cfg.regime.search_histories] for c in cells(cfg)]
+
+
+def confirm_tasks(cfg: Config, paths: Paths, out: Path, screen: pd.DataFrame
+                  ) -> list[FinetuneTask]:
+    """The screen's eligible cells on every other history (none without `regime.confirm`)."""
+    rc = cfg.regime
+    if not rc.confirm or screen.empty:
+        return []
+    picked = eligible(judged(cfg, candidates(cfg, screen)))
+    keep = {(float(r.lr), int(r.warmup), float(r.share)) for r in picked.itertuples()}
+    chosen = [c for c in cells(cfg) if c in keep]
+    seed = cfg.finetune.seeds[0]
+    return [FinetuneTask(cell_config(cfg, *c), h, paths.history / h, seed, "search",
+                         out / "search" / h / f"{cell_name(*c)}.npz")
+            for h in cfg.histories[rc.search_histories:] for c in chosen]
 
 
 def search_log(todo: list[FinetuneTask], done: list[FinetuneOutput]) -> pd.DataFrame:
