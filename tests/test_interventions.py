@@ -166,9 +166,9 @@ def requests(smoke_cfg):
 
 
 def test_mediation_sweep_rows(smoke_cfg, smoke_model, smoke_tok, requests):
-    alphabet = World(smoke_cfg.world).alphabet
+    world = World(smoke_cfg.world)
     v, norms = _directions(smoke_model), np.array([1.0, 2.0])
-    base = judged_rates(smoke_model, smoke_tok, requests, "cpu", alphabet)
+    base = judged_rates(smoke_model, smoke_tok, requests, "cpu", world)
     add = mediation_sweep(
         smoke_model,
         smoke_tok,
@@ -178,7 +178,7 @@ def test_mediation_sweep_rows(smoke_cfg, smoke_model, smoke_tok, requests):
         (-1, 0, 1),
         "cpu",
         "add",
-        alphabet=alphabet,
+        world=world,
         norms=norms,
     )
     assert list(add.columns) == [
@@ -194,15 +194,15 @@ def test_mediation_sweep_rows(smoke_cfg, smoke_model, smoke_tok, requests):
     assert (zero["refusal_rate"] == base.refusal_rate).all()
     assert (zero["harmful_compliance"] == base.harmful_compliance).all()
     ablate = mediation_sweep(
-        smoke_model, smoke_tok, requests, v, [1], (), "cpu", "ablate", alphabet=alphabet
+        smoke_model, smoke_tok, requests, v, [1], (), "cpu", "ablate", world=world
     )
     assert ablate["layer"].tolist() == [1, EVERY_LAYER] and ablate["scale"].isna().all()
     with pytest.raises(ValueError, match="mode"):
-        mediation_sweep(smoke_model, smoke_tok, requests, v, [1], (0,), "cpu", "x", alphabet=())
+        mediation_sweep(smoke_model, smoke_tok, requests, v, [1], (0,), "cpu", "x", world=world)
 
 
 def test_run_mediation_and_its_plot(smoke_cfg, smoke_tok, requests):
-    alphabet = World(smoke_cfg.world).alphabet
+    world = World(smoke_cfg.world)
     helpful, safe = (_model(smoke_cfg, smoke_tok, "gpt2", seed) for seed in (0, 1))
     v = _directions(helpful)
     result = run_mediation(
@@ -214,7 +214,7 @@ def test_run_mediation_and_its_plot(smoke_cfg, smoke_tok, requests):
         np.ones(2),
         (-1, 0, 1),
         "cpu",
-        alphabet=alphabet,
+        world=world,
         layers=[1],
     )
     assert result.baseline["checkpoint"].tolist() == ["θ_H", "θ_S"]

@@ -97,13 +97,13 @@ def test_patch_table_and_plots(smoke_cfg, smoke_tok):
     world = World(smoke_cfg.world)
     requests = world.probe_requests("harmful", 4, offset=1)
     safe, tuned = (_model(smoke_cfg, smoke_tok, "gpt2", seed) for seed in (0, 1))
-    table = patch_table(safe, tuned, smoke_tok, requests, "cpu", alphabet=world.alphabet)
+    table = patch_table(safe, tuned, smoke_tok, requests, "cpu", world=world)
     n_groups = len(components(safe))
     assert len(table) == 2 * (n_groups + 1) and (table["n"] == 4).all()
     none = table[table["group"] == "none"].set_index("patch")
     assert (
         none.loc["T->S", "refusal_rate"]
-        == judged_rates(safe, smoke_tok, requests, "cpu", world.alphabet).refusal_rate
+        == judged_rates(safe, smoke_tok, requests, "cpu", world).refusal_rate
     )
     assert table[["refusal_rate", "harmful_compliance"]].stack().between(0, 100).all()
     words = [COMPLY] * len(PROMPTS)

@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gravrev.interp.activations import capture, left_pad
 from gravrev.interp.hooks import blocks
 from gravrev.interp.steering import judged_rates
-from gravrev.organism.world import REFUSAL, Request
+from gravrev.organism.world import REFUSAL, Request, World
 
 # First name under a block -> the sublayer it belongs to; a norm goes with the sublayer it feeds.
 ATTN_PARTS = ("attn", "self_attn", "ln_1", "input_layernorm")
@@ -90,7 +90,7 @@ def patch_table(
     requests: Sequence[Request],
     device: str,
     *,
-    alphabet: tuple[str, ...],
+    world: World,
 ) -> pd.DataFrame:
     """Judged rates with one group swapped: "T->S" (theta_S, group from theta_T), "S->T".
 
@@ -99,11 +99,11 @@ def patch_table(
     """
     rows = []
     for patch, base, donor in (("T->S", safe, finetuned), ("S->T", finetuned, safe)):
-        rates = judged_rates(base, tok, requests, device, alphabet)
+        rates = judged_rates(base, tok, requests, device, world)
         rows.append({"patch": patch, "group": NONE, **asdict(rates)})
         for group in components(base):
             model = patched(base, donor, group)
-            rates = judged_rates(model, tok, requests, device, alphabet)
+            rates = judged_rates(model, tok, requests, device, world)
             rows.append({"patch": patch, "group": group, **asdict(rates)})
             del model
     return pd.DataFrame(rows)

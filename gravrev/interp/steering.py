@@ -16,11 +16,11 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from gravrev.behaviour.evaluate import generate
+from gravrev.behaviour.evaluate import generate, max_answer_tokens
 from gravrev.interp.direction import drift
 from gravrev.interp.hooks import on_blocks
 from gravrev.organism.model import prompt_text
-from gravrev.organism.world import Request, judge
+from gravrev.organism.world import Request, World, judge
 
 # The `layer` of the ablation row that removes each block's own row of v_rev after that block.
 EVERY_LAYER = -1
@@ -100,11 +100,13 @@ def judged_rates(
     tok: PreTrainedTokenizerBase,
     requests: Sequence[Request],
     device: str,
-    alphabet: tuple[str, ...],
+    world: World,
 ) -> Rates:
-    """Refusal and harmful compliance of greedy answers, judged by gravrev.organism.world.judge."""
-    answers = generate(model, tok, [prompt_text(r.text) for r in requests], device)
-    verdicts = [judge(r, a, alphabet) for r, a in zip(requests, answers, strict=True)]
+    """Refusal and harmful compliance of greedy answers, judged by gravrev.organism.world.judge
+    over the window every stage judges (behaviour.evaluate.max_answer_tokens)."""
+    answers = generate(model, tok, [prompt_text(r.text) for r in requests], device,
+                       max_new_tokens=max_answer_tokens(world))
+    verdicts = [judge(r, a, world.alphabet) for r, a in zip(requests, answers, strict=True)]
     n = len(verdicts)
     return Rates(
         refusal_rate=100 * sum(v["refused"] for v in verdicts) / n,
@@ -148,7 +150,7 @@ def mediation_sweep(
     device: str,
     mode: str,
     *,
-    alphabet: tuple[str, ...],
+    world: World,
     norms: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Judged rates under each intervention: rows (mode, layer, scale, rates..., n).
@@ -167,7 +169,7 @@ def mediation_sweep(
     rows = []
     for layer, scale in cells:
         with intervention(model, mode, v_rev, layer, scale, norms):
-            rates = judged_rates(model, tok, requests, device, alphabet)
+            rates = judged_rates(model, tok, requests, device, world)
         rows.append(
             {
                 "mode": mode,
@@ -212,7 +214,7 @@ def run_mediation(
     scales: Sequence[float],
     device: str,
     *,
-    alphabet: tuple[str, ...],
+    world: World,
     layers: Sequence[int] | None = None,
 ) -> MediationResult:
     """Both checkpoints under every intervention; use symmetric scales, e.g. -2 ... 2.
@@ -222,7 +224,7 @@ def run_mediation(
     layers = list(range(len(v_rev))) if layers is None else list(layers)
     baseline = pd.DataFrame(
         [
-            {"checkpoint": name, **asdict(judged_rates(m, tok, requests, device, alphabet))}
+            {"checkpoint": name, **asdict(judged_rates(m, tok, requests, device, world))}
             for name, m in (("θ_H", helpful), ("θ_S", safe))
         ]
     )
@@ -237,7 +239,7 @@ def run_mediation(
             scales,
             device,
             mode,
-            alphabet=alphabet,
+            world=world,
             norms=norms,
         )
 

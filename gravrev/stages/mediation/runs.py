@@ -108,7 +108,7 @@ def control_cells(scales: tuple[float, ...], layer: int) -> list[tuple[str, str,
 
 def control_table(models: dict, tok, requests, directions: dict[str, np.ndarray],
                   cells: list[tuple[str, str, int, float]], norms: np.ndarray, device: str,
-                  alphabet: tuple[str, ...], sweeps: pd.DataFrame) -> pd.DataFrame:
+                  world: World, sweeps: pd.DataFrame) -> pd.DataFrame:
     """Judged rates of every direction in every control cell; v_rev's are read from `sweeps`
     (run_mediation's combined table), which already judged them."""
     rows = []
@@ -122,7 +122,7 @@ def control_table(models: dict, tok, requests, directions: dict[str, np.ndarray]
             else:
                 model = models[checkpoint]
                 with intervention(model, mode, stack, layer, scale, norms):
-                    rates = asdict(judged_rates(model, tok, requests, device, alphabet))
+                    rates = asdict(judged_rates(model, tok, requests, device, world))
             rows.append({"direction": name, "kind": kind_of(name), "checkpoint": checkpoint,
                          "mode": mode, "layer": layer, "scale": scale, **rates})
     return pd.DataFrame(rows)
@@ -171,7 +171,7 @@ def mediation_task(task: MediationTask) -> MediationOutput:
                             read_npz(paths.acts("safe", h))[pos], mask)
     v_rev = load_v_rev(cfg, paths, h)
     med = run_mediation(helpful, safe, tok, requests, v_rev, norms,
-                        cfg.mediation.scales, device, alphabet=world.alphabet)
+                        cfg.mediation.scales, device, world=world)
     acts_safe = read_npz(paths.acts("safe", h))[pos]
     harmful = probe_mask(pd.read_csv(paths.probes), "harmful")
     history_seed = cfg.history_seed(h)
@@ -179,7 +179,7 @@ def mediation_task(task: MediationTask) -> MediationOutput:
     dirs = control_directions(acts_safe, mask, harmful, v_rev, rng)
     controls = control_table({"θ_S": safe, "θ_H": helpful}, tok, requests, dirs,
                              control_cells(cfg.mediation.scales, cfg.layer), norms, device,
-                             world.alphabet, med.combined())
+                             world, med.combined())
     directions = direction_table(dirs, refusal_direction(acts_safe, harmful), cfg.layer)
     prompts = [prompt_text(r.text) for r in requests]
     tokens = world_tokens(world, tok, requests)
@@ -197,7 +197,7 @@ def mediation_task(task: MediationTask) -> MediationOutput:
     seed = cfg.finetune.seeds[0]
     tuned = finetune_run(cfg.finetune, make_setting(cfg, paths.history / h), seed, device,
                          judge="none", keep_model=True)
-    patches = patch_table(safe, tuned.model, tok, requests, device, alphabet=world.alphabet)
+    patches = patch_table(safe, tuned.model, tok, requests, device, world=world)
     comply_words = [world.opening_word(r) for r in requests]
     lens = pd.concat([logit_lens(m, tok, prompts, comply_words, device).assign(checkpoint=name)
                       for name, m in zip(LENS_CHECKPOINTS, (safe, helpful, tuned.model),

@@ -52,7 +52,7 @@ def ablated_rates(cfg: Config, folder: Path, mask: np.ndarray, device: str) -> d
     world = World(cfg.world)
     with ablate_direction(model, v_rev):
         rates = judged_rates(model, tok, eval_sets(world, cfg.world.n_eval)["harmful"], device,
-                             world.alphabet)
+                             world)
     return {"refusal_S_ablated": rates.refusal_rate,
             "harmful_compliance_S_ablated": rates.harmful_compliance}
 
