@@ -353,7 +353,7 @@ def _finetune_result(built, cfg=CFG) -> fine_metrics.FinetuneResult:
                                        fine_arms.arms_table(cfg, list(runs["arm"].unique())),
                                        fine_metrics.new_task_column(cfg, log),
                                        fine_metrics.finetune_metrics(cfg, log, search),
-                                       pd.DataFrame(), per_history, candidates)
+                                       pd.DataFrame(), per_history, candidates, pd.DataFrame())
 
 
 def test_finetune_regime_metrics_and_findings(built):
