@@ -147,4 +147,23 @@ def test_the_confirmation_is_worded_with_what_each_other_candidate_missed():
     words = confirmation_sentence(s, confirmed)
     assert "also ran on the other history (h2)" in words
     assert "Judged over all 3 histories, 0 of them meet the whole rule" in words
-    assert "(of the others, 1 show a shock)" in words
+    assert "(of them: a shock in 1)" in words
+
+
+def test_a_confirmation_that_chooses_nothing_names_the_closest_and_the_shocked_histories():
+    from types import SimpleNamespace
+
+    from gravrev.stages.finetune.report import search_findings
+
+    cfg = dataclasses.replace(THREE, finetune=dataclasses.replace(
+        THREE.finetune, lr=1e-4, warmup=2, new_task_fraction=0.5, steps=10))
+    s, per_history, screen, confirmed = regime.search_metrics(cfg, _confirmed_log(70))
+    words = search_findings(cfg, SimpleNamespace(
+        metrics=SimpleNamespace(search=s), search_candidates=screen,
+        search_confirmed=confirmed, search_per_history=per_history))
+    assert any(w.startswith("Nothing was chosen") and w.endswith("over all histories.")
+               for w in words)
+    assert any(w.startswith("Closest, by the worst benign drop") and "26.0 points" in w
+               for w in words)
+    stays = next(w for w in words if w.startswith("The main regime stays"))
+    assert "shows a shock in 1 (worst benign drop in points: h2 26.0)" in stays

@@ -64,7 +64,10 @@ def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
     if s.confirmed_histories:
         out.append(confirmation_sentence(s, r.search_confirmed))
     if s.choice is None:
-        out.append(f"Nothing was chosen: {s.branch}.")
+        over = " over all histories" if s.confirmed_histories else ""
+        out.append(f"Nothing was chosen: {s.branch}{over}.")
+        if s.confirmed_histories:
+            out += unchosen_sentences(cfg, r)
     else:
         c = s.choice
         over = (f", judged over all {len(s.searched_histories) + len(s.confirmed_histories)} "
@@ -92,14 +95,49 @@ def confirmation_sentence(s: RegimeSearch, confirmed: pd.DataFrame) -> str:
     n = len(s.searched_histories) + len(s.confirmed_histories)
     cells = len(confirmed.groupby(["lr", "warmup", "share"]))
     missed = confirmed[~confirmed["meets_rule"]]
-    misses = (("no_shock", "show a shock"), ("learned", "miss the new task"),
-              ("room", "leave no room"))
-    parts = [f"{int((~missed[k]).sum())} {word}" for k, word in misses if (~missed[k]).any()]
-    tail = f" (of the others, {', '.join(parts)})" if parts else ""
+    misses = (("no_shock", "a shock"), ("learned", "the new task missed"),
+              ("room", "no room at T"))
+    parts = [f"{word} in {int((~missed[k]).sum())}" for k, word in misses if (~missed[k]).any()]
+    which = "the others" if s.confirmed_meeting_rule else "them"
+    tail = f" (of {which}: {', '.join(parts)})" if parts else ""
     return (f"Confirmation: the {s.confirmed} eligible candidates of the screen ({cells} cells) "
             f"also ran on the other {_histories(len(s.confirmed_histories))} "
             f"({', '.join(s.confirmed_histories)}). Judged over all {n} histories, "
             f"{s.confirmed_meeting_rule} of them meet the whole rule{tail}.")
+
+
+def _cell(c: dict) -> str:
+    return (f"lr {c['lr']:g}, warmup {int(c['warmup'])}, new-task share {c['share']:g}, "
+            f"T = {int(c['T'])}")
+
+
+def unchosen_sentences(cfg: Config, r: FinetuneResult) -> list[str]:
+    """After a confirmation that chose nothing: the closest candidate, and the regime in force
+    against the rule history by history."""
+    s, t, per = r.metrics.search, r.search_confirmed, r.search_per_history
+    out = []
+    learned = t[t["learned"]]
+    if len(learned):
+        c = learned.sort_values("worst_benign_drop", kind="stable").iloc[0]
+        out.append(f"Closest, by the worst benign drop among the confirmed candidates that "
+                   f"learn the new task: {_cell(c)} (worst drop {c['worst_benign_drop']:.1f} "
+                   f"points against a limit of {cfg.regime.max_benign_drop:g}; pooled "
+                   f"non-refusal at T {c['nonrefusal']:.0f}%).")
+    f = s.in_force
+    mine = per[(per["lr"] == f["lr"]) & (per["warmup"] == f["warmup"])
+               & (per["share"] == f["share"]) & (per["T"] == f["T"])]
+    if len(mine):
+        shocked = mine[mine["benign_drop"] > cfg.regime.max_benign_drop]
+        where = ", ".join(f"{h} {d:.1f}" for h, d in zip(shocked["history"],
+                                                         shocked["benign_drop"], strict=True))
+        out.append(f"The main regime stays the one in force ({_cell(f)}), the screen's choice, "
+                   f"set before the confirmation first ran. Over all {mine['history'].nunique()} "
+                   f"histories it shows a shock in {len(shocked)}"
+                   + (f" (worst benign drop in points: {where})" if len(shocked) else "")
+                   + ", so every verdict in it is read with that caveat. The regime was not "
+                   "moved to a candidate picked after seeing this outcome: no rule written "
+                   "before it would pick one.")
+    return out
 
 
 def _histories(n: int) -> str:
