@@ -167,3 +167,19 @@ def test_a_confirmation_that_chooses_nothing_names_the_closest_and_the_shocked_h
                for w in words)
     stays = next(w for w in words if w.startswith("The main regime stays"))
     assert "shows a shock in 1 (worst benign drop in points: h2 26.0)" in stays
+
+
+def test_the_headline_caveat_names_what_the_regime_in_force_misses():
+    from gravrev.stages.finetune.report import regime_caveat
+
+    table = pd.DataFrame({"history": ["h0", "h1", "h2"], "no_shock": [True, False, True],
+                          "learned": [True, True, True], "nonrefusal_at_T": [40.0, 60, 50]})
+    s, _, _, _ = regime.search_metrics(THREE, _confirmed_log(70))
+    words = regime_caveat(THREE, table, s)
+    assert "fell more than 10 points below θ_S's in 1 of 3 runs (h1)" in words
+    assert "No regime of the searched grid met the rule in every history either." in words
+    assert words.endswith("Every verdict below is read with that caveat.")
+    fine = table.assign(no_shock=True)
+    assert regime_caveat(THREE, fine, s).startswith("The fine-tuning regime meets its")
+    hf = fine.assign(learned=None, nonrefusal_at_T=95.0)  # no new task; no room
+    assert "outside 10-90%" in regime_caveat(THREE, hf, s)
