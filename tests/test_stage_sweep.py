@@ -101,6 +101,17 @@ def test_verdict_not_resolved_when_the_outcome_is_constant():
     assert metrics.outcome(r) == metrics.NOT_RESOLVED
 
 
+def test_a_degenerate_interval_is_called_so():
+    # A strong effect: every seed ranks the units alike, so the seeds' rhos tie exactly.
+    r = hand_result(hand_units(-8.0, 0.05, noise=1.0))
+    rank = r.ranks["non_refusal_auc ~ safe_steps"]
+    assert rank.ci_low == rank.ci_high and report.degenerate(rank)
+    assert "interval over 3 seeds is degenerate" in report.verdict(r)
+    assert metrics.outcome(r) == metrics.CONTRADICTED  # the verdict's rule is unchanged
+    noisy = hand_result(hand_units(0.0, 0.05, noise=5.0)).ranks["non_refusal_auc ~ safe_steps"]
+    assert not report.degenerate(noisy)
+
+
 def test_depth_inference_takes_the_seed_as_the_unit():
     units = hand_units(8.0, 0.05, noise=1.0)
     fit = depth_fit(units, "non_refusal_T")

@@ -55,11 +55,21 @@ def _no_interval(n_seeds: int) -> str:
     return "no interval: the seeds' estimates do not vary, or too few seeds have one"
 
 
+def degenerate(r: RankEffect) -> bool:
+    """A zero-width interval: the seeds' rhos agree exactly (ranks are discrete, so a small grid
+    ties often); the t interval then shows agreement, not precision."""
+    return bool(np.isfinite(r.ci_low) and r.ci_low == r.ci_high)
+
+
 def rank_text(r: RankEffect) -> str:
     """One rank effect in words: each seed's rho, their mean and the interval over seeds."""
     per = ", ".join(f"seed {k} {v:+.2f}" if np.isfinite(v) else f"seed {k} undefined"
                     for k, v in r.per_seed.items())
-    if np.isfinite(r.ci_low):
+    if degenerate(r):
+        over = (f"mean {r.rho:+.2f}, and the {CI_LEVEL:.0%} interval over {r.n_seeds} seeds is "
+                "degenerate: the seeds agree exactly, so it has zero width, which shows "
+                f"agreement of {r.n_seeds} seeds, not precision")
+    elif np.isfinite(r.ci_low):
         over = (f"mean {r.rho:+.2f}, {CI_LEVEL:.0%} CI [{r.ci_low:+.2f}, {r.ci_high:+.2f}] over "
                 f"{r.n_seeds} seeds, {r.n_seeds - 1} df")
     elif np.isfinite(r.rho):
