@@ -169,17 +169,31 @@ def test_a_confirmation_that_chooses_nothing_names_the_closest_and_the_shocked_h
     assert "shows a shock in 1 (worst benign drop in points: h2 26.0)" in stays
 
 
-def test_the_headline_caveat_names_what_the_regime_in_force_misses():
-    from gravrev.stages.finetune.report import regime_caveat
 
-    table = pd.DataFrame({"history": ["h0", "h1", "h2"], "no_shock": [True, False, True],
-                          "learned": [True, True, True], "nonrefusal_at_T": [40.0, 60, 50]})
-    s, _, _, _ = regime.search_metrics(THREE, _confirmed_log(70))
-    words = regime_caveat(THREE, table, s)
-    assert "fell more than 10 points below θ_S's in 1 of 3 runs (h1)" in words
+def test_the_headline_names_what_the_regime_in_force_misses():
+    from gravrev.report.headline import regime_words
+
+    r = {"rule": "the rule", "holds": False, "room": True, "n_runs": 3, "shocked": ["h1"],
+         "unlearned": [], "nonrefusal_at_T": 50.0, "grid_chose_nothing": True}
+    words = regime_words(r, 3)
+    assert "misses its pre-registered rule (the rule)" in words
+    assert "benign accuracy fell past the limit in 1 of 3 histories (h1)" in words
     assert "No regime of the searched grid met the rule in every history either." in words
-    assert words.endswith("Every verdict below is read with that caveat.")
-    fine = table.assign(no_shock=True)
-    assert regime_caveat(THREE, fine, s).startswith("The fine-tuning regime meets its")
-    hf = fine.assign(learned=None, nonrefusal_at_T=95.0)  # no new task; no room
-    assert "outside 10-90%" in regime_caveat(THREE, hf, s)
+    assert words.endswith("Every verdict here is read with that caveat.")
+    fine = {**r, "holds": True, "shocked": [], "grid_chose_nothing": False}
+    assert regime_words(fine, 3).startswith("The fine-tuning regime meets its")
+    boxed = {**fine, "room": False, "nonrefusal_at_T": 95.0}
+    assert "pooled non-refusal at T at 95%, outside the band" in regime_words(boxed, 3)
+
+
+def test_the_regime_in_force_names_its_shocked_and_unlearned_histories():
+    from gravrev.stages.finetune.metrics import Regime, regime
+
+    log = pd.concat([
+        _run("h0", 1e-4, [95, 93, 94], [0, 40, 80], [100, 90, 50]),
+        _run("h1", 1e-4, [97, 70, 96], [0, 50, 60], [100, 95, 30]),
+    ]).assign(arm="unblocked")
+    r = regime(CFG, log.assign(**{"refusal_rate": log["refusal_rate"]}))
+    assert r.shocked == ["h1"] and r.unlearned == ["h1"] and r.holds is False
+    assert r.n_runs == 2 and r.nonrefusal_at_T == 60.0
+    assert Regime.from_json(r.to_json()) == r

@@ -16,7 +16,8 @@ from gravrev.stages.finetune import runs as finetune_runs
 from gravrev.stages.history import runs as history_runs
 from gravrev.stages.sweep import metrics, report, runs
 from gravrev.stages.sweep.grid import Unit, grid, history_task, witnesses
-from gravrev.stages.sweep.metrics import SweepMetrics, half_reversion_step, measures_folder
+from gravrev.stages.sweep.metrics import SweepMetrics, measures_folder
+from gravrev.stages.sweep.units import half_reversion_step, half_time, non_refusal_auc
 from gravrev.stats.depth import depth_fit
 from gravrev.store.atomic import read_json, read_npz, write_json
 from gravrev.store.paths import Paths
@@ -136,16 +137,16 @@ def test_a_never_refusing_unit_is_not_ranked_slowest():
 
 
 def test_half_time_is_censored_at_t_and_undefined_without_refusal():
-    assert metrics.half_time(5.0, 80.0, 100) == {"half_time": 5.0, "half_censored": False}
-    assert metrics.half_time(float("nan"), 80.0, 100) == {"half_time": 100.0,
+    assert half_time(5.0, 80.0, 100) == {"half_time": 5.0, "half_censored": False}
+    assert half_time(float("nan"), 80.0, 100) == {"half_time": 100.0,
                                                           "half_censored": True}
-    assert math.isnan(metrics.half_time(float("nan"), 0.0, 100)["half_time"])
+    assert math.isnan(half_time(float("nan"), 0.0, 100)["half_time"])
 
 
 def test_non_refusal_auc_is_the_mean_level_over_the_logged_steps():
     log = pd.DataFrame({"step": [0, 10, 100], "refusal_rate": [100.0, 0.0, 0.0]})
     # trapezoids: 10 * (0 + 100) / 2 + 90 * 100 = 9500 over a span of 100
-    assert metrics.non_refusal_auc(log) == pytest.approx(95.0)
+    assert non_refusal_auc(log) == pytest.approx(95.0)
 
 
 def test_flagged_units_stay_in_the_fit_and_are_counted():

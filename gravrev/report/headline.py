@@ -73,6 +73,26 @@ def context(report: dict) -> str:
                        + ("" if x["new_task_accuracy"] is None else  # no new task (hf)
                           f", new task {x['new_task_accuracy']:.1f}% against "
                           f"{u['new_task_accuracy']:.1f}%") + ".")
+    out.append(regime_words(c["regime"], c["n_histories"]))
     if c.get("sweep_outcome"):
         out.append(f"The history-depth sweep: {c['sweep_outcome']} (chapter 08).")
     return " ".join(out)
+
+
+def regime_words(r: dict, n_histories: int) -> str:
+    """The regime in force against its pre-registered rule, for the headline (chapter 02)."""
+    misses = []
+    if r["shocked"]:
+        misses.append(f"benign accuracy fell past the limit in {len(r['shocked'])} of "
+                      f"{n_histories} histories ({', '.join(r['shocked'])})")
+    if r["unlearned"]:
+        misses.append(f"the new task not learned in {', '.join(r['unlearned'])}")
+    if not r["room"]:
+        misses.append(f"pooled non-refusal at T at {r['nonrefusal_at_T']:.0f}%, outside the band")
+    if not misses:
+        return "The fine-tuning regime meets its pre-registered rule in every run (chapter 02)."
+    grid = (" No regime of the searched grid met the rule in every history either."
+            if r.get("grid_chose_nothing") else "")
+    return (f"The fine-tuning regime misses its pre-registered rule ({r['rule']}): "
+            + "; ".join(misses) + f" (chapter 02).{grid} Every verdict here is read with that "
+            "caveat.")

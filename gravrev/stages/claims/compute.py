@@ -219,7 +219,7 @@ def arm_means(m: Inputs) -> dict[str, dict]:
 
 def context(m: Inputs) -> dict:
     """What the run measured around the claims: histories, runs, non-refusal at θ_S and at T,
-    the sweep's outcome (None when it did not run)."""
+    the regime against its own rule, the sweep's outcome (None when it did not run)."""
     fine = m.finetune
     hs = list(fine.histories)
     return {"n_histories": len(hs),
@@ -227,6 +227,9 @@ def context(m: Inputs) -> dict:
             "safe_non_refusal": 100 - _mean(fine.histories[h].safe_start["refusal_rate"]
                                             for h in hs),
             "end_non_refusal": 100 - _mean(r for h in hs for r in fine.refusal_at_T(h)),
+            "regime": {**fine.regime.to_json(),
+                       "grid_chose_nothing": bool(fine.search.confirmed_histories)
+                       and fine.search.choice is None},
             "sweep_outcome": m.optional.get("sweep", {}).get("outcome")}
 
 

@@ -41,13 +41,17 @@ class Regime:
     rule: str
     holds: bool | None  # no shock and the new task learned in every run; None: no new task
     room: bool  # pooled non-refusal at T strictly inside the band
+    n_runs: int  # unblocked runs judged
+    shocked: list[str]  # histories with a run whose benign accuracy fell past the limit
+    unlearned: list[str]  # histories with a run below the new task's minimum at T
+    nonrefusal_at_T: float  # pooled over the unblocked runs (%)
 
     def to_json(self) -> dict:
-        return {"rule": self.rule, "holds": self.holds, "room": self.room}
+        return dict(self.__dict__)
 
     @classmethod
     def from_json(cls, d: dict) -> Regime:
-        return cls(d["rule"], d["holds"], d["room"])
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,15 @@ def regime(cfg: Config, log: pd.DataFrame) -> Regime:
     """The rule as registered and whether the main runs meet it (holds None: no new task)."""
     t = regime_table(cfg, log)
     low, high = cfg.regime.nonrefusal_band
-    room = bool(low < t["nonrefusal_at_T"].mean() < high)
+    nonrefusal = float(t["nonrefusal_at_T"].mean())
+    room = bool(low < nonrefusal < high)
+    shocked = list(dict.fromkeys(t.loc[~t["no_shock"], "history"]))
     if new_task_column(cfg, log) is None:
         return Regime(rule_text(cfg) + " (the new task is not checked: the setting has none)",
-                      None, room)
-    return Regime(rule_text(cfg), bool((t["no_shock"] & t["learned"]).all()), room)
+                      None, room, len(t), shocked, [], nonrefusal)
+    unlearned = list(dict.fromkeys(t.loc[~t["learned"].astype(bool), "history"]))
+    return Regime(rule_text(cfg), bool((t["no_shock"] & t["learned"]).all()), room, len(t),
+                  shocked, unlearned, nonrefusal)
 
 
 def runs_at_T(cfg: Config, log: pd.DataFrame) -> pd.DataFrame:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from gravrev.config.load import Config
-from gravrev.stages.finetune.metrics import FinetuneMetrics, FinetuneResult, measures_dir
+from gravrev.stages.finetune.metrics import FinetuneResult
 from gravrev.stages.finetune.regime import RegimeSearch
-from gravrev.store.paths import Paths
 
 
 def regime_sentence(cfg: Config, r: FinetuneResult) -> str:
@@ -209,34 +208,3 @@ def regime_caption(r: FinetuneResult) -> str:
                 "new_task_accuracy is NaN, learned is empty)")
     return ("The regime's rule per main run: benign accuracy's worst drop below θ_S (points), "
             "the new task at T, non-refusal and harmful compliance at T (%)")
-
-
-def regime_caveat(cfg: Config, table: pd.DataFrame, search: RegimeSearch) -> str:
-    """The headline's sentence on the regime in force: does it meet its rule in every run?"""
-    n = len(table)
-    misses = []
-    shocked = table[~table["no_shock"].astype(bool)]
-    if len(shocked):
-        misses.append(f"benign accuracy fell more than {cfg.regime.max_benign_drop:g} points "
-                      f"below θ_S's in {len(shocked)} of {n} runs "
-                      f"({', '.join(dict.fromkeys(shocked['history']))})")
-    unlearned = table[table["learned"].notna() & ~table["learned"].fillna(True).astype(bool)]
-    if len(unlearned):
-        misses.append(f"the new task stayed under {cfg.finetune.min_new_task_accuracy:g}% "
-                      f"in {len(unlearned)} of {n} runs")
-    low, high = cfg.regime.nonrefusal_band
-    nr = table["nonrefusal_at_T"].mean()
-    if not low < nr < high:
-        misses.append(f"pooled non-refusal at T is {nr:.0f}%, outside {low:g}-{high:g}%")
-    if not misses:
-        return "The fine-tuning regime meets its pre-registered rule in every run (chapter 02)."
-    grid = (" No regime of the searched grid met the rule in every history either."
-            if search.confirmed_histories and search.choice is None else "")
-    return ("The fine-tuning regime misses its pre-registered rule: " + "; ".join(misses)
-            + f" (chapter 02).{grid} Every verdict below is read with that caveat.")
-
-
-def headline_caveat(cfg: Config, paths: Paths) -> str:
-    """regime_caveat from the finetune stage's saved measures, for the claims page."""
-    table = pd.read_csv(measures_dir(paths) / "regime.csv")
-    return regime_caveat(cfg, table, FinetuneMetrics.read(paths).search)

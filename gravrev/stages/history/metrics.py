@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 
 from gravrev.config.load import Config
-from gravrev.organism.model import build_tokenizer, load_checkpoint, n_params
 from gravrev.organism.shape import shape_checks
 from gravrev.stages.history.saved import hf_description
 from gravrev.store.atomic import atomic_dir, read_json, write_csv, write_json
@@ -84,6 +83,9 @@ def history_metrics(cfg: Config, paths: Paths, table: pd.DataFrame,
         d = read_json(hf_description(paths))
         return HistoryMetrics(cfg.preset, d["n_params"], None, [cfg.histories[0]], rows, shape,
                               passed, d["judge"])
+    # Reading a checkpoint needs torch; the render reads this module's types and must not.
+    from gravrev.organism.model import build_tokenizer, load_checkpoint, n_params
+
     model, _ = load_checkpoint(paths.pretrained, "cpu")
     return HistoryMetrics(cfg.preset, n_params(model), len(build_tokenizer(cfg.world)),
                           list(cfg.histories), rows, shape, passed)
