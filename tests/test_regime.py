@@ -9,6 +9,7 @@ import pytest
 
 from gravrev.config.load import resolve
 from gravrev.stages.finetune import regime, search
+from gravrev.stages.finetune.metrics import regime_table
 
 CFG = resolve({"preset": "smoke", "regime": {"search_histories": 2, "lrs": [1e-4, 5e-4],
                                               "warmups": [2], "new_task_fractions": [0.5],
@@ -145,7 +146,7 @@ def test_the_confirmation_is_worded_with_what_each_other_candidate_missed():
 
     s, _, _, confirmed = regime.search_metrics(THREE, _confirmed_log(70))
     words = confirmation_sentence(s, confirmed)
-    assert "also ran on the other history (h2)" in words
+    assert "the screen's 1 eligible candidate (1 cell) also ran on the other history (h2)" in words
     assert "Judged over all 3 histories, 0 of them meet the whole rule" in words
     assert "(of them: a shock in 1)" in words
 
@@ -158,32 +159,54 @@ def test_a_confirmation_that_chooses_nothing_names_the_closest_and_the_shocked_h
     cfg = dataclasses.replace(THREE, finetune=dataclasses.replace(
         THREE.finetune, lr=1e-4, warmup=2, new_task_fraction=0.5, steps=10))
     s, per_history, screen, confirmed = regime.search_metrics(cfg, _confirmed_log(70))
+    assert s.screen_choice == regime.in_force(cfg) and s.choice is None
+    # the main runs follow the chosen cell's search runs: the same table, arm 'unblocked'
+    main = regime_table(cfg, _confirmed_log(70).query("lr == 1e-4").assign(arm="unblocked"))
     words = search_findings(cfg, SimpleNamespace(
-        metrics=SimpleNamespace(search=s), search_candidates=screen,
+        metrics=SimpleNamespace(search=s), search_candidates=screen, regime=main,
         search_confirmed=confirmed, search_per_history=per_history))
-    assert any(w.startswith("Nothing was chosen") and w.endswith("over all histories.")
+    assert any(w.startswith("Nothing was chosen") and w.endswith("over all histories).")
                for w in words)
     assert any(w.startswith("Closest, by the worst benign drop") and "26.0 points" in w
                for w in words)
     stays = next(w for w in words if w.startswith("The main regime stays"))
-    assert "shows a shock in 1 (worst benign drop in points: h2 26.0)" in stays
+    assert "(lr 0.0001, warmup 2, new-task share 0.5, T = 10), the screen's choice." in stays
+    assert "(3 histories) it shows a shock in 1 (worst benign drop in points: h2 26.0)" in stays
 
+
+def test_the_confirmed_choice_breaks_ties_by_T_then_grid_order():
+    # Two cells meet the rule on every history at the same distance from the band's middle:
+    # the shorter T wins, then the earlier cell in the grid.
+    cfg = dataclasses.replace(THREE, regime=dataclasses.replace(THREE.regime, lrs=(1e-4, 2e-4)))
+    runs = [_run(h, lr, [95, 94, 94], [0, 80, 90], [100, 50, 50])
+            for h in ("h0", "h1", "h2") for lr in (1e-4, 2e-4)]
+    s, _, _, confirmed = regime.search_metrics(cfg, pd.concat(runs, ignore_index=True))
+    assert s.confirmed == 4 and s.confirmed_meeting_rule == 4
+    assert s.choice == {"lr": 1e-4, "warmup": 2, "share": 0.5, "T": 5}
+    later = [r.assign(refusal_rate=[100, 40, 50]) if r["lr"].iloc[0] == 1e-4 else r
+             for r in runs]  # lr 1e-4 now sits 10 points off the middle at T = 5
+    s, _, _, _ = regime.search_metrics(cfg, pd.concat(later, ignore_index=True))
+    assert s.choice == {"lr": 2e-4, "warmup": 2, "share": 0.5, "T": 5}  # T before grid order
 
 
 def test_the_headline_names_what_the_regime_in_force_misses():
     from gravrev.report.headline import regime_words
 
-    r = {"rule": "the rule", "holds": False, "room": True, "n_runs": 3, "shocked": ["h1"],
+    r = {"rule": "the rule", "holds": False, "room": True, "shocked": ["h1"],
          "unlearned": [], "nonrefusal_at_T": 50.0, "grid_chose_nothing": True}
     words = regime_words(r, 3)
     assert "misses its pre-registered rule (the rule)" in words
     assert "benign accuracy fell past the limit in 1 of 3 histories (h1)" in words
-    assert "No regime of the searched grid met the rule in every history either." in words
+    assert "None of the screen's eligible regimes, run on every history, met it" in words
     assert words.endswith("Every verdict here is read with that caveat.")
     fine = {**r, "holds": True, "shocked": [], "grid_chose_nothing": False}
     assert regime_words(fine, 3).startswith("The fine-tuning regime meets its")
     boxed = {**fine, "room": False, "nonrefusal_at_T": 95.0}
     assert "pooled non-refusal at T at 95%, outside the band" in regime_words(boxed, 3)
+    hf = {**fine, "holds": None}  # no new task: only the parts it can check
+    assert "the parts of its pre-registered rule that this setting can check" in regime_words(
+        hf, 1)
+    assert "in 1 of 1 history (h0)" in regime_words({**r, "shocked": ["h0"]}, 1)
 
 
 def test_the_regime_in_force_names_its_shocked_and_unlearned_histories():
@@ -193,7 +216,7 @@ def test_the_regime_in_force_names_its_shocked_and_unlearned_histories():
         _run("h0", 1e-4, [95, 93, 94], [0, 40, 80], [100, 90, 50]),
         _run("h1", 1e-4, [97, 70, 96], [0, 50, 60], [100, 95, 30]),
     ]).assign(arm="unblocked")
-    r = regime(CFG, log.assign(**{"refusal_rate": log["refusal_rate"]}))
+    r = regime(CFG, log)
     assert r.shocked == ["h1"] and r.unlearned == ["h1"] and r.holds is False
-    assert r.n_runs == 2 and r.nonrefusal_at_T == 60.0
+    assert r.nonrefusal_at_T == 60.0
     assert Regime.from_json(r.to_json()) == r

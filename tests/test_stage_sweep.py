@@ -113,6 +113,14 @@ def test_a_degenerate_interval_is_called_so():
     assert not report.degenerate(noisy)
 
 
+def test_seeds_that_agree_exactly_give_a_point_and_no_p():
+    from gravrev.stats.depth import over_seeds
+
+    for value in (0.7, -0.8, 0.1):  # each would round to a tiny width and p through the mean
+        low, high, p = over_seeds([value] * 3)
+        assert low == high == value and math.isnan(p)
+
+
 def test_depth_inference_takes_the_seed_as_the_unit():
     units = hand_units(8.0, 0.05, noise=1.0)
     fit = depth_fit(units, "non_refusal_T")

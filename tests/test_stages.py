@@ -1026,8 +1026,8 @@ def _metrics() -> dict[str, dict]:
                    "final": {"unblocked": {"refusal_rate": refusal["h0"]}}},
             "h1": {"safe_start": {"refusal_rate": 97.0},
                    "final": {"unblocked": {"refusal_rate": refusal["h1"]}}},
-        }, "regime": {"rule": "learned", "holds": True, "room": False, "n_runs": 2,
-                   "shocked": [], "unlearned": [], "nonrefusal_at_T": 95.0},
+        }, "regime": {"rule": "learned", "holds": True, "room": False, "shocked": [],
+                   "unlearned": [], "nonrefusal_at_T": 95.0},
         "search": fine_regime.search_metrics(CFG, pd.DataFrame())[0].to_json()},
         "blocking": {
             "preset": "smoke", "layer": 1,

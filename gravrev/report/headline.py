@@ -84,14 +84,19 @@ def regime_words(r: dict, n_histories: int) -> str:
     misses = []
     if r["shocked"]:
         misses.append(f"benign accuracy fell past the limit in {len(r['shocked'])} of "
-                      f"{n_histories} histories ({', '.join(r['shocked'])})")
+                      f"{n_histories} {'history' if n_histories == 1 else 'histories'} "
+                      f"({', '.join(r['shocked'])})")
     if r["unlearned"]:
         misses.append(f"the new task not learned in {', '.join(r['unlearned'])}")
     if not r["room"]:
         misses.append(f"pooled non-refusal at T at {r['nonrefusal_at_T']:.0f}%, outside the band")
+    if not misses and r["holds"] is None:
+        return ("The fine-tuning regime meets the parts of its pre-registered rule that this "
+                "setting can check (it has no new task; chapter 02).")
     if not misses:
-        return "The fine-tuning regime meets its pre-registered rule in every run (chapter 02)."
-    grid = (" No regime of the searched grid met the rule in every history either."
+        return ("The fine-tuning regime meets its pre-registered rule: no shock and the new task "
+                "learned in every run, room at T pooled (chapter 02).")
+    grid = (" None of the screen's eligible regimes, run on every history, met it either."
             if r.get("grid_chose_nothing") else "")
     return (f"The fine-tuning regime misses its pre-registered rule ({r['rule']}): "
             + "; ".join(misses) + f" (chapter 02).{grid} Every verdict here is read with that "

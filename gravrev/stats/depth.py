@@ -74,6 +74,8 @@ def over_seeds(estimates: list[float]) -> tuple[float, float, float]:
     v = np.asarray(estimates, dtype=np.float64)
     if v.size < 2:
         return NAN, NAN, NAN
+    if np.ptp(v) == 0:  # exact agreement: the mean's rounding would fake a tiny width and a p
+        return float(v[0]), float(v[0]), NAN
     sm = summarize(v)
     se = sm["sd"] / math.sqrt(v.size)
     p = float(2.0 * stats.t.sf(abs(sm["mean"]) / se, v.size - 1)) if se > 0 else NAN

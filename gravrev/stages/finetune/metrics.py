@@ -41,7 +41,6 @@ class Regime:
     rule: str
     holds: bool | None  # no shock and the new task learned in every run; None: no new task
     room: bool  # pooled non-refusal at T strictly inside the band
-    n_runs: int  # unblocked runs judged
     shocked: list[str]  # histories with a run whose benign accuracy fell past the limit
     unlearned: list[str]  # histories with a run below the new task's minimum at T
     nonrefusal_at_T: float  # pooled over the unblocked runs (%)
@@ -142,10 +141,10 @@ def regime(cfg: Config, log: pd.DataFrame) -> Regime:
     shocked = list(dict.fromkeys(t.loc[~t["no_shock"], "history"]))
     if new_task_column(cfg, log) is None:
         return Regime(rule_text(cfg) + " (the new task is not checked: the setting has none)",
-                      None, room, len(t), shocked, [], nonrefusal)
+                      None, room, shocked, [], nonrefusal)
     unlearned = list(dict.fromkeys(t.loc[~t["learned"].astype(bool), "history"]))
-    return Regime(rule_text(cfg), bool((t["no_shock"] & t["learned"]).all()), room, len(t),
-                  shocked, unlearned, nonrefusal)
+    return Regime(rule_text(cfg), bool((t["no_shock"] & t["learned"]).all()), room, shocked,
+                  unlearned, nonrefusal)
 
 
 def runs_at_T(cfg: Config, log: pd.DataFrame) -> pd.DataFrame:

@@ -64,7 +64,8 @@ def search_findings(cfg: Config, r: FinetuneResult) -> list[str]:
     if s.confirmed_histories:
         out.append(confirmation_sentence(s, r.search_confirmed))
     if s.choice is None:
-        over = " over all histories" if s.confirmed_histories else ""
+        over = (" (among the confirmed candidates, over all histories)"
+                if s.confirmed_histories else "")
         out.append(f"Nothing was chosen: {s.branch}{over}.")
         if s.confirmed_histories:
             out += unchosen_sentences(cfg, r)
@@ -100,10 +101,12 @@ def confirmation_sentence(s: RegimeSearch, confirmed: pd.DataFrame) -> str:
     parts = [f"{word} in {int((~missed[k]).sum())}" for k, word in misses if (~missed[k]).any()]
     which = "the others" if s.confirmed_meeting_rule else "them"
     tail = f" (of {which}: {', '.join(parts)})" if parts else ""
-    return (f"Confirmation: the {s.confirmed} eligible candidates of the screen ({cells} cells) "
-            f"also ran on the other {_histories(len(s.confirmed_histories))} "
+    return (f"Confirmation: the screen's {_count(s.confirmed, 'eligible candidate')} "
+            f"({_count(cells, 'cell')}) also ran on the other "
+            f"{_count(len(s.confirmed_histories), 'history', 'histories')} "
             f"({', '.join(s.confirmed_histories)}). Judged over all {n} histories, "
-            f"{s.confirmed_meeting_rule} of them meet the whole rule{tail}.")
+            f"{s.confirmed_meeting_rule} of them "
+            f"{'meets' if s.confirmed_meeting_rule == 1 else 'meet'} the whole rule{tail}.")
 
 
 def _cell(c: dict) -> str:
@@ -114,7 +117,7 @@ def _cell(c: dict) -> str:
 def unchosen_sentences(cfg: Config, r: FinetuneResult) -> list[str]:
     """After a confirmation that chose nothing: the closest candidate, and the regime in force
     against the rule history by history."""
-    s, t, per = r.metrics.search, r.search_confirmed, r.search_per_history
+    s, t = r.metrics.search, r.search_confirmed
     out = []
     learned = t[t["learned"]]
     if len(learned):
@@ -123,25 +126,27 @@ def unchosen_sentences(cfg: Config, r: FinetuneResult) -> list[str]:
                    f"learn the new task: {_cell(c)} (worst drop {c['worst_benign_drop']:.1f} "
                    f"points against a limit of {cfg.regime.max_benign_drop:g}; pooled "
                    f"non-refusal at T {c['nonrefusal']:.0f}%).")
-    f = s.in_force
-    mine = per[(per["lr"] == f["lr"]) & (per["warmup"] == f["warmup"])
-               & (per["share"] == f["share"]) & (per["T"] == f["T"])]
-    if len(mine):
-        shocked = mine[mine["benign_drop"] > cfg.regime.max_benign_drop]
-        where = ", ".join(f"{h} {d:.1f}" for h, d in zip(shocked["history"],
-                                                         shocked["benign_drop"], strict=True))
-        out.append(f"The main regime stays the one in force ({_cell(f)}), the screen's choice, "
-                   f"set before the confirmation first ran. Over all {mine['history'].nunique()} "
-                   f"histories it shows a shock in {len(shocked)}"
-                   + (f" (worst benign drop in points: {where})" if len(shocked) else "")
-                   + ", so every verdict in it is read with that caveat. The regime was not "
-                   "moved to a candidate picked after seeing this outcome: no rule written "
-                   "before it would pick one.")
+    whose = ("the screen's choice" if s.screen_choice == s.in_force
+             else "which is not the screen's choice either")
+    runs = r.regime  # the main unblocked runs, the rule's parts per run (regime_table)
+    shocked = runs[~runs["no_shock"].astype(bool)]
+    where = ", ".join(f"{h} {d:.1f}" for h, d in zip(shocked["history"], shocked["benign_drop"],
+                                                     strict=True))
+    out.append(f"The main regime stays the one in force ({_cell(s.in_force)}), {whose}. In its "
+               f"main runs ({runs['history'].nunique()} histories) it shows a shock in "
+               f"{len(shocked)}" + (f" (worst benign drop in points: {where})" if len(shocked)
+                                    else "")
+               + ", so every verdict in it is read with that caveat. The regime was not moved "
+               "to a candidate picked after seeing this outcome: no rule written before it "
+               "would pick one.")
     return out
 
 
-def _histories(n: int) -> str:
-    return "history" if n == 1 else f"{n} histories"
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """'1 cell', '3 cells', and 'history' alone for one: counts read right at 1."""
+    if n == 1:
+        return "history" if one == "history" else f"1 {one}"
+    return f"{n} {many or one + 's'}"
 
 
 def confirmed_table(r: FinetuneResult) -> pd.DataFrame:
