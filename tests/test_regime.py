@@ -159,7 +159,7 @@ def test_a_confirmation_that_chooses_nothing_names_the_closest_and_the_shocked_h
     cfg = dataclasses.replace(THREE, finetune=dataclasses.replace(
         THREE.finetune, lr=1e-4, warmup=2, new_task_fraction=0.5, steps=10))
     s, per_history, screen, confirmed = regime.search_metrics(cfg, _confirmed_log(70))
-    assert s.screen_choice == regime.in_force(cfg) and s.choice is None
+    assert regime.choose(cfg, screen)[0] == regime.in_force(cfg) and s.choice is None
     # the main runs follow the chosen cell's search runs: the same table, arm 'unblocked'
     main = regime_table(cfg, _confirmed_log(70).query("lr == 1e-4").assign(arm="unblocked"))
     words = search_findings(cfg, SimpleNamespace(

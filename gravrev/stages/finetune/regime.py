@@ -94,7 +94,6 @@ class RegimeSearch:
     confirmed_histories: list[str]  # the other histories the screen's eligible cells ran on
     confirmed: int  # the screen's eligible candidates, judged again over every history
     confirmed_meeting_rule: int
-    screen_choice: dict | None  # the rule's choice on the screen alone (lr, warmup, share, T)
     choice: dict | None  # lr, warmup, share, T
     branch: str  # which part of the selection rule chose it
     in_force: dict  # lr, warmup, share, T of the main regime (finetune)
@@ -121,7 +120,7 @@ def search_metrics(cfg: Config, log: pd.DataFrame) -> tuple[RegimeSearch, pd.Dat
     if log.empty or f"{cfg.finetune.new_task}_accuracy" not in log:
         why = ("no search (regime.search_histories is 0)" if log.empty
                else "no search: the setting has no new task")
-        return (RegimeSearch([], 0, 0, 0, [], 0, 0, None, None, why, in_force(cfg), None),
+        return (RegimeSearch([], 0, 0, 0, [], 0, 0, None, why, in_force(cfg), None),
                 pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
     per_history = candidates(cfg, log)
     screened = list(cfg.histories[: cfg.regime.search_histories])
@@ -131,11 +130,10 @@ def search_metrics(cfg: Config, log: pd.DataFrame) -> tuple[RegimeSearch, pd.Dat
     if others:
         keys = eligible(screen)[list(CANDIDATE_KEYS)]
         confirmed = judged(cfg, per_history.merge(keys, on=list(CANDIDATE_KEYS)))
-    screen_choice, screen_branch = choose(cfg, screen)
-    choice, branch = choose(cfg, confirmed) if others else (screen_choice, screen_branch)
+    choice, branch = choose(cfg, confirmed if others else screen)
     search = RegimeSearch(sorted(screened), len(screen), int(screen["meets_rule"].sum()),
                           int((screen["no_shock"] & screen["learned"]).sum()), sorted(others),
                           len(confirmed), int(confirmed["meets_rule"].sum()) if others else 0,
-                          screen_choice, choice, branch, in_force(cfg),
+                          choice, branch, in_force(cfg),
                           None if choice is None else choice == in_force(cfg))
     return search, per_history, screen, confirmed

@@ -6,7 +6,7 @@ import pandas as pd
 
 from gravrev.config.load import Config
 from gravrev.stages.finetune.metrics import FinetuneResult
-from gravrev.stages.finetune.regime import RegimeSearch
+from gravrev.stages.finetune.regime import RegimeSearch, choose
 
 
 def regime_sentence(cfg: Config, r: FinetuneResult) -> str:
@@ -126,7 +126,8 @@ def unchosen_sentences(cfg: Config, r: FinetuneResult) -> list[str]:
                    f"learn the new task: {_cell(c)} (worst drop {c['worst_benign_drop']:.1f} "
                    f"points against a limit of {cfg.regime.max_benign_drop:g}; pooled "
                    f"non-refusal at T {c['nonrefusal']:.0f}%).")
-    whose = ("the screen's choice" if s.screen_choice == s.in_force
+    screen_choice, _ = choose(cfg, r.search_candidates)  # the rule on the screen alone
+    whose = ("the screen's choice" if screen_choice == s.in_force
              else "which is not the screen's choice either")
     runs = r.regime  # the main unblocked runs, the rule's parts per run (regime_table)
     shocked = runs[~runs["no_shock"].astype(bool)]
