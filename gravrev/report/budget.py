@@ -76,7 +76,9 @@ class Schedule:
     shock_runs: int  # the shock regime's unblocked run and claim arms (first seed)
     shock_steps: int
     shock_logged: int  # their logged points, step 0 included
-    search_runs: int  # the regime search's unblocked runs, one per cell and searched history
+    # the regime search's unblocked runs, one per cell and searched history, and at most as many
+    # per other history for the confirmation (an upper bound: it runs the eligible cells only)
+    search_runs: int
     search_steps: int  # each runs to the longest horizon
     search_logged: int  # their logged points, step 0 included
     defense_runs: int  # the defenses' baseline and every arm at every strength (judged at T)
@@ -100,7 +102,7 @@ class Schedule:
 
     @property
     def runs(self) -> int:
-        """Every fine-tuning run: the main regime's, the shock regime's and the search's."""
+        """Every fine-tuning run: the main regime's, the shock regime's and the search's (at most)."""
         return self.main_runs + self.shock_runs + self.search_runs
 
     @property
@@ -143,7 +145,8 @@ def schedule(cfg: Config) -> Schedule:
         n_eval=cfg.world.n_eval, new_tokens=cfg.hf.max_new_tokens, gen_batch=GEN_BATCH,
         shock_runs=len(shock_runs(cfg)),
         shock_steps=cfg.regime.shock.steps, shock_logged=len(cfg.regime.shock.log_steps) + 1,
-        search_runs=searched * len(cells(cfg)),
+        search_runs=(len(cfg.histories) if searched and cfg.regime.confirm else searched)
+        * len(cells(cfg)),
         search_steps=search.steps if search else 0,
         search_logged=len(search.log_steps) + 1 if search else 0,
         defense_runs=len(cfg.first_histories(cfg.defenses.n_histories))
