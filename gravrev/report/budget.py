@@ -102,7 +102,7 @@ class Schedule:
 
     @property
     def runs(self) -> int:
-        """Every fine-tuning run: the main regime's, the shock regime's and the search's (at most)."""
+        """Every fine-tuning run: the main and shock regimes' and the search's (at most)."""
         return self.main_runs + self.shock_runs + self.search_runs
 
     @property
