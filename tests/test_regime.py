@@ -198,7 +198,7 @@ def test_the_headline_names_what_the_regime_in_force_misses():
     assert "misses its pre-registered rule (the rule)" in words
     assert "benign accuracy fell past the limit in 1 of 3 histories (h1)" in words
     assert "None of the screen's eligible regimes, run on every history, met it" in words
-    assert words.endswith("Every verdict here is read with that caveat.")
+    assert words.endswith("Every verdict here is read with that caveat (chapter 02).")
     fine = {**r, "holds": True, "shocked": [], "grid_chose_nothing": False}
     assert regime_words(fine, 3).startswith("The fine-tuning regime meets its")
     boxed = {**fine, "room": False, "nonrefusal_at_T": 95.0}

@@ -99,5 +99,5 @@ def regime_words(r: dict, n_histories: int) -> str:
     grid = (" None of the screen's eligible regimes, run on every history, met it either."
             if r.get("grid_chose_nothing") else "")
     return (f"The fine-tuning regime misses its pre-registered rule ({r['rule']}): "
-            + "; ".join(misses) + f" (chapter 02).{grid} Every verdict here is read with that "
-            "caveat.")
+            + "; ".join(misses) + f".{grid} Every verdict here is read with that caveat "
+            "(chapter 02).")
