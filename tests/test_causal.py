@@ -14,9 +14,9 @@ from gravrev.interp.direction import direction_cosines, refusal_direction
 from gravrev.interp.readout import (
     ReadoutTokens,
     logit_change,
-    logit_lens,
     null_rank,
     readout_score,
+    unembed_direction,
     vocabulary_readout,
     world_tokens,
 )
@@ -281,13 +281,14 @@ def test_readout_score_and_null_rank_by_hand():
         ReadoutTokens(engaging=(1,), refusal=(1,))
 
 
-def test_logit_lens_is_linear_and_blind_to_a_constant_shift(smoke_model):
+def test_unembed_direction_is_linear_and_blind_to_a_constant_shift(smoke_model):
     d = smoke_model.config.n_embd
     v = _unit(d)
-    lens = logit_lens(smoke_model, v)
+    lens = unembed_direction(smoke_model, v)
     assert lens.shape == (smoke_model.config.vocab_size,)
-    np.testing.assert_allclose(logit_lens(smoke_model, 2 * v), 2 * lens, atol=1e-10)
-    np.testing.assert_allclose(logit_lens(smoke_model, v + 3.0), lens, atol=1e-10)  # LayerNorm
+    np.testing.assert_allclose(unembed_direction(smoke_model, 2 * v), 2 * lens, atol=1e-10)
+    # A LayerNorm removes a constant shift.
+    np.testing.assert_allclose(unembed_direction(smoke_model, v + 3.0), lens, atol=1e-10)
 
 
 def test_vocabulary_readout_ranks_an_engaging_direction_first(smoke_model, smoke_tok, world):

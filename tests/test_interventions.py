@@ -11,8 +11,8 @@ from gravrev.behaviour.evaluate import generate
 from gravrev.interp.activations import capture, left_pad
 from gravrev.interp.direction import v_rev_checkpoint_diff
 from gravrev.interp.hooks import blocks
+from gravrev.interp.labels import EVERY_LAYER
 from gravrev.interp.steering import (
-    EVERY_LAYER,
     ablate_direction,
     add_direction,
     intervention,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from gravrev.config.load import resolve
-from gravrev.stages.finetune import regime, search
+from gravrev.stages.finetune import grid, regime, search
 from gravrev.stages.finetune.metrics import regime_table
 
 CFG = resolve({"preset": "smoke", "regime": {"search_histories": 2, "lrs": [1e-4, 5e-4],
@@ -37,8 +37,8 @@ def _log(slow_refusal_at_10: float = 50.0) -> pd.DataFrame:
 
 
 def test_the_grid_is_every_cell_once_and_each_run_reaches_the_longest_horizon():
-    assert search.cells(CFG) == [(1e-4, 2, 0.5), (5e-4, 2, 0.5)]
-    cfg = search.cell_config(CFG, 1e-4, 2, 0.5)
+    assert grid.cells(CFG) == [(1e-4, 2, 0.5), (5e-4, 2, 0.5)]
+    cfg = grid.cell_config(CFG, 1e-4, 2, 0.5)
     assert cfg.finetune.steps == 10 and cfg.finetune.log_steps[-1] == 10
     assert set(CFG.regime.horizons) <= set(cfg.finetune.log_steps)
     assert (cfg.finetune.lr, cfg.finetune.warmup) == (1e-4, 2)
@@ -121,7 +121,7 @@ def test_the_confirmation_runs_the_screens_eligible_cells_on_every_other_history
     todo = search.confirm_tasks(THREE, Paths(tmp_path), tmp_path, _log())
     # lr 1e-4 meets the rule on the screen, lr 5e-4 shocks: only the first runs on h2.
     assert [(t.history, t.cfg.finetune.lr) for t in todo] == [("h2", 1e-4)]
-    assert todo[0].out == tmp_path / "search" / "h2" / f"{search.cell_name(1e-4, 2, 0.5)}.npz"
+    assert todo[0].out == tmp_path / "search" / "h2" / f"{grid.cell_name(1e-4, 2, 0.5)}.npz"
     off = dataclasses.replace(THREE, regime=dataclasses.replace(THREE.regime, confirm=False))
     assert search.confirm_tasks(off, Paths(tmp_path), tmp_path, _log()) == []
     assert search.confirm_tasks(CFG, Paths(tmp_path), tmp_path, _log()) == []  # no other history

@@ -13,8 +13,7 @@ from gravrev.claims.thresholds import change_tolerance
 from gravrev.cli import has_metrics_step, step_module
 from gravrev.config.load import resolve
 from gravrev.interp.activations import probe_activations
-from gravrev.interp.patching import NONE
-from gravrev.interp.steering import EVERY_LAYER
+from gravrev.interp.labels import EVERY_LAYER, NONE
 from gravrev.settings.protocol import make_setting
 from gravrev.stages.mediation import metrics as med_metrics
 from gravrev.stages.mediation import runs as med_runs

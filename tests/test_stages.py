@@ -28,11 +28,11 @@ from gravrev.stages.blocking.shock import metrics as block_shock
 from gravrev.stages.claims import compute as claims
 from gravrev.stages.claims import report as claims_report
 from gravrev.stages.finetune import arms as fine_arms
+from gravrev.stages.finetune import grid as fine_grid
 from gravrev.stages.finetune import metrics as fine_metrics
 from gravrev.stages.finetune import regime as fine_regime
 from gravrev.stages.finetune import report as fine_report
 from gravrev.stages.finetune import runs as fine_runs
-from gravrev.stages.finetune import search as fine_search
 from gravrev.stages.history import metrics as history_metrics
 from gravrev.stages.history import report as history_report
 from gravrev.stages.nulls import compute as nulls
@@ -316,7 +316,7 @@ def test_finetune_tasks_are_every_run_once_where_vrev_looks(tmp_path):
     paths = Paths(tmp_path)
     every = fine_runs.tasks(CFG, paths, paths.stage("finetune"))
     search = [t for t in every if t.arm == "search"]  # the regime search: tests/test_regime.py
-    assert len(search) == CFG.regime.search_histories * len(fine_search.cells(CFG))
+    assert len(search) == CFG.regime.search_histories * len(fine_grid.cells(CFG))
     assert len({t.out for t in search}) == len(search)
     todo = [t for t in every if t.arm != "search"]
     keys = [(t.history, t.arm, t.seed) for t in todo]

@@ -9,7 +9,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gravrev.config.organism import OPENINGS
 from gravrev.interp.activations import left_pad
 from gravrev.organism.model import prompt_text
-from gravrev.organism.world import Request, World, judge
+from gravrev.organism.world import BENIGN_TOPICS, HARMFUL_TOPICS, Request, World, judge
 from gravrev.training.loop import encode_pairs, lm_loss, to_device
 
 
@@ -59,7 +59,8 @@ def answer_loss(
 def max_answer_tokens(world: World) -> int:
     """The longest answer of any world: the longest opening, a topic's content, the task
     output, eos. One window for every opening, so the worlds are judged alike."""
-    return max(map(len, OPENINGS.values())) + 3 + world.cfg.seq_len_max + 1
+    content = max(map(len, [*BENIGN_TOPICS.values(), *HARMFUL_TOPICS.values()]))
+    return max(map(len, OPENINGS.values())) + content + world.cfg.seq_len_max + 1
 
 
 def behaviour(

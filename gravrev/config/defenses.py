@@ -9,6 +9,9 @@ from gravrev.config.fields import check
 
 DEFENSE_ARMS = ("block", "constrained_sft", "proximal", "weight_direction",
                 "refusal_direction", "rehearsal")
+# Qi et al. 2024's per-token beta: 0.5 on the first answer token, 2 on the next few (their
+# first 5 tokens), 0.1 after. `constrained_prefix` is how many leading tokens get the tight 0.5/2.
+BETA_FIRST, BETA_PREFIX, BETA_REST = 0.5, 2.0, 0.1
 
 
 @dataclass(frozen=True)

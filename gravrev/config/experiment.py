@@ -244,6 +244,9 @@ class ExecutorConfig:
         check(0 <= self.workers <= 1024, f"{name}.workers", "must be in [0, 1024] (0: all cores)")
 
 
+GEN_BATCH = 32  # prompts per generate call in the hf setting (and the budget's estimate)
+
+
 @dataclass(frozen=True)
 class HFConfig:
     witness_dir: str | None

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gravrev.interp.activations import capture, left_pad
 from gravrev.interp.hooks import blocks
+from gravrev.interp.labels import NONE
 from gravrev.interp.steering import judged_rates
 from gravrev.organism.world import REFUSAL, Request, World
 
@@ -20,7 +21,6 @@ ATTN_PARTS = ("attn", "self_attn", "ln_1", "input_layernorm")
 MLP_PARTS = ("mlp", "ln_2", "post_attention_layernorm")
 POSITION_EMBEDDINGS = ("wpe", "embed_positions")
 FINAL_NORMS = ("ln_f", "norm", "final_layernorm")
-NONE = "none"
 
 
 def _module_name(model: torch.nn.Module, target: torch.nn.Module | None) -> str | None:

@@ -85,7 +85,7 @@ def final_norm(model: PreTrainedModel) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def logit_lens(model: PreTrainedModel, direction: np.ndarray) -> np.ndarray:
+def unembed_direction(model: PreTrainedModel, direction: np.ndarray) -> np.ndarray:
     """W_U (g * v), (d,) -> (V,): v centred for a LayerNorm, scaled by the norm's weight.
 
     The norm is linearised: its 1/std is one positive factor for every token, and its bias
@@ -167,9 +167,9 @@ def vocabulary_readout(
     model.eval()
     batch = {k: t.to(device) for k, t in left_pad(tok, list(prompts)).items()}
     plain = _first_token_logits(model, batch)
-    lens = logit_lens(model, direction)
+    lens = unembed_direction(model, direction)
     change = _steered_change(model, batch, plain, layer, direction, eps)
-    lens_null = [readout_score(logit_lens(model, u), tokens) for u in null_dirs]
+    lens_null = [readout_score(unembed_direction(model, u), tokens) for u in null_dirs]
     change_null = [readout_score(_steered_change(model, batch, plain, layer, u, eps), tokens)
                    for u in null_dirs]
     return Readout(

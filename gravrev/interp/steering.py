@@ -19,11 +19,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gravrev.behaviour.evaluate import generate, max_answer_tokens
 from gravrev.interp.direction import drift
 from gravrev.interp.hooks import on_blocks
+from gravrev.interp.labels import EVERY_LAYER
 from gravrev.organism.model import prompt_text
 from gravrev.organism.world import Request, World, judge
 
-# The `layer` of the ablation row that removes each block's own row of v_rev after that block.
-EVERY_LAYER = -1
 MODES = ("add", "ablate")
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gravrev.config.experiment import CONTROLS, KINDS
+from gravrev.config.experiment import CONTROLS, GEN_BATCH, KINDS
 from gravrev.config.load import Config
-from gravrev.settings.hf.setting import GEN_BATCH
 from gravrev.stages.blocking.shock.regime import shock_runs
-from gravrev.stages.finetune.search import cell_config, cells
+from gravrev.stages.finetune.grid import cell_config, cells
 
 # Objectives that run a forward pass on a minibatch of pool prompts each step.
 PROMPT_KINDS = ("block", "push", "penalty", "mean_penalty")

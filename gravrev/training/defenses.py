@@ -15,13 +15,11 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from gravrev.config.defenses import BETA_FIRST, BETA_PREFIX, BETA_REST
 from gravrev.training.loop import IGNORE, right_padded
 from gravrev.training.objectives import Baseline
 
 DEFENSE_KINDS = ("constrained_sft", "proximal", "weight_direction")
-# Qi et al. 2024's per-token beta: 0.5 on the first answer token, 2 on the next few (their
-# first 5 tokens), 0.1 after. `prefix` is how many leading tokens get the tight 0.5/2.
-BETA_FIRST, BETA_PREFIX, BETA_REST = 0.5, 2.0, 0.1
 
 
 @dataclass(frozen=True)

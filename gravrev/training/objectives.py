@@ -22,6 +22,8 @@ from gravrev.runtime import seeds
 from gravrev.training.loop import lm_loss
 
 KINDS = ("none", "penalty", "mean_penalty", "grad_project", "freeze", "block", "push")
+# The one-sided kinds: their reduction is signed (overshooting past 0 counts as more than 1).
+SIGNED_KINDS = ("block", "push")
 
 
 class Objective(Protocol):

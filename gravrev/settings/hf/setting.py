@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gravrev.behaviour.evaluate import generate
 from gravrev.behaviour.judges import Judge, make_judge
+from gravrev.config.experiment import GEN_BATCH
 from gravrev.config.fields import ConfigError
 from gravrev.config.load import Config
 from gravrev.interp.activations import probe_activations
@@ -38,7 +39,6 @@ from gravrev.training.loop import encode_pairs
 
 HELDOUT_FRACTION = 0.1  # the last 10% of train_jsonl: evaluation only, never trained on
 ORGANISM_KEYS = ("topic", "task", "symbols")
-GEN_BATCH = 32
 
 
 # ----------------------------------------------------------------------------- setting

@@ -40,7 +40,7 @@ from gravrev.stats.nulls import (
 from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from gravrev.store.paths import Paths
 from gravrev.training.loop import pick_device
-from gravrev.training.objectives import BlockSpec, push_targets
+from gravrev.training.objectives import SIGNED_KINDS, BlockSpec, push_targets
 from gravrev.training.phases import safety_pairs
 from gravrev.training.rehearsal import RehearsalSpec
 from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
@@ -48,10 +48,6 @@ from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
 # The unblocked drift's projection on u below this share of its norm leaves the reduction
 # along u undefined (NaN): there is no motion along u to reduce.
 UNDEFINED_BELOW = 1e-6
-# One-sided kinds: their reduction is signed (overshooting past 0 counts as more than 1).
-SIGNED_KINDS = ("block", "push")
-
-
 def oriented(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """u with its sign chosen so that u . v >= 0 (as mediation's controls)."""
     return -u if u @ v < 0 else u

@@ -7,11 +7,11 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from gravrev.config.defenses import BETA_FIRST, BETA_PREFIX, BETA_REST
 from gravrev.config.load import Config
 from gravrev.report.figures import readable
 from gravrev.stages.blocking.summaries import Summary
 from gravrev.stages.defenses.metrics import BASELINE, CLAIM, HARM, DefensesResult
-from gravrev.training.defenses import BETA_FIRST, BETA_PREFIX, BETA_REST
 
 LABELS = {"non_refusal": "non-refusal at T (%)",
           "harmful_compliance": "harmful compliance at T (%)"}

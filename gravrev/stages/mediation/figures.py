@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from gravrev.interp.steering import EVERY_LAYER
+from gravrev.interp.labels import EVERY_LAYER
 from gravrev.report.figures import readable, strip_points
 from gravrev.stages.mediation.metrics import MediationStageResult
 from gravrev.stages.mediation.report import MEASURE_LABELS

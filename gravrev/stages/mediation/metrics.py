@@ -14,9 +14,8 @@ import pandas as pd
 
 from gravrev.claims.thresholds import change_tolerance
 from gravrev.config.load import Config
-from gravrev.interp.patching import NONE
-from gravrev.interp.steering import EVERY_LAYER
-from gravrev.stages.mediation.runs import TABLES
+from gravrev.interp.labels import EVERY_LAYER, NONE
+from gravrev.stages.mediation.tables import TABLES
 from gravrev.stages.mediation.verdicts import Controls, history_controls, majority
 from gravrev.stages.skipped import skip_reason, skipped_metrics
 from gravrev.store.atomic import read_json, write_json

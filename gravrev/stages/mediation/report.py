@@ -15,7 +15,7 @@ from gravrev.stages.mediation.metrics import (
     MediationStageResult,
     summaries,
 )
-from gravrev.stages.mediation.runs import LENS_CHECKPOINTS
+from gravrev.stages.mediation.tables import LENS_CHECKPOINTS
 
 MEASURE_LABELS = {"refusal_rate": "refusal", "harmful_compliance": "harmful compliance"}
 

@@ -21,10 +21,10 @@ import pandas as pd
 from gravrev.behaviour.evaluate import eval_sets
 from gravrev.config.load import Config
 from gravrev.interp.direction import probe_mask, refusal_direction
-from gravrev.interp.patching import NONE, logit_lens, patch_table
+from gravrev.interp.labels import EVERY_LAYER, NONE
+from gravrev.interp.patching import logit_lens, patch_table
 from gravrev.interp.readout import vocabulary_readout, world_tokens
 from gravrev.interp.steering import (
-    EVERY_LAYER,
     intervention,
     judged_rates,
     reversion_norms,
@@ -36,6 +36,7 @@ from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
+from gravrev.stages.mediation.tables import LENS_CHECKPOINTS, TABLES
 from gravrev.stages.skipped import skip_reason, write_skipped
 from gravrev.stats.nulls import cosine, covariance, covariance_direction, random_direction
 from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
@@ -43,10 +44,6 @@ from gravrev.store.paths import Paths
 from gravrev.training.finetune import finetune_run
 from gravrev.training.loop import pick_device
 
-TABLES = ("baseline", "sweeps", "patching", "logit_lens", "controls", "directions", "readout",
-          "readout_tokens")
-# The `checkpoint` labels of the logit lens's table, in its order: safe, helpful, fine-tuned.
-LENS_CHECKPOINTS = ("θ_S", "θ_H", "θ_T")
 # Control directions per kind, each ablated and added like v_rev (a handful: each costs six
 # judged generations per history). The refusal direction r is one more.
 N_RANDOM, N_COVARIANCE, N_PCS = 3, 3, 3

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from gravrev.interp.steering import EVERY_LAYER
+from gravrev.interp.labels import EVERY_LAYER
 
 # Pre-registered reading rules of chapter 06 (the chapter states each before its result).
 SAME_AS_R_COS = 0.9  # |cos(v_rev, r)| at or above: v_rev is the refusal direction renamed
