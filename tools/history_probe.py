@@ -31,8 +31,8 @@ from gravrev.config.fields import ConfigError  # noqa: E402
 from gravrev.config.validate import validated_config  # noqa: E402
 from gravrev.organism.shape import shape_checks  # noqa: E402
 from gravrev.runtime.executor import run_all  # noqa: E402
+from gravrev.stages.finetune.grid import cell_config  # noqa: E402
 from gravrev.stages.finetune.regime import candidates, judged  # noqa: E402
-from gravrev.stages.finetune.search import cell_config  # noqa: E402
 from gravrev.store.paths import Paths  # noqa: E402
 from gravrev.training.tasks import (  # noqa: E402
     FinetuneTask,

@@ -48,6 +48,8 @@ from gravrev.training.tasks import FinetuneOutput, FinetuneTask, finetune_task
 # The unblocked drift's projection on u below this share of its norm leaves the reduction
 # along u undefined (NaN): there is no motion along u to reduce.
 UNDEFINED_BELOW = 1e-6
+
+
 def oriented(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """u with its sign chosen so that u . v >= 0 (as mediation's controls)."""
     return -u if u @ v < 0 else u

@@ -34,5 +34,3 @@ def cell_config(cfg: Config, lr: float, warmup: int, share: float) -> Config:
     fc = dataclasses.replace(cfg.finetune, lr=lr, warmup=warmup, new_task_fraction=share,
                              steps=horizons[-1], log_steps=log)
     return dataclasses.replace(cfg, finetune=fc)
-
-

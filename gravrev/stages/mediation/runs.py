@@ -36,7 +36,13 @@ from gravrev.runtime import seeds
 from gravrev.runtime.executor import run_all
 from gravrev.settings.protocol import make_setting
 from gravrev.stages.artifacts import load_v_rev, probe_selection
-from gravrev.stages.mediation.tables import LENS_CHECKPOINTS, TABLES
+from gravrev.stages.mediation.tables import (
+    LENS_CHECKPOINTS,
+    N_COVARIANCE,
+    N_PCS,
+    N_RANDOM,
+    TABLES,
+)
 from gravrev.stages.skipped import skip_reason, write_skipped
 from gravrev.stats.nulls import cosine, covariance, covariance_direction, random_direction
 from gravrev.store.atomic import atomic_dir, read_npz, write_csv, write_json
@@ -44,9 +50,6 @@ from gravrev.store.paths import Paths
 from gravrev.training.finetune import finetune_run
 from gravrev.training.loop import pick_device
 
-# Control directions per kind, each ablated and added like v_rev (a handful: each costs six
-# judged generations per history). The refusal direction r is one more.
-N_RANDOM, N_COVARIANCE, N_PCS = 3, 3, 3
 CONTROL_KINDS = ("v_rev", "refusal", "random", "covariance", "pc")
 # The controls' random stream (random, then covariance-shaped): [history seed, this].
 READOUT_NULL = 100  # random unit directions of the vocabulary readout's null, per history
