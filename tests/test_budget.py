@@ -31,12 +31,12 @@ def test_schedule_counts_the_hf_presets_runs_and_generations():
 def test_the_search_runs_count_at_the_longest_horizon():
     tiny = resolve({"preset": "tiny"})
     s = budget.schedule(tiny)
-    # 3 lrs x 2 warmups x 3 shares on 2 histories, and at most every cell again on the other 6
+    # 3 lrs x 3 warmups x 3 shares on 2 histories, and at most every cell again on the other 6
     # (the confirmation), each to T = 300, logged at 5, 10, 20, 50, the main log steps below
     # 300 and every horizon
-    assert (s.search_runs, s.search_steps) == (3 * 2 * 3 * 8, 300)
+    assert (s.search_runs, s.search_steps) == (3 * 3 * 3 * 8, 300)
     off = dataclasses.replace(tiny, regime=dataclasses.replace(tiny.regime, confirm=False))
-    assert budget.schedule(off).search_runs == 3 * 2 * 3 * 2
+    assert budget.schedule(off).search_runs == 3 * 3 * 3 * 2
     assert s.search_logged > len(tiny.regime.horizons)
     assert s.total_steps == (s.main_runs * s.steps + s.shock_runs * s.shock_steps
                              + s.search_runs * 300)

@@ -61,8 +61,8 @@ class RegimeConfig:
         check(list(self.horizons) == sorted(self.horizons)
               and all(1 <= h <= MAX_STEPS for h in self.horizons), f"{name}.horizons",
               f"must be increasing step counts in [1, {MAX_STEPS}]")
-        check(all(0 <= w < min(self.horizons, default=MAX_STEPS) for w in self.warmups),
-              f"{name}.warmups", "every warmup must be shorter than the shortest horizon")
+        check(all(0 <= w <= min(self.horizons, default=MAX_STEPS) for w in self.warmups),
+              f"{name}.warmups", "every warmup must be at most the shortest horizon")
         check(0 <= self.max_benign_drop <= 100, f"{name}.max_benign_drop",
               "must be in [0, 100] (percentage points)")
         band = self.nonrefusal_band

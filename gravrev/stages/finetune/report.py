@@ -138,8 +138,7 @@ def unchosen_sentences(cfg: Config, r: FinetuneResult) -> list[str]:
                f"{len(shocked)}" + (f" (worst benign drop in points: {where})" if len(shocked)
                                     else "")
                + ", so every verdict in it is read with that caveat. The regime was not moved "
-               "to a candidate picked after seeing this outcome: no rule written before it "
-               "would pick one.")
+               "after this run's outcome: no rule written before it would pick another.")
     return out
 
 
