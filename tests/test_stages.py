@@ -874,7 +874,7 @@ def test_kept_refusal_is_said_with_what_the_interval_shows():
     assert block_report._kept_words(51.0, 68.0, drop) == "kept refusal"
     assert block_report._kept_words(51.0, 68.0, unsure) == (
         "kept refusal by the mean's reading rule, though the interval over histories includes "
-        "no drop")
+        "zero (it does not show the drop)")
     assert block_report._kept_words(66.0, 68.0, drop) == "did not keep refusal"  # within 5
 
 

@@ -55,7 +55,7 @@ def _kept_words(arm: float, unblocked: float, difference: Summary) -> str:
     if difference.excludes_zero == -1:
         return "kept refusal"
     return ("kept refusal by the mean's reading rule, though the interval over histories "
-            "includes no drop")
+            "includes zero (it does not show the drop)")
 
 
 def _versus(r: BlockingResult, arm: str, measure: str) -> Summary:

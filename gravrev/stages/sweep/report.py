@@ -140,8 +140,8 @@ def _mediation(units: pd.DataFrame) -> str:
                 "no refusal to remove: the mediation check is empty here.")
     share = (refusing["ablation_refusal_drop"] / refusing["refusal_S"]).astype(float)
     return (f"Ablating each unit's own v_rev from θ_S removed {100 * share.mean():.0f}% of its "
-            f"refusal on average (from {100 * share.min():.0f}% to {100 * share.max():.0f}%, over "
-            f"the {len(refusing)} units whose θ_S refuses at all).")
+            f"refusal on average (between {100 * share.min():.0f}% and {100 * share.max():.0f}% "
+            f"per unit, over the {len(refusing)} units whose θ_S refuses at all).")
 
 
 def room_sentence(units: pd.DataFrame, band: tuple[float, ...], min_task: float) -> str:
